@@ -1,0 +1,84 @@
+"""The explicit client: one transport, one spool, one pair of background threads.
+
+Nothing is set up behind the caller's back: a :class:`Client` is created by the
+caller (or by :func:`pipeline_sdk.run`, which then closes it when the run ends),
+and every recorder it hands out writes through it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from .config import Settings
+from .recorder import RunRecorder
+from .shipper import Shipper, ShipperStats
+from .transports import Transport, transport_from_settings
+
+
+class Client:
+    """Writes run events to a transport: Fluentd when configured, else the local store.
+
+    >>> client = Client()                      # from MLOBS_* environment variables
+    >>> rec = client.recorder("train", "fit", "run-1")
+    >>> rec.log_metric("loss", 0.25, step=1)
+    >>> client.close()                         # flush (bounded), then stop
+    """
+
+    def __init__(
+        self,
+        transport: Transport | None = None,
+        *,
+        home: Path | str | None = None,
+        settings: Settings | None = None,
+        max_queue: int = 262_144,
+        linger: float = 0.02,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.transport = transport if transport is not None else transport_from_settings(self.settings)
+        self.home = Path(home) if home is not None else self.settings.home
+        self.shipper = Shipper(
+            self.transport,
+            self.home,
+            spool_max_bytes=self.settings.spool_max_bytes,
+            max_queue=max_queue,
+            linger=linger,
+            exit_timeout=self.settings.flush_timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Client to {self.transport.describe()}>"
+
+    def describe(self) -> str:
+        """Where events go, in words, e.g. "Fluentd at fluentd:24224"."""
+        return self.transport.describe()
+
+    def recorder(self, pipeline: str, step: str, run_id: str) -> RunRecorder:
+        """A recorder bound to one run identity (validated here)."""
+        return RunRecorder(self, pipeline, step, run_id)
+
+    def stats(self) -> ShipperStats:
+        """Counters: spooled, delivered, dropped (never silently), pending."""
+        return self.shipper.stats()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything logged so far is delivered; False if ``timeout`` ran out."""
+        return self.shipper.flush(self.settings.flush_timeout if timeout is None else timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush for at most ``timeout`` seconds (default MLOBS_FLUSH_TIMEOUT), then stop.
+
+        Undelivered events stay in the spool under MLOBS_HOME for the next process.
+        """
+        return self.shipper.close(timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,111 @@
+"""Typed settings read from the environment variables that the contract names.
+
+Each setting is parsed once, and a malformed value fails loudly, naming the
+variable and what it should look like.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Generic, Mapping, TypeVar
+
+from . import contract as c
+
+T = TypeVar("T")
+
+
+class SettingError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+def _port(raw: str) -> int:
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 65535:
+        raise ValueError("must be a TCP port number from 1 to 65535")
+    return int(raw)
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("must be a finite number of seconds, 0 or more")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError("must be a whole number, 1 or more")
+    return int(raw)
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be blank")
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class EnvVar(Generic[T]):
+    """One environment variable: its name, how to parse it and its default."""
+
+    name: str
+    parse: Callable[[str], T]
+    default: T | None = None
+
+    def get(self, environ: Mapping[str, str] | None = None) -> T | None:
+        env = os.environ if environ is None else environ
+        raw = env.get(self.name)
+        if raw is None or raw == "":
+            return self.default
+        try:
+            return self.parse(raw)
+        except ValueError as exc:
+            raise SettingError(f"environment variable {self.name}={raw!r}: {exc}") from None
+
+
+FLUENTD_HOST = EnvVar(c.ENV_FLUENTD_HOST, _text)
+FLUENTD_PORT = EnvVar(c.ENV_FLUENTD_PORT, _port, c.DEFAULT_FLUENTD_PORT)
+HOME = EnvVar(c.ENV_HOME, lambda raw: Path(_text(raw)).expanduser())
+PIPELINE = EnvVar(c.ENV_PIPELINE, _text)
+STEP = EnvVar(c.ENV_STEP, _text)
+RUN_ID = EnvVar(c.ENV_RUN_ID, _text)
+FLUSH_TIMEOUT = EnvVar(c.ENV_FLUSH_TIMEOUT, _positive_float, 10.0)
+SPOOL_MAX_MB = EnvVar(c.ENV_SPOOL_MAX_MB, _positive_int, 512)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the SDK reads from the environment, parsed and checked."""
+
+    fluentd_host: str | None
+    fluentd_port: int
+    home: Path
+    flush_timeout: float
+    spool_max_bytes: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        host = FLUENTD_HOST.get(environ)
+        env = os.environ if environ is None else environ
+        if host is None and env.get(c.ENV_FLUENTD_PORT):
+            raise SettingError(
+                f"environment variable {c.ENV_FLUENTD_PORT} is set but {c.ENV_FLUENTD_HOST} is not: "
+                f"set {c.ENV_FLUENTD_HOST} too, or unset both to use the local store"
+            )
+        port = FLUENTD_PORT.get(environ)
+        home = HOME.get(environ)
+        timeout = FLUSH_TIMEOUT.get(environ)
+        spool_mb = SPOOL_MAX_MB.get(environ)
+        assert port is not None and timeout is not None and spool_mb is not None  # defaults
+        return cls(
+            fluentd_host=host,
+            fluentd_port=port,
+            home=home if home is not None else Path("~/.mlobs").expanduser(),
+            flush_timeout=timeout,
+            spool_max_bytes=spool_mb * 1024 * 1024,
+        )

@@ -1,0 +1,234 @@
+"""The calls a pipeline step makes: params, metrics, inputs/outputs, log records.
+
+A :class:`RunRecorder` is bound to one run identity and one client.  Every call
+validates its arguments (a bad one raises here, naming it), encodes the event
+into its Forward-protocol entry and appends it to the client's queue.  It never
+waits on I/O.
+
+``log_metric`` is called hundreds of thousands of times a run, so its common
+case (a float or int value, a name seen before) is kept to a handful of
+operations; everything unusual falls back to the validators.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any, Mapping
+
+from . import contract as c
+from .encoding import ENTRY_HEAD, NS_PER_S, MetricEncoder, pack_entry
+from .validation import (
+    INT64_MAX,
+    MAX_TEXT_LENGTH,
+    check_identity,
+    check_index,
+    check_name,
+    check_number,
+    check_tag_value,
+    check_text,
+    escape_text,
+    param_value,
+)
+
+if TYPE_CHECKING:
+    from .client import Client
+
+_time_ns = time.time_ns
+_METRIC_TAG = c.METRIC.tag
+_LIST_METRIC_TAG = c.LIST_METRIC.tag
+_MAX_LOCATION = 2048
+
+
+def _json_value(arg: str, value: Any) -> str:
+    try:
+        text = json.dumps(value, allow_nan=False, sort_keys=True, ensure_ascii=False)
+    except ValueError as exc:  # NaN or infinity somewhere inside
+        raise ValueError(f"{arg} is invalid: {exc}") from None
+    except TypeError as exc:
+        raise TypeError(f"{arg} must be JSON-serialisable: {exc}") from None
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ValueError(
+            f"{arg} is invalid: {len(text)} characters once JSON-encoded, more than {MAX_TEXT_LENGTH}"
+        )
+    return text
+
+
+class RunRecorder:
+    """Records the events of one run through a :class:`~pipeline_sdk.client.Client`."""
+
+    def __init__(self, client: Client, pipeline: str, step: str, run_id: str) -> None:
+        self.pipeline = check_identity("pipeline", pipeline)
+        self.step = check_identity("step", step)
+        self.run_id = check_identity("run_id", run_id)
+        self.client = client
+        self._identity = {c.TAG_RUN_ID: run_id, c.TAG_PIPELINE: pipeline, c.TAG_STEP: step}
+        shipper = client.shipper
+        self._queue = shipper.queue
+        self._soft_limit = shipper.soft_limit
+        self._relieve = shipper.relieve
+        self._simple: dict[str, MetricEncoder] = {}
+        self._series: dict[str, MetricEncoder] = {}
+        self._last_ns = 0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.pipeline}/{self.step} run_id={self.run_id}>"
+
+    # ---- metrics: the hot path -----------------------------------------------------------
+
+    def log_metric(self, name: str, value: float, step: int | None = None) -> None:
+        """Record a simple metric, or with ``step`` one value of a list metric.
+
+        ``value`` is a finite real number (stored as float); ``step`` an int from 0,
+        for example the epoch or batch number.  A list metric is one series per run.
+        """
+        if step is None:
+            enc = self._simple.get(name)
+            if enc is None:
+                enc = self._encoder(c.METRIC, name)
+        else:
+            enc = self._series.get(name)
+            if enc is None:
+                enc = self._encoder(c.LIST_METRIC, name)
+            if type(step) is not int or step < 0 or step > INT64_MAX:
+                step = check_index("step", step)
+        if type(value) is not float or value - value != 0.0:  # not a finite float
+            value = check_number("value", value)
+        t = _time_ns()
+        if t <= self._last_ns:  # unique, increasing event times: no two points collide
+            t = self._last_ns + 1
+        self._last_ns = t
+        sec, nsec = divmod(t, NS_PER_S)
+        queue = self._queue
+        if len(queue) >= self._soft_limit and not self._relieve():
+            return
+        if step is None:
+            queue.append((_METRIC_TAG, enc.pack(ENTRY_HEAD, sec, nsec, enc.prefix, enc.value_key, value)))
+        else:
+            queue.append(
+                (
+                    _LIST_METRIC_TAG,
+                    enc.pack(
+                        ENTRY_HEAD, sec, nsec, enc.prefix, enc.value_key, value, enc.index_key, step
+                    ),
+                )
+            )
+
+    def _encoder(self, stream: c.Stream, name: str) -> MetricEncoder:
+        check_name("name", name)
+        enc = MetricEncoder(stream, self._identity, name)
+        (self._series if stream is c.LIST_METRIC else self._simple)[name] = enc
+        return enc
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Record several metrics at once; all are validated before any is recorded."""
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"metrics must be a mapping of name to value, got {type(metrics).__name__}")
+        checked = {}
+        for name, value in metrics.items():
+            check_name(f"metrics key {name!r}", name)
+            checked[name] = check_number(f"metrics[{name!r}]", value)
+        if step is not None:
+            step = check_index("step", step)
+        for name, number in checked.items():
+            self.log_metric(name, number, step)
+
+    # ---- params, inputs and outputs --------------------------------------------------------
+
+    def log_param(self, name: str, value: Any) -> None:
+        """Record a parameter: a str, int, float, bool or None (stored as text, and as a number)."""
+        check_name("name", name)
+        self._param(name, *param_value("value", value))
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Record several parameters; all are validated before any is recorded."""
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a mapping of name to value, got {type(params).__name__}")
+        checked = []
+        for name, value in params.items():
+            check_name(f"params key {name!r}", name)
+            checked.append((name, *param_value(f"params[{name!r}]", value)))
+        for name, text, number in checked:
+            self._param(name, text, number)
+
+    def _param(self, name: str, text: str, number: float | None) -> None:
+        record: dict[str, Any] = {**self._identity, c.TAG_NAME: name, c.FIELD_VALUE: escape_text(text)}
+        if number is not None:
+            record[c.FIELD_NUMBER] = number
+        self._emit(c.PARAM.tag, record)
+
+    def log_input(self, name: str, value: Any, source: str | None = None) -> None:
+        """Record an input of the step: any JSON-serialisable value, and where it came from."""
+        self._io(c.IODirection.INPUT, name, value, c.FIELD_SOURCE, "source", source)
+
+    def log_output(self, name: str, value: Any, destination: str | None = None) -> None:
+        """Record an output of the step: any JSON-serialisable value, and where it went."""
+        self._io(c.IODirection.OUTPUT, name, value, c.FIELD_DESTINATION, "destination", destination)
+
+    def _io(
+        self,
+        direction: c.IODirection,
+        name: str,
+        value: Any,
+        location_field: str,
+        location_arg: str,
+        location: str | None,
+    ) -> None:
+        check_name("name", name)
+        record: dict[str, Any] = {
+            **self._identity,
+            c.TAG_DIRECTION: direction.value,
+            c.TAG_NAME: name,
+            c.FIELD_VALUE: escape_text(_json_value("value", value)),
+        }
+        if location is not None:
+            record[location_field] = escape_text(check_text(location_arg, location, _MAX_LOCATION))
+        self._emit(c.IO.tag, record)
+
+    # ---- log records and lifecycle (used by the handler and the run context) -----------------
+
+    def log_record(
+        self,
+        level: str,
+        message: str,
+        logger: str = "",
+        extra: Mapping[str, Any] | None = None,
+        time_ns: int | None = None,
+    ) -> None:
+        """Record one log line with the run's identity; ``extra`` is stored as a JSON object."""
+        record: dict[str, Any] = {
+            **self._identity,
+            c.TAG_LEVEL: check_tag_value("level", level, 32),
+            c.FIELD_MESSAGE: escape_text(check_text("message", message)),
+            c.FIELD_LOGGER: escape_text(check_text("logger", logger, 256)),
+        }
+        if extra:
+            record[c.FIELD_EXTRA] = escape_text(
+                json.dumps(extra, sort_keys=True, default=repr, ensure_ascii=False)
+            )
+        self._emit(c.LOG.tag, record, time_ns)
+
+    def log_status(
+        self,
+        status: c.RunStatus,
+        fields: Mapping[str, Any],
+        time_ns: int | None = None,
+    ) -> None:
+        """Record a lifecycle event (started, succeeded, failed, cancelled)."""
+        record: dict[str, Any] = {**self._identity, c.TAG_STATUS: status.value}
+        for key, value in fields.items():
+            if c.RUN.fields.get(key) is c.FieldType.STRING:
+                value = escape_text(value)
+            record[key] = value
+        self._emit(c.RUN.tag, record, time_ns)
+
+    def _emit(self, tag: str, record: Mapping[str, Any], time_ns: int | None = None) -> None:
+        t = _time_ns() if time_ns is None else time_ns
+        if t <= self._last_ns:
+            t = self._last_ns + 1
+        self._last_ns = t
+        queue = self._queue
+        if len(queue) >= self._soft_limit and not self._relieve():
+            return
+        queue.append((tag, pack_entry(t, record)))
+

@@ -1,0 +1,401 @@
+"""The batching hand-off between the caller and a transport.
+
+The caller appends ``(tag, entry)`` to an in-memory deque and returns: it never
+waits on a socket, a disk or an SQLite commit.  Two daemon threads do the rest:
+
+* the *spooler* drains the deque every ``linger`` seconds (or sooner when the
+  deque grows), groups consecutive entries of one tag into frames, and appends
+  them to this process's on-disk spool with one write;
+* the *delivery* thread first delivers what dead processes left in their spools,
+  then follows this process's spool, one frame at a time, and marks a frame
+  delivered only once the transport acknowledged it.  A failure leaves the frame
+  in the spool and retries with capped exponential backoff.
+
+So the caller's cost does not depend on the transport's state, and nothing
+logged is lost unless a bound is hit: the deque (``max_queue`` events) or the
+spool (``spool_max_bytes``).  Drops at either bound are counted in
+:class:`ShipperStats` and logged, never silent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from .forward import DeliveryError
+from .spool import Frame, SpoolDir, frame_bytes
+from .transports import Sink, Transport
+
+log = logging.getLogger("mlobs")
+
+SLICE = 2048  # entries drained per GIL hold of the spooler (about 0.2 ms)
+FRAME_EVENTS = 4096  # at most this many events per Forward chunk
+FRAME_BYTES = 1024 * 1024  # and at most this many bytes of entries
+BACKOFF_MIN = 0.05  # seconds before the first retry of a failed delivery
+BACKOFF_MAX = 2.0  # cap of the exponential backoff
+WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
+
+
+@dataclass
+class ShipperStats:
+    """Counters of one shipper; read them with :meth:`Shipper.stats`."""
+
+    spooled_events: int = 0  # events written to the spool
+    delivered_events: int = 0  # events the transport acknowledged (this process's and adopted)
+    adopted_events: int = 0  # of those, events left behind by earlier processes
+    dropped_queue_full: int = 0  # events refused because the in-memory queue was at its bound
+    dropped_spool_full: int = 0  # events refused because the spool was at its bound
+    lost_corrupt_bytes: int = 0  # spool bytes found corrupt and skipped (after a disk fault)
+    delivery_failures: int = 0  # failed delivery attempts (each one retried)
+    queued_events: int = 0  # events in memory, not yet spooled
+    pending_bytes: int = 0  # spooled bytes not yet delivered
+    last_error: str | None = None  # the last delivery error, if any
+
+
+class _RateLimitedWarning:
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._suppressed = 0
+
+    def __call__(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last >= WARN_EVERY:
+            if self._suppressed:
+                msg += f" ({self._suppressed} similar warnings suppressed)"
+            log.warning(msg, *args)
+            self._last, self._suppressed = now, 0
+        else:
+            self._suppressed += 1
+
+
+class Shipper:
+    """Owns the queue, the spool and the two threads of one transport."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        home: Path,
+        *,
+        spool_max_bytes: int = 512 * 1024 * 1024,
+        max_queue: int = 262_144,
+        linger: float = 0.02,
+        exit_timeout: float = 10.0,
+    ) -> None:
+        self.transport = transport
+        self.queue: deque[tuple[str, bytes]] = deque()
+        self.max_queue = max_queue
+        # Above this the caller lends the spooler the GIL for a moment (see relieve()).
+        self.soft_limit = min(16_384, max(max_queue // 4, 1))
+        self._spool_root = Path(home) / "spool" / transport.kind
+        self._spool_max_bytes = spool_max_bytes
+        self._linger = linger
+        self._exit_timeout = exit_timeout
+        self._stats = ShipperStats()
+        self._lock = threading.Lock()  # guards _stats updates from the threads
+        self._progress = threading.Condition()  # notified on every drain and ack
+        self._wake = threading.Event()  # wakes the spooler early
+        self._stopping = threading.Event()
+        self._closed = False
+        self._draining = False  # the spooler holds entries it popped but has not written yet
+        self._warn_drop = _RateLimitedWarning()
+        self._warn_delivery = _RateLimitedWarning()
+        self._start()
+        self._atexit = _atexit_closer(self)
+        atexit.register(self._atexit)
+        os.register_at_fork(after_in_child=_after_fork_closer(self))
+
+    def _start(self) -> None:
+        self._spool = SpoolDir.create(self._spool_root)
+        self._orphans_done = threading.Event()
+        self._spooler = threading.Thread(target=self._spool_loop, name="mlobs-spooler", daemon=True)
+        self._delivery = threading.Thread(target=self._delivery_loop, name="mlobs-delivery", daemon=True)
+        self._spooler.start()
+        self._delivery.start()
+
+    # ---- the caller's side --------------------------------------------------------------
+
+    def relieve(self) -> bool:
+        """Called by a recorder when the queue is past its soft limit; False means drop.
+
+        In a tight loop the caller holds the GIL and the spooler gets it only every
+        switch interval (5 ms).  Sleeping 0.2 ms lends it the GIL to drain a slice, which
+        keeps the queue bounded at the price of one slow call in a few thousand.
+        """
+        if len(self.queue) >= self.max_queue:
+            with self._lock:
+                self._stats.dropped_queue_full += 1
+                dropped = self._stats.dropped_queue_full
+            self._warn_drop(
+                "mlobs: in-memory queue full (%d events): event dropped (%d so far); "
+                "the spool at %s cannot keep up",
+                self.max_queue,
+                dropped,
+                self._spool.path,
+            )
+            return False
+        self._wake.set()
+        time.sleep(0.0002)
+        return True
+
+    def stats(self) -> ShipperStats:
+        with self._lock:
+            snapshot = ShipperStats(**vars(self._stats))
+        snapshot.queued_events = len(self.queue)
+        snapshot.pending_bytes = self._spool.pending_bytes()
+        return snapshot
+
+    @property
+    def spool_path(self) -> Path:
+        return self._spool.path
+
+    def wait_spooled(self, timeout: float) -> bool:
+        """Wait until everything queued so far is on disk (not necessarily delivered)."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._progress:
+            while self.queue or self._draining:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.set()
+                self._progress.wait(min(left, 0.05))
+        return True
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything logged so far is delivered; False if ``timeout`` ran out."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._progress:
+            while (
+                self.queue
+                or self._draining
+                or self._spool.pending_bytes()
+                or not self._orphans_done.is_set()
+            ):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.set()
+                self._progress.wait(min(left, 0.05))
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush for at most ``timeout`` seconds, stop the threads and release the spool.
+
+        What could not be delivered stays in the spool; the next process that uses the
+        same home directory and transport kind delivers it.  Returns True when nothing
+        was left behind.
+        """
+        if self._closed:
+            return True
+        self._closed = True
+        atexit.unregister(self._atexit)
+        timeout = self._exit_timeout if timeout is None else timeout
+        delivered = self.flush(timeout)
+        self._stopping.set()
+        self._wake.set()
+        self._spooler.join()
+        with self._progress:
+            self._progress.notify_all()
+        self._delivery.join()
+        pending = self._spool.pending_bytes()
+        self._spool.release()
+        if not delivered or pending:
+            log.warning(
+                "mlobs: %d bytes of events not delivered to %s within %.1f s; they are kept in %s "
+                "and the next process using this MLOBS_HOME delivers them",
+                pending,
+                self.transport.describe(),
+                timeout,
+                self._spool.path,
+            )
+        return delivered and not pending
+
+    # ---- the spooler thread -------------------------------------------------------------
+
+    def _spool_loop(self) -> None:
+        while True:
+            self._wake.wait(self._linger)
+            self._wake.clear()
+            try:
+                self._drain()
+            except Exception:  # a bug must not stop the spooling for good
+                log.exception("mlobs: spooler error; retrying")
+                time.sleep(BACKOFF_MIN)
+            if self._stopping.is_set() and not self.queue:
+                return
+
+    def _drain(self) -> None:
+        self._draining = True  # before the first pop, so flush() never sees entries nowhere
+        try:
+            self._drain_slices()
+        finally:
+            self._draining = False
+            with self._progress:
+                self._progress.notify_all()
+
+    def _drain_slices(self) -> None:
+        queue, popleft = self.queue, self.queue.popleft
+        while queue:
+            items = [popleft() for _ in range(min(len(queue), SLICE))]
+            frames: list[list[bytes]] = []
+            events = 0
+            tag, parts, size = items[0][0], [], 0
+            for item_tag, entry in items:
+                if item_tag != tag or len(parts) >= FRAME_EVENTS or size >= FRAME_BYTES:
+                    frames.append(frame_bytes(tag, len(parts), b"".join(parts)))
+                    events += len(parts)
+                    tag, parts, size = item_tag, [], 0
+                parts.append(entry)
+                size += len(entry)
+            frames.append(frame_bytes(tag, len(parts), b"".join(parts)))
+            events += len(parts)
+            self._write(frames, events)
+
+    def _write(self, frames: list[list[bytes]], events: int) -> None:
+        size = sum(len(part) for frame in frames for part in frame)
+        written = 0
+        if self._spool.disk_bytes() + size <= self._spool_max_bytes:
+            written = self._spool.append(frames)
+        with self._lock:
+            if written:
+                self._stats.spooled_events += events
+            else:
+                self._stats.dropped_spool_full += events
+                dropped = self._stats.dropped_spool_full
+        if not written:
+            self._warn_drop(
+                "mlobs: spool %s full or not writable (bound %d bytes): %d events dropped "
+                "(%d so far); %s is not taking them",
+                self._spool.path,
+                self._spool_max_bytes,
+                events,
+                dropped,
+                self.transport.describe(),
+            )
+        with self._progress:
+            self._progress.notify_all()
+
+    # ---- the delivery thread --------------------------------------------------------------
+
+    def _delivery_loop(self) -> None:
+        sink = self.transport.open()
+        orphans = SpoolDir.adopt_orphans(self._spool_root, exclude=self._spool.path.name)
+        try:
+            for orphan in orphans:
+                log.info(
+                    "mlobs: delivering %d bytes left in %s by an earlier process",
+                    orphan.pending_bytes(),
+                    orphan.path,
+                )
+                if not self._deliver_all(sink, orphan, adopted=True):
+                    break
+            for orphan in orphans:  # removes the delivered ones, unlocks the others
+                orphan.release()
+            orphans = []
+            self._orphans_done.set()
+            self._deliver_all(sink, self._spool, adopted=False)
+        finally:
+            for orphan in orphans:
+                orphan.release()
+            self._orphans_done.set()
+            sink.close()
+            with self._progress:
+                self._progress.notify_all()
+
+    def _deliver_all(self, sink: Sink, spool: SpoolDir, adopted: bool) -> bool:
+        """Deliver ``spool`` in order until it is empty (adopted) or until close() (our own).
+
+        Returns False when close() stopped it with frames left undelivered.
+        """
+        backoff = 0.0
+        while True:
+            frame = spool.next_frame()
+            self._count_lost(spool)
+            if frame is None:
+                if adopted or self._stopping.is_set():
+                    return True
+                with self._progress:
+                    self._progress.wait(self._linger)
+                continue
+            if self._stopping.is_set():  # close() stops us only once its flush deadline passed
+                spool.rewind()
+                return False
+            try:
+                sink.deliver(frame)
+            except DeliveryError as exc:
+                spool.rewind()
+                backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, backoff * 2))
+                with self._lock:
+                    self._stats.delivery_failures += 1
+                    self._stats.last_error = str(exc)
+                self._warn_delivery("mlobs: delivery failed, will retry in %.2f s: %s", backoff, exc)
+                self._stopping.wait(backoff * random.uniform(0.8, 1.2))
+                continue
+            except Exception:  # a bug in a sink: keep the frame, keep the thread
+                spool.rewind()
+                log.exception("mlobs: unexpected error delivering to %s", self.transport.describe())
+                self._stopping.wait(BACKOFF_MAX)
+                continue
+            if backoff:
+                log.info("mlobs: delivery to %s recovered", self.transport.describe())
+                backoff = 0.0
+            spool.ack(frame)
+            self._on_delivered(frame, adopted)
+
+    def _on_delivered(self, frame: Frame, adopted: bool) -> None:
+        with self._lock:
+            self._stats.delivered_events += frame.count
+            if adopted:
+                self._stats.adopted_events += frame.count
+        with self._progress:
+            self._progress.notify_all()
+
+    def _count_lost(self, spool: SpoolDir) -> None:
+        if spool.lost_bytes:
+            with self._lock:
+                self._stats.lost_corrupt_bytes += spool.lost_bytes
+            spool.lost_bytes = 0
+
+    # ---- process lifecycle ------------------------------------------------------------------
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: the parent's queue and threads are not ours; start afresh."""
+        self.queue.clear()
+        self._lock = threading.Lock()
+        self._progress = threading.Condition()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._stats = ShipperStats()
+        if not self._closed:
+            self._start()
+
+
+def _atexit_closer(shipper: Shipper):  # type: ignore[no-untyped-def]
+    ref = weakref.ref(shipper)
+
+    def close_at_exit() -> None:
+        target = ref()
+        if target is not None:
+            target.close()
+
+    return close_at_exit
+
+
+def _after_fork_closer(shipper: Shipper):  # type: ignore[no-untyped-def]
+    ref = weakref.ref(shipper)
+
+    def reset() -> None:
+        target = ref()
+        if target is not None:
+            target._reset_after_fork()
+
+    return reset

@@ -1,0 +1,232 @@
+"""A real Fluentd Forward-protocol receiver, for tests and benchmarks.
+
+It listens on TCP, decodes the msgpack stream in every mode the protocol has
+(Message, Forward, PackedForward and CompressedPackedForward), records each
+message to a file and flushes it, and only then answers ``{"ack": chunk}`` when
+the message asked for one, as Fluentd's in_forward does with
+``require_ack_response``.
+
+Run it in its own process::
+
+    python -m pipeline_sdk.testing.forward_server --port 0 --out events.bin
+
+It prints ``LISTENING <port>`` once bound.  Signals drive the failure modes the
+tests need: SIGUSR1 stops reading (connections are accepted, never read, so the
+sender's socket buffers fill up), SIGUSR2 resumes, SIGTERM exits.
+``--no-ack`` reads and records but never acknowledges (a hung Fluentd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import msgpack
+
+NS_PER_S = 1_000_000_000
+_EVENT_TIME = struct.Struct(">II")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == 0 and len(data) == 8:
+        sec, nsec = _EVENT_TIME.unpack(data)
+        return sec * NS_PER_S + nsec
+    raise ValueError(f"unexpected msgpack ext type {code}")
+
+
+def _time_ns(value: Any) -> int:
+    """EventTime is decoded to nanoseconds already; a plain integer is whole seconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value * NS_PER_S if value < 2**32 else value
+    if isinstance(value, float):
+        return int(value * NS_PER_S)
+    raise ValueError(f"bad event time {value!r}")
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def decode_message(message: Any) -> tuple[str, str, list[tuple[int, dict[str, Any]]], dict[str, Any]]:
+    """(tag, mode, [(time_ns, record)], option) of one Forward-protocol message."""
+    if not isinstance(message, list) or len(message) not in (2, 3, 4) or not isinstance(message[0], str):
+        raise ProtocolError(f"not a forward message: {str(message)[:80]}")
+    tag = message[0]
+    second = message[1]
+    if isinstance(second, list):  # Forward mode
+        option = message[2] if len(message) > 2 else {}
+        entries = [(_time_ns(t), r) for t, r in second]
+        return tag, "forward", entries, option or {}
+    if isinstance(second, (bytes, str)):  # PackedForward, maybe compressed
+        option = message[2] if len(message) > 2 else {}
+        option = option or {}
+        blob = second.encode("latin-1") if isinstance(second, str) else second
+        mode = "packed"
+        if option.get("compressed") == "gzip":
+            blob, mode = gzip.decompress(blob), "compressed"
+        unpacker = msgpack.Unpacker(raw=False, ext_hook=_ext_hook)
+        unpacker.feed(blob)
+        entries = [(_time_ns(t), r) for t, r in unpacker]
+        if "size" in option and option["size"] != len(entries):
+            raise ProtocolError(f"size option {option['size']} but {len(entries)} entries")
+        return tag, mode, entries, option
+    if len(message) in (3, 4):  # Message mode
+        option = message[3] if len(message) == 4 else {}
+        return tag, "message", [(_time_ns(second), message[2])], option or {}
+    raise ProtocolError("message without a record")
+
+
+@dataclass
+class _Conn:
+    sock: socket.socket
+    unpacker: msgpack.Unpacker
+
+
+class ForwardServer:
+    def __init__(self, host: str, port: int, out: BinaryIO, ack: bool = True, stalled: bool = False) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, port))
+        self.listener.listen(128)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.out = out
+        self.ack = ack
+        self.stalled = stalled
+        self.running = True
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ, None)
+        self.conns: dict[int, _Conn] = {}
+        self.events = 0
+        self.messages = 0
+
+    def set_stalled(self, stalled: bool) -> None:
+        if stalled == self.stalled:
+            return
+        self.stalled = stalled
+        for conn in self.conns.values():
+            if stalled:
+                self.selector.unregister(conn.sock)
+            else:
+                self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def serve(self) -> None:
+        while self.running:
+            for key, _ in self.selector.select(timeout=0.5):
+                if key.data is None:
+                    self._accept()
+                else:
+                    self._read(key.data)
+        for conn in list(self.conns.values()):
+            conn.sock.close()
+        self.listener.close()
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        conn = _Conn(sock, msgpack.Unpacker(raw=False, ext_hook=_ext_hook, max_buffer_size=64 * 1024 * 1024))
+        self.conns[sock.fileno()] = conn
+        if not self.stalled:
+            self.selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _close(self, conn: _Conn) -> None:
+        if not self.stalled:  # while stalled, connections are not registered
+            self.selector.unregister(conn.sock)
+        self.conns.pop(conn.sock.fileno(), None)
+        conn.sock.close()
+
+    def _read(self, conn: _Conn) -> None:
+        if self.stalled:  # SIGUSR1 arrived after select() reported it ready
+            return
+        try:
+            data = conn.sock.recv(1024 * 1024)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)  # a partial message left in the unpacker is discarded
+            return
+        conn.unpacker.feed(data)
+        try:
+            for message in conn.unpacker:
+                self._handle(conn, message)
+        except (ProtocolError, ValueError, TypeError, msgpack.UnpackException) as exc:
+            print(f"forward_server: closing connection: {exc}", file=sys.stderr, flush=True)
+            self._close(conn)
+
+    def _handle(self, conn: _Conn, message: Any) -> None:
+        tag, mode, entries, option = decode_message(message)
+        chunk = option.get("chunk")
+        self.out.write(msgpack.packb([tag, chunk, mode, entries], use_bin_type=True))
+        self.out.flush()  # recorded before acknowledged
+        self.events += len(entries)
+        self.messages += 1
+        if chunk is not None and self.ack:
+            conn.sock.setblocking(True)
+            try:
+                conn.sock.sendall(msgpack.packb({"ack": chunk}))
+            except OSError:
+                pass  # the sender gave up on this connection; it will resend the chunk
+            finally:
+                conn.sock.setblocking(False)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One recorded message."""
+
+    tag: str
+    chunk: str | None
+    mode: str
+    entries: list[tuple[int, dict[str, Any]]]
+
+
+def read_recorded(path: Path) -> Iterator[Received]:
+    """The messages a server recorded, in arrival order (a torn tail is ignored)."""
+    with open(path, "rb") as fh:
+        unpacker = msgpack.Unpacker(fh, raw=False, max_buffer_size=256 * 1024 * 1024)
+        for tag, chunk, mode, entries in unpacker:
+            yield Received(tag, chunk, mode, [(t, r) for t, r in entries])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True, help="file the received messages are appended to")
+    parser.add_argument("--no-ack", action="store_true", help="never acknowledge (a hung receiver)")
+    parser.add_argument("--stalled", action="store_true", help="start without reading (see SIGUSR1/SIGUSR2)")
+    args = parser.parse_args(argv)
+    with open(args.out, "ab") as out:
+        server = ForwardServer(args.host, args.port, out, ack=not args.no_ack, stalled=args.stalled)
+
+        def stop(signum: int, frame: object) -> None:
+            server.running = False
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGUSR1, lambda s, f: server.set_stalled(True))
+        signal.signal(signal.SIGUSR2, lambda s, f: server.set_stalled(False))
+        print(f"LISTENING {server.port}", flush=True)
+        server.serve()
+        print(f"forward_server: {server.messages} messages, {server.events} events", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Where spooled frames are delivered: Fluentd (Forward protocol) or the local store.
+
+Both transports sit behind the same hand-off (:mod:`pipeline_sdk.shipper`): the
+caller appends to a queue, a thread writes the spool, another delivers from it.
+A transport only knows how to deliver one frame, and raises
+:class:`~pipeline_sdk.forward.DeliveryError` when it could not.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Protocol
+
+from .config import Settings
+from .forward import AckForwardSender, DeliveryError
+from .local_store import DB_NAME, LocalStore
+from .spool import Frame
+
+
+class Sink(Protocol):
+    def deliver(self, frame: Frame) -> None: ...
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    """A destination for events."""
+
+    kind: str  # names the spool namespace: a dead process's spool goes to the same kind
+
+    def open(self) -> Sink: ...
+    def describe(self) -> str: ...
+
+
+class FluentTransport:
+    """Fluentd's Forward protocol, each chunk acknowledged."""
+
+    kind = "fluent"
+
+    def __init__(self, host: str, port: int = 24224, timeout: float = 3.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+
+    def open(self) -> Sink:
+        return _FluentSink(AckForwardSender(self.host, self.port, self.timeout))
+
+    def describe(self) -> str:
+        return f"Fluentd at {self.host}:{self.port}"
+
+
+class _FluentSink:
+    def __init__(self, sender: AckForwardSender) -> None:
+        self._sender = sender
+
+    def deliver(self, frame: Frame) -> None:
+        self._sender.send_chunk(frame.tag, frame.entries, frame.count, frame.chunk_id)
+
+    def close(self) -> None:
+        self._sender.close()
+
+
+class LocalTransport:
+    """The embedded SQLite store under ``MLOBS_HOME``."""
+
+    kind = "local"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def open(self) -> Sink:
+        return _LocalSink(LocalStore(self.path))
+
+    def describe(self) -> str:
+        return f"the local store {self.path}"
+
+
+class _LocalSink:
+    def __init__(self, store: LocalStore) -> None:
+        self._store = store
+
+    def deliver(self, frame: Frame) -> None:
+        try:
+            self._store.write_entries(frame.tag, frame.entries)
+        except sqlite3.Error as exc:  # locked by another writer, disk full...
+            raise DeliveryError(f"local store {self._store.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def transport_from_settings(settings: Settings) -> Transport:
+    """Fluentd when ``MLOBS_FLUENTD_HOST`` is set, else the local store."""
+    if settings.fluentd_host:
+        return FluentTransport(settings.fluentd_host, settings.fluentd_port)
+    return LocalTransport(settings.home / DB_NAME)
