@@ -32,7 +32,7 @@ class Client:
         home: Path | str | None = None,
         settings: Settings | None = None,
         max_queue: int = 262_144,
-        linger: float = 0.02,
+        linger: float = 0.01,
     ) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self.transport = transport if transport is not None else transport_from_settings(self.settings)

@@ -40,10 +40,15 @@ def _map_header(size: int) -> bytes:
     return b"\xde" + struct.pack(">H", size)
 
 
+def _metric_record_size(stream: c.Stream) -> int:
+    """Keys in a metric record: the identity, the name, the value and, for a list metric, the index."""
+    return len(c.IDENTITY_TAGS) + 2 + (1 if stream is c.LIST_METRIC else 0)
+
+
 class MetricEncoder:
     """Pre-packed layout of the entries of one metric name of one run."""
 
-    __slots__ = ("pack", "args_head", "prefix", "value_key", "index_key", "with_index")
+    __slots__ = ("index_key", "pack", "prefix", "value_key", "with_index")
 
     def __init__(self, stream: c.Stream, identity: Mapping[str, str], name: str) -> None:
         if stream is c.LIST_METRIC:
@@ -53,8 +58,7 @@ class MetricEncoder:
         else:
             raise ValueError(f"no fast encoder for stream {stream.tag}")
         pairs = [(key, identity[key]) for key in c.IDENTITY_TAGS] + [(c.TAG_NAME, name)]
-        size = len(pairs) + (2 if self.with_index else 1)
-        prefix = _map_header(size) + b"".join(
+        prefix = _map_header(_metric_record_size(stream)) + b"".join(
             msgpack.packb(k, use_bin_type=True) + msgpack.packb(v, use_bin_type=True) for k, v in pairs
         )
         self.prefix = prefix

@@ -31,12 +31,10 @@ class AckForwardSender(FluentSender):
 
     def send_chunk(self, tag: str, entries: bytes, count: int, chunk_id: str) -> None:
         """Deliver one chunk; raises DeliveryError unless Fluentd acknowledged it."""
-        message = msgpack.packb(
-            [tag, entries, {"chunk": chunk_id, "size": count}], use_bin_type=True
-        )
         try:
-            self._reconnect()
+            self._reconnect()  # first: while Fluentd is down, a retry costs one refused connect
             assert self.socket is not None
+            message = msgpack.packb([tag, entries, {"chunk": chunk_id, "size": count}], use_bin_type=True)
             self.socket.sendall(message)
             self._await_ack(chunk_id)
         except OSError as exc:

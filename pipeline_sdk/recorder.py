@@ -2,7 +2,8 @@
 
 A :class:`RunRecorder` is bound to one run identity and one client.  Every call
 validates its arguments (a bad one raises here, naming it), encodes the event
-into its Forward-protocol entry and appends it to the client's queue.  It never
+into its Forward-protocol entry and appends it to the client's queue of that
+stream.  It never
 waits on I/O.
 
 ``log_metric`` is called hundreds of thousands of times a run, so its common
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from .client import Client
 
 _time_ns = time.time_ns
-_METRIC_TAG = c.METRIC.tag
-_LIST_METRIC_TAG = c.LIST_METRIC.tag
 _MAX_LOCATION = 2048
 
 
@@ -64,7 +63,9 @@ class RunRecorder:
         self.client = client
         self._identity = {c.TAG_RUN_ID: run_id, c.TAG_PIPELINE: pipeline, c.TAG_STEP: step}
         shipper = client.shipper
-        self._queue = shipper.queue
+        self._metric_queue = shipper.queues[c.METRIC.tag]
+        self._list_metric_queue = shipper.queues[c.LIST_METRIC.tag]
+        self._queues = shipper.queues
         self._soft_limit = shipper.soft_limit
         self._relieve = shipper.relieve
         self._simple: dict[str, MetricEncoder] = {}
@@ -99,19 +100,14 @@ class RunRecorder:
             t = self._last_ns + 1
         self._last_ns = t
         sec, nsec = divmod(t, NS_PER_S)
-        queue = self._queue
-        if len(queue) >= self._soft_limit and not self._relieve():
+        queue = self._list_metric_queue if step is not None else self._metric_queue
+        if len(queue) >= self._soft_limit and not self._relieve(queue):
             return
         if step is None:
-            queue.append((_METRIC_TAG, enc.pack(ENTRY_HEAD, sec, nsec, enc.prefix, enc.value_key, value)))
+            queue.append(enc.pack(ENTRY_HEAD, sec, nsec, enc.prefix, enc.value_key, value))
         else:
             queue.append(
-                (
-                    _LIST_METRIC_TAG,
-                    enc.pack(
-                        ENTRY_HEAD, sec, nsec, enc.prefix, enc.value_key, value, enc.index_key, step
-                    ),
-                )
+                enc.pack(ENTRY_HEAD, sec, nsec, enc.prefix, enc.value_key, value, enc.index_key, step)
             )
 
     def _encoder(self, stream: c.Stream, name: str) -> MetricEncoder:
@@ -227,8 +223,8 @@ class RunRecorder:
         if t <= self._last_ns:
             t = self._last_ns + 1
         self._last_ns = t
-        queue = self._queue
-        if len(queue) >= self._soft_limit and not self._relieve():
+        queue = self._queues[tag]
+        if len(queue) >= self._soft_limit and not self._relieve(queue):
             return
-        queue.append((tag, pack_entry(t, record)))
+        queue.append(pack_entry(t, record))
 

@@ -56,33 +56,48 @@ class ProtocolError(Exception):
     pass
 
 
-def decode_message(message: Any) -> tuple[str, str, list[tuple[int, dict[str, Any]]], dict[str, Any]]:
-    """(tag, mode, [(time_ns, record)], option) of one Forward-protocol message."""
+def decode_message(message: Any) -> tuple[str, str, int, bytes, dict[str, Any]]:
+    """(tag, mode, event count, entries, option) of one Forward-protocol message.
+
+    Every entry is decoded and checked; ``entries`` comes back as a msgpack stream
+    of ``[time, record]`` (the PackedForward blob as received, or the entries of the
+    other modes packed again) for :func:`read_recorded`.
+    """
     if not isinstance(message, list) or len(message) not in (2, 3, 4) or not isinstance(message[0], str):
         raise ProtocolError(f"not a forward message: {str(message)[:80]}")
-    tag = message[0]
-    second = message[1]
+    tag, second = message[0], message[1]
     if isinstance(second, list):  # Forward mode
-        option = message[2] if len(message) > 2 else {}
-        entries = [(_time_ns(t), r) for t, r in second]
-        return tag, "forward", entries, option or {}
+        option = message[2] if len(message) > 2 else None
+        entries = [(_time_ns(t), _record(r)) for t, r in second]
+        blob = b"".join(msgpack.packb(e, use_bin_type=True) for e in entries)
+        return tag, "forward", len(entries), blob, option or {}
     if isinstance(second, (bytes, str)):  # PackedForward, maybe compressed
-        option = message[2] if len(message) > 2 else {}
-        option = option or {}
+        option = (message[2] if len(message) > 2 else None) or {}
         blob = second.encode("latin-1") if isinstance(second, str) else second
         mode = "packed"
         if option.get("compressed") == "gzip":
             blob, mode = gzip.decompress(blob), "compressed"
+        count = 0
         unpacker = msgpack.Unpacker(raw=False, ext_hook=_ext_hook)
         unpacker.feed(blob)
-        entries = [(_time_ns(t), r) for t, r in unpacker]
-        if "size" in option and option["size"] != len(entries):
-            raise ProtocolError(f"size option {option['size']} but {len(entries)} entries")
-        return tag, mode, entries, option
+        for time, record in unpacker:  # decode every entry, check its shape
+            _time_ns(time)
+            _record(record)
+            count += 1
+        if "size" in option and option["size"] != count:
+            raise ProtocolError(f"size option {option['size']} but {count} entries")
+        return tag, mode, count, blob, option
     if len(message) in (3, 4):  # Message mode
-        option = message[3] if len(message) == 4 else {}
-        return tag, "message", [(_time_ns(second), message[2])], option or {}
+        option = message[3] if len(message) == 4 else None
+        entry = (_time_ns(second), _record(message[2]))
+        return tag, "message", 1, msgpack.packb(entry, use_bin_type=True), option or {}
     raise ProtocolError("message without a record")
+
+
+def _record(record: Any) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise ProtocolError(f"entry record is {type(record).__name__}, not a map")
+    return record
 
 
 @dataclass
@@ -169,11 +184,11 @@ class ForwardServer:
             self._close(conn)
 
     def _handle(self, conn: _Conn, message: Any) -> None:
-        tag, mode, entries, option = decode_message(message)
+        tag, mode, count, entries, option = decode_message(message)
         chunk = option.get("chunk")
-        self.out.write(msgpack.packb([tag, chunk, mode, entries], use_bin_type=True))
+        self.out.write(msgpack.packb([tag, chunk, mode, count, entries], use_bin_type=True))
         self.out.flush()  # recorded before acknowledged
-        self.events += len(entries)
+        self.events += count
         self.messages += 1
         if chunk is not None and self.ack:
             conn.sock.setblocking(True)
@@ -199,8 +214,12 @@ def read_recorded(path: Path) -> Iterator[Received]:
     """The messages a server recorded, in arrival order (a torn tail is ignored)."""
     with open(path, "rb") as fh:
         unpacker = msgpack.Unpacker(fh, raw=False, max_buffer_size=256 * 1024 * 1024)
-        for tag, chunk, mode, entries in unpacker:
-            yield Received(tag, chunk, mode, [(t, r) for t, r in entries])
+        for tag, chunk, mode, count, blob in unpacker:
+            entries = msgpack.Unpacker(raw=False, ext_hook=_ext_hook)
+            entries.feed(blob)
+            decoded = [(_time_ns(t), r) for t, r in entries]
+            assert len(decoded) == count, f"recorded {count} events but {len(decoded)} decode"
+            yield Received(tag, chunk, mode, decoded)
 
 
 def main(argv: list[str] | None = None) -> int:
