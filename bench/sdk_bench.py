@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
@@ -64,7 +65,16 @@ class Receiver:
     def __init__(self, workdir: Path, *args: str) -> None:
         self.out = workdir / f"recv-{time.monotonic_ns()}.bin"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline_sdk.testing.forward_server", "--port", "0", "--out", str(self.out), *args],
+            [
+                sys.executable,
+                "-m",
+                "pipeline_sdk.testing.forward_server",
+                "--port",
+                "0",
+                "--out",
+                str(self.out),
+                *args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -161,38 +171,48 @@ def mlflow_contender(workdir: Path) -> tuple[Callable[[int], None], str]:
     return call, mlflow.__version__
 
 
+@dataclass
+class Contender:
+    """One contender inside its worker: the call, and for our SDK its probes."""
+
+    call: Callable[[int], None]
+    version: str = ""
+    client: Client | None = None
+    probe: Callable[[], int] | None = None  # in-memory queue length
+    up: bool = False  # its receiver acknowledges
+
+    def after_round(self) -> None:
+        if self.client is None:
+            return
+        if self.up:
+            self.client.flush(60)  # nothing of ours left in flight during the next turn
+        else:
+            self.client.shipper.wait_spooled(60)
+
+
+def build(kind: str, port: int, workdir: Path) -> Contender:
+    if kind == "floor":
+        return Contender(floor_contender(port))
+    if kind == "fluent-logger":
+        return Contender(fluent_logger_contender(port))
+    if kind == "mlflow":
+        call, version = mlflow_contender(workdir)
+        return Contender(call, version)
+    mode = kind.split("-", 1)[1]
+    client = Client(FluentTransport("127.0.0.1", port, timeout=3.0), home=workdir / f"home-{mode}")
+    log_metric = client.recorder("bench", mode, f"bench-{mode}").log_metric
+    queue = client.shipper.queues[c.LIST_METRIC.tag]
+
+    def call(i: int) -> None:
+        log_metric("loss", i * 0.5, step=i)
+
+    return Contender(call, client=client, probe=lambda: len(queue), up=mode == "up")
+
+
 def worker(kind: str, port: int, workdir: Path) -> int:
     """Serve rounds on stdin/stdout: 'round <start> <calls>' -> 'done'; 'report' -> JSON."""
-    probe: Callable[[], int] | None = None
-    after: Callable[[], None] = lambda: None
-    client = None
-    version = ""
-    if kind == "floor":
-        call = floor_contender(port)
-    elif kind == "fluent-logger":
-        call = fluent_logger_contender(port)
-    elif kind == "mlflow":
-        call, version = mlflow_contender(workdir)
-    else:
-        mode = kind.split("-", 1)[1]
-        client = Client(FluentTransport("127.0.0.1", port, timeout=3.0), home=workdir / f"home-{mode}")
-        rec = client.recorder("bench", mode, f"bench-{mode}")
-        log_metric = rec.log_metric
-        queue = client.shipper.queues[c.LIST_METRIC.tag]
-        shipper = client.shipper
-
-        def call(i: int) -> None:
-            log_metric("loss", i * 0.5, step=i)
-
-        def probe() -> int:
-            return len(queue)
-
-        def after() -> None:
-            if mode == "up":
-                shipper.flush(60)  # nothing of ours left in flight during the next turn
-            else:
-                shipper.wait_spooled(60)
-
+    contender = build(kind, port, workdir)
+    call, probe = contender.call, contender.probe
     overhead = int(statistics.median(_timer_samples()))
     samples: list[int] = []
     queue_max = 0
@@ -211,14 +231,14 @@ def worker(kind: str, port: int, workdir: Path) -> int:
                 if probe is not None and i % 500 == 0:
                     queue_max = max(queue_max, probe())
             rss_growth = max(rss_growth, proc.memory_info().rss - rss0)
-            after()
+            contender.after_round()
             print("done", flush=True)
         elif cmd[0] == "report":
-            print(json.dumps(_summary(samples) | {"queue_max": queue_max if probe else None,
-                                                   "rss_growth": rss_growth, "version": version}), flush=True)
+            extra = {"queue_max": queue_max if probe else None, "rss_growth": rss_growth}
+            print(json.dumps(_summary(samples) | extra | {"version": contender.version}), flush=True)
             break
-    if client is not None:
-        client.close(timeout=0)
+    if contender.client is not None:
+        contender.client.close(timeout=0)
     return 0
 
 
@@ -248,8 +268,17 @@ class Worker:
     def __init__(self, kind: str, label: str, port: int, workdir: Path, calls: int) -> None:
         self.kind, self.label, self.calls = kind, label, calls
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.sdk_bench", "--worker", kind, "--port", str(port),
-             "--workdir", str(workdir)],
+            [
+                sys.executable,
+                "-m",
+                "bench.sdk_bench",
+                "--worker",
+                kind,
+                "--port",
+                str(port),
+                "--workdir",
+                str(workdir),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -317,7 +346,9 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--e2e-events", type=int, default=500_000)
     parser.add_argument("--no-mlflow", action="store_true")
@@ -329,8 +360,10 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args.worker, args.port, args.workdir)
 
     workdir = Path(tempfile.mkdtemp(prefix="mlobs-bench-"))
-    print(f"mlobs SDK benchmark: {args.rounds} interleaved rounds of {CALLS} calls per contender "
-          f"(MLflow {MLFLOW_CALLS}), one worker process each")
+    print(
+        f"mlobs SDK benchmark: {args.rounds} interleaved rounds of {CALLS} calls per contender "
+        f"(MLflow {MLFLOW_CALLS}), one worker process each"
+    )
     print(f"machine: {machine()}")
     receivers = {
         "floor": Receiver(workdir),
@@ -369,7 +402,16 @@ def main(argv: list[str] | None = None) -> int:
         receiver.stop()
 
     floor = float(reports[0][1]["median_us"])  # type: ignore[arg-type]
-    header = ("contender", "calls", "median us/call", "x floor", "p99.9 us", "max us", "queue max", "RSS growth")
+    header = (
+        "contender",
+        "calls",
+        "median us/call",
+        "x floor",
+        "p99.9 us",
+        "max us",
+        "queue max",
+        "RSS growth",
+    )
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
@@ -378,14 +420,18 @@ def main(argv: list[str] | None = None) -> int:
         med = float(rep["median_us"])  # type: ignore[arg-type]
         qmax = "" if rep["queue_max"] is None else str(rep["queue_max"])
         rss = "" if rep["queue_max"] is None else f"{int(rep['rss_growth']) / 2**20:.1f} MiB"  # type: ignore[arg-type]
-        print(f"| {label} | {rep['calls']} | {med:.2f} | {med / floor:.2f} | {float(rep['p999_us']):.1f} | "  # type: ignore[arg-type]
-              f"{float(rep['max_us']):.0f} | {qmax} | {rss} |")  # type: ignore[arg-type]
+        print(
+            f"| {label} | {rep['calls']} | {med:.2f} | {med / floor:.2f} | {float(rep['p999_us']):.1f} | "  # type: ignore[arg-type]
+            f"{float(rep['max_us']):.0f} | {qmax} | {rss} |"
+        )  # type: ignore[arg-type]
 
     print(f"\nend to end: logging {args.e2e_events} events ...", file=sys.stderr, flush=True)
     rate, distinct, total = end_to_end(workdir, args.e2e_events)
     loss = args.e2e_events - distinct
-    print(f"\nend to end: {rate:,.0f} events/s logged, delivered, decoded and acknowledged; "
-          f"{distinct}/{args.e2e_events} distinct events received ({loss} lost, {total - distinct} resent)")
+    print(
+        f"\nend to end: {rate:,.0f} events/s logged, delivered, decoded and acknowledged; "
+        f"{distinct}/{args.e2e_events} distinct events received ({loss} lost, {total - distinct} resent)"
+    )
     shutil.rmtree(workdir, ignore_errors=True)
     return 0 if loss == 0 else 1
 

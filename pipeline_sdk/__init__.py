@@ -5,6 +5,7 @@
 ...     run.log_metric("loss", 0.25, step=1)
 """
 
+from ._version import __version__
 from .client import Client
 from .config import SettingError, Settings
 from .contract import IODirection, RunStatus
@@ -13,8 +14,6 @@ from .recorder import RunRecorder
 from .run import Run, RunCancelled, current_run, new_run_id, run
 from .shipper import ShipperStats
 from .transports import FluentTransport, LocalTransport
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Client",

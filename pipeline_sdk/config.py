@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Generic, Mapping, TypeVar
+from typing import Generic, TypeVar
 
 from . import contract as c
 

@@ -13,9 +13,10 @@ Prometheus labels stay bounded (pipeline, step, status, reason).
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final, Mapping
+from typing import Final
 
 # --------------------------------------------------------------------------
 # InfluxDB tag keys shared by every stream that belongs to a run
@@ -59,7 +60,7 @@ class FieldType(enum.Enum):
     STRING = "string"
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     """Values of the ``status`` tag on the run stream and the ``status`` Prometheus label."""
 
     STARTED = "started"  # the step began
@@ -68,7 +69,7 @@ class RunStatus(str, enum.Enum):
     CANCELLED = "cancelled"  # the step got SIGTERM (or KeyboardInterrupt)
 
 
-class IODirection(str, enum.Enum):
+class IODirection(enum.StrEnum):
     """Values of the ``direction`` tag on the io stream."""
 
     INPUT = "input"  # something the step read
@@ -170,11 +171,19 @@ PROM_LABEL_STEP: Final = "step"  # step name (bounded)
 PROM_LABEL_STATUS: Final = "status"  # a RunStatus value other than "started"
 PROM_LABEL_REASON: Final = "reason"  # failure reason, e.g. OOMKilled (bounded set)
 
-PROM_RUNS_TOTAL: Final = "mlobs_pipeline_runs_total"  # counter of finished runs by pipeline, step, status, reason
-PROM_RUN_DURATION: Final = "mlobs_pipeline_run_duration_seconds"  # histogram of run wall time by pipeline, step, status
+PROM_RUNS_TOTAL: Final = (
+    "mlobs_pipeline_runs_total"  # counter of finished runs by pipeline, step, status, reason
+)
+PROM_RUN_DURATION: Final = (
+    "mlobs_pipeline_run_duration_seconds"  # histogram of run wall time by pipeline, step, status
+)
 PROM_RUNS_IN_PROGRESS: Final = "mlobs_pipeline_runs_in_progress"  # gauge of running runs by pipeline, step
-PROM_LAST_SUCCESS: Final = "mlobs_pipeline_last_success_timestamp_seconds"  # gauge: end of the last successful run
-PROM_LAST_FAILURE: Final = "mlobs_pipeline_last_failure_timestamp_seconds"  # gauge: end of the last failed run
+PROM_LAST_SUCCESS: Final = (
+    "mlobs_pipeline_last_success_timestamp_seconds"  # gauge: end of the last successful run
+)
+PROM_LAST_FAILURE: Final = (
+    "mlobs_pipeline_last_failure_timestamp_seconds"  # gauge: end of the last failed run
+)
 
 # --------------------------------------------------------------------------
 # Grafana datasource uids (provisioned by the chart, used by every dashboard)

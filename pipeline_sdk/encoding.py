@@ -16,7 +16,8 @@ two paths to the same bytes.
 from __future__ import annotations
 
 import struct
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import msgpack
 from fluent.sender import EventTime
@@ -31,7 +32,8 @@ _INT64 = b"\xd3"
 
 def pack_entry(time_ns: int, record: Mapping[str, Any]) -> bytes:
     """One ``[EventTime, record]`` entry, through msgpack and fluent-logger's EventTime."""
-    return msgpack.packb([EventTime.from_unix_nano(time_ns), record], use_bin_type=True)
+    packed: bytes = msgpack.packb([EventTime.from_unix_nano(time_ns), record], use_bin_type=True)
+    return packed
 
 
 def _map_header(size: int) -> bytes:
@@ -73,30 +75,33 @@ class MetricEncoder:
         """The entry bytes; the recorder inlines this call on its hot path."""
         sec, nsec = divmod(time_ns, NS_PER_S)
         if self.with_index:
-            return self.pack(
-                ENTRY_HEAD, sec, nsec, self.prefix, self.value_key, value, self.index_key, index
-            )
+            return self.pack(ENTRY_HEAD, sec, nsec, self.prefix, self.value_key, value, self.index_key, index)
         return self.pack(ENTRY_HEAD, sec, nsec, self.prefix, self.value_key, value)
 
 
+class EventTimeNs(int):
+    """An EventTime decoded to integer nanoseconds (a plain int in an entry is whole seconds)."""
 
 
 def decode_event_time(code: int, data: bytes) -> Any:
-    """msgpack ``ext_hook``: EventTime to integer nanoseconds; other ext types unchanged."""
+    """msgpack ``ext_hook``: EventTime to :class:`EventTimeNs`; other ext types unchanged."""
     if code == 0 and len(data) == 8:
         sec, nsec = struct.unpack(">II", data)
-        return sec * NS_PER_S + nsec
+        return EventTimeNs(sec * NS_PER_S + nsec)
     return msgpack.ExtType(code, data)
+
+
+def entry_time_ns(time: Any) -> int:
+    """Nanoseconds of an entry's time: EventTime, or integer / float seconds."""
+    if isinstance(time, EventTimeNs):
+        return int(time)
+    if isinstance(time, (int, float)) and not isinstance(time, bool):
+        return int(time * NS_PER_S)
+    raise ValueError(f"bad event time {time!r}")
 
 
 def decode_entries(entries: bytes) -> list[tuple[int, dict[str, Any]]]:
     """The ``(time_ns, record)`` pairs of a PackedForward ``entries`` blob."""
     unpacker = msgpack.Unpacker(ext_hook=decode_event_time, raw=False, strict_map_key=True)
     unpacker.feed(entries)
-    out = []
-    for item in unpacker:
-        time, record = item
-        if isinstance(time, int) and not isinstance(time, bool) and time < 2**32:
-            time *= NS_PER_S  # plain integer seconds (Message mode of older clients)
-        out.append((time, record))
-    return out
+    return [(entry_time_ns(time), record) for time, record in unpacker]

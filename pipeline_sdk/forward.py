@@ -18,7 +18,7 @@ class DeliveryError(Exception):
     """A chunk was not acknowledged; it stays in the spool and is sent again."""
 
 
-class AckForwardSender(FluentSender):
+class AckForwardSender(FluentSender):  # type: ignore[misc]  # fluent-logger ships no types
     """Sends PackedForward chunks and waits for Fluentd's ack of each."""
 
     def __init__(self, host: str, port: int, timeout: float = 3.0) -> None:

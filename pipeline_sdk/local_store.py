@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import contract as c
 from .encoding import decode_entries
@@ -113,9 +114,7 @@ class LocalStore:
         db.execute("COMMIT")
         return len(rows)
 
-    def points(
-        self, measurement: str | None = None, run_id: str | None = None
-    ) -> Iterator[Point]:
+    def points(self, measurement: str | None = None, run_id: str | None = None) -> Iterator[Point]:
         """Stored points in time order, optionally of one measurement and one run."""
         where, args = [], []
         if measurement is not None:

@@ -41,5 +41,5 @@ class RunLogHandler(logging.Handler):
             message = truncate_text(self.format(record), MAX_TEXT_LENGTH)
             extra = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS}
             self.recorder.log_record(record.levelname, message, record.name, extra or None)
-        except Exception:  # logging's own contract: report through handleError, never raise
+        except Exception:  # noqa: BLE001 - logging's contract: report through handleError, never raise
             self.handleError(record)

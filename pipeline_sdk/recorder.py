@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from . import contract as c
 from .encoding import ENTRY_HEAD, NS_PER_S, MetricEncoder, pack_entry
@@ -155,17 +156,32 @@ class RunRecorder:
 
     def log_input(self, name: str, value: Any, source: str | None = None) -> None:
         """Record an input of the step: any JSON-serialisable value, and where it came from."""
-        self._io(c.IODirection.INPUT, name, value, c.FIELD_SOURCE, "source", source)
+        self._io(
+            c.IODirection.INPUT,
+            name,
+            value,
+            location_field=c.FIELD_SOURCE,
+            location_arg="source",
+            location=source,
+        )
 
     def log_output(self, name: str, value: Any, destination: str | None = None) -> None:
         """Record an output of the step: any JSON-serialisable value, and where it went."""
-        self._io(c.IODirection.OUTPUT, name, value, c.FIELD_DESTINATION, "destination", destination)
+        self._io(
+            c.IODirection.OUTPUT,
+            name,
+            value,
+            location_field=c.FIELD_DESTINATION,
+            location_arg="destination",
+            location=destination,
+        )
 
     def _io(
         self,
         direction: c.IODirection,
         name: str,
         value: Any,
+        *,
         location_field: str,
         location_arg: str,
         location: str | None,
@@ -213,9 +229,8 @@ class RunRecorder:
         """Record a lifecycle event (started, succeeded, failed, cancelled)."""
         record: dict[str, Any] = {**self._identity, c.TAG_STATUS: status.value}
         for key, value in fields.items():
-            if c.RUN.fields.get(key) is c.FieldType.STRING:
-                value = escape_text(value)
-            record[key] = value
+            is_text = c.RUN.fields.get(key) is c.FieldType.STRING
+            record[key] = escape_text(value) if is_text else value
         self._emit(c.RUN.tag, record, time_ns)
 
     def _emit(self, tag: str, record: Mapping[str, Any], time_ns: int | None = None) -> None:
@@ -227,4 +242,3 @@ class RunRecorder:
         if len(queue) >= self._soft_limit and not self._relieve(queue):
             return
         queue.append(pack_entry(t, record))
-

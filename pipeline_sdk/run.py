@@ -20,11 +20,13 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from types import FrameType, TracebackType
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from . import config
 from . import contract as c
+from ._version import __version__
 from .client import Client
 from .logs import RunLogHandler
 from .recorder import RunRecorder
@@ -120,7 +122,7 @@ class Run:
         self._t0 = time.perf_counter_ns()
         rec.log_status(
             c.RunStatus.STARTED,
-            {c.FIELD_HOST: socket.gethostname(), c.FIELD_PID: os.getpid(), c.FIELD_SDK_VERSION: _version()},
+            {c.FIELD_HOST: socket.gethostname(), c.FIELD_PID: os.getpid(), c.FIELD_SDK_VERSION: __version__},
         )
         if params:
             rec.log_params(params)  # checked in __init__
@@ -139,7 +141,9 @@ class Run:
         assert rec is not None, "__exit__ without __enter__"
         self.duration_ms = (time.perf_counter_ns() - self._t0) / 1e6
         fields: dict[str, Any] = {c.FIELD_DURATION_MS: self.duration_ms}
-        if exc is None or (isinstance(exc, SystemExit) and not isinstance(exc, RunCancelled) and exc.code in (0, None)):
+        if exc is None or (
+            isinstance(exc, SystemExit) and not isinstance(exc, RunCancelled) and exc.code in (0, None)
+        ):
             self.status = c.RunStatus.SUCCEEDED
         elif isinstance(exc, (RunCancelled, KeyboardInterrupt)):
             self.status = c.RunStatus.CANCELLED
@@ -257,9 +261,3 @@ def run(
         log_level=log_level,
         flush_timeout=flush_timeout,
     )
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__

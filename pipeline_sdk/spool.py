@@ -81,7 +81,7 @@ def frame_bytes(tag: str, count: int, entries: bytes) -> list[bytes]:
 
 
 class _Segment:
-    __slots__ = ("seq", "path", "size", "acked", "read_at", "closed", "fd", "ack_fd")
+    __slots__ = ("ack_fd", "acked", "closed", "fd", "path", "read_at", "seq", "size")
 
     def __init__(self, seq: int, path: Path, size: int, acked: int, closed: bool) -> None:
         self.seq = seq
@@ -149,7 +149,7 @@ class SpoolDir:
     @classmethod
     def adopt_orphans(cls, root: Path, exclude: str) -> list[SpoolDir]:
         """Directories under ``root`` whose owner is gone, locked for us, oldest first."""
-        adopted = []
+        adopted: list[SpoolDir] = []
         if not root.is_dir():
             return adopted
         for path in sorted(p for p in root.iterdir() if p.is_dir() and p.name != exclude):
@@ -249,8 +249,7 @@ class SpoolDir:
             except SpoolCorrupt as exc:
                 with self._mutex:
                     log.error(
-                        "mlobs: spool segment %s is corrupt at byte %d (%s); skipping its remaining "
-                        "%d bytes",
+                        "mlobs: spool segment %s is corrupt at byte %d (%s); skipping its remaining %d bytes",
                         seg.path,
                         offset,
                         exc,

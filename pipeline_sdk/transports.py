@@ -67,24 +67,28 @@ class LocalTransport:
         self.path = Path(path)
 
     def open(self) -> Sink:
-        return _LocalSink(LocalStore(self.path))
+        return _LocalSink(self.path)
 
     def describe(self) -> str:
         return f"the local store {self.path}"
 
 
 class _LocalSink:
-    def __init__(self, store: LocalStore) -> None:
-        self._store = store
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._store: LocalStore | None = None  # opened on first delivery, retried on failure
 
     def deliver(self, frame: Frame) -> None:
         try:
+            if self._store is None:
+                self._store = LocalStore(self._path)
             self._store.write_entries(frame.tag, frame.entries)
-        except sqlite3.Error as exc:  # locked by another writer, disk full...
-            raise DeliveryError(f"local store {self._store.path}: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:  # locked by another writer, disk full, bad path...
+            raise DeliveryError(f"local store {self._path}: {exc}") from exc
 
     def close(self) -> None:
-        self._store.close()
+        if self._store is not None:
+            self._store.close()
 
 
 def transport_from_settings(settings: Settings) -> Transport:

@@ -10,6 +10,7 @@ Anything these functions accept turns into valid line protocol.
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 import re
@@ -122,7 +123,7 @@ def check_number(arg: str, value: object) -> float:
         raise _type_error(arg, value, "a real number")
     if isinstance(value, numbers.Integral):
         return check_number(arg, int(value))
-    if isinstance(value, numbers.Real):
+    if isinstance(value, (numbers.Real, decimal.Decimal)):
         return check_number(arg, float(value))
     item = getattr(value, "item", None)  # numpy / torch scalars and 0-d arrays
     if callable(item):

@@ -8,6 +8,7 @@ the same point twice.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -54,7 +55,7 @@ def assert_exactly_once_in_order(messages: list[Received], run_id: str, n: int) 
     assert order == list(range(n)), "events out of order"
     assert all(first[i][0] == i * 0.5 for i in range(n)), "an event's value changed on the way"
     times = [first[i][1] for i in range(n)]
-    assert all(a < b for a, b in zip(times, times[1:])), "event times are not unique and increasing"
+    assert all(a < b for a, b in itertools.pairwise(times)), "event times are not unique and increasing"
     return duplicates
 
 

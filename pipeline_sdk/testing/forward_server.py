@@ -24,32 +24,15 @@ import os
 import selectors
 import signal
 import socket
-import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import msgpack
 
-NS_PER_S = 1_000_000_000
-_EVENT_TIME = struct.Struct(">II")
-
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code == 0 and len(data) == 8:
-        sec, nsec = _EVENT_TIME.unpack(data)
-        return sec * NS_PER_S + nsec
-    raise ValueError(f"unexpected msgpack ext type {code}")
-
-
-def _time_ns(value: Any) -> int:
-    """EventTime is decoded to nanoseconds already; a plain integer is whole seconds."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value * NS_PER_S if value < 2**32 else value
-    if isinstance(value, float):
-        return int(value * NS_PER_S)
-    raise ValueError(f"bad event time {value!r}")
+from pipeline_sdk.encoding import decode_event_time, entry_time_ns, pack_entry
 
 
 class ProtocolError(Exception):
@@ -68,8 +51,8 @@ def decode_message(message: Any) -> tuple[str, str, int, bytes, dict[str, Any]]:
     tag, second = message[0], message[1]
     if isinstance(second, list):  # Forward mode
         option = message[2] if len(message) > 2 else None
-        entries = [(_time_ns(t), _record(r)) for t, r in second]
-        blob = b"".join(msgpack.packb(e, use_bin_type=True) for e in entries)
+        entries = [(entry_time_ns(t), _record(r)) for t, r in second]
+        blob = b"".join(pack_entry(t, r) for t, r in entries)
         return tag, "forward", len(entries), blob, option or {}
     if isinstance(second, (bytes, str)):  # PackedForward, maybe compressed
         option = (message[2] if len(message) > 2 else None) or {}
@@ -78,10 +61,10 @@ def decode_message(message: Any) -> tuple[str, str, int, bytes, dict[str, Any]]:
         if option.get("compressed") == "gzip":
             blob, mode = gzip.decompress(blob), "compressed"
         count = 0
-        unpacker = msgpack.Unpacker(raw=False, ext_hook=_ext_hook)
+        unpacker = msgpack.Unpacker(raw=False, ext_hook=decode_event_time)
         unpacker.feed(blob)
         for time, record in unpacker:  # decode every entry, check its shape
-            _time_ns(time)
+            entry_time_ns(time)
             _record(record)
             count += 1
         if "size" in option and option["size"] != count:
@@ -89,8 +72,8 @@ def decode_message(message: Any) -> tuple[str, str, int, bytes, dict[str, Any]]:
         return tag, mode, count, blob, option
     if len(message) in (3, 4):  # Message mode
         option = message[3] if len(message) == 4 else None
-        entry = (_time_ns(second), _record(message[2]))
-        return tag, "message", 1, msgpack.packb(entry, use_bin_type=True), option or {}
+        entry = (entry_time_ns(second), _record(message[2]))
+        return tag, "message", 1, pack_entry(*entry), option or {}
     raise ProtocolError("message without a record")
 
 
@@ -151,7 +134,9 @@ class ForwardServer:
         except BlockingIOError:
             return
         sock.setblocking(False)
-        conn = _Conn(sock, msgpack.Unpacker(raw=False, ext_hook=_ext_hook, max_buffer_size=64 * 1024 * 1024))
+        conn = _Conn(
+            sock, msgpack.Unpacker(raw=False, ext_hook=decode_event_time, max_buffer_size=64 * 1024 * 1024)
+        )
         self.conns[sock.fileno()] = conn
         if not self.stalled:
             self.selector.register(sock, selectors.EVENT_READ, conn)
@@ -215,15 +200,17 @@ def read_recorded(path: Path) -> Iterator[Received]:
     with open(path, "rb") as fh:
         unpacker = msgpack.Unpacker(fh, raw=False, max_buffer_size=256 * 1024 * 1024)
         for tag, chunk, mode, count, blob in unpacker:
-            entries = msgpack.Unpacker(raw=False, ext_hook=_ext_hook)
+            entries = msgpack.Unpacker(raw=False, ext_hook=decode_event_time)
             entries.feed(blob)
-            decoded = [(_time_ns(t), r) for t, r in entries]
+            decoded = [(entry_time_ns(t), r) for t, r in entries]
             assert len(decoded) == count, f"recorded {count} events but {len(decoded)} decode"
             yield Received(tag, chunk, mode, decoded)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="file the received messages are appended to")
@@ -242,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGUSR2, lambda s, f: server.set_stalled(False))
         print(f"LISTENING {server.port}", flush=True)
         server.serve()
-        print(f"forward_server: {server.messages} messages, {server.events} events", file=sys.stderr, flush=True)
+        print(
+            f"forward_server: {server.messages} messages, {server.events} events", file=sys.stderr, flush=True
+        )
     return 0
 
 

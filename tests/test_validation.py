@@ -1,0 +1,340 @@
+"""Validators: bad input raises at the call site; accepted input makes valid line protocol.
+
+The line protocol is produced by influxdb-client's own ``Point`` (the same escaping
+rules the Fluentd output applies) and read back by a strict parser of InfluxDB's
+rules (tests/lineproto.py).  The "needs the validator" tests show that influxdb-client
+alone corrupts or drops exactly what the validators refuse.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from influxdb_client import Point
+
+from pipeline_sdk import Client, LocalTransport
+from pipeline_sdk import contract as c
+from pipeline_sdk.encoding import decode_entries
+from pipeline_sdk.local_store import split_record
+from pipeline_sdk.validation import (
+    INT64_MAX,
+    check_identity,
+    check_index,
+    check_name,
+    check_number,
+    check_tag_value,
+    check_text,
+    escape_text,
+    param_value,
+    unescape_text,
+)
+from tests.lineproto import LineProtocolError, parse_line
+
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
+any_text = st.text(max_size=80)  # lone surrogates included
+
+
+def line_for(tags: dict[str, str], fields: dict[str, object]) -> str:
+    point = Point("m")
+    for k, v in tags.items():
+        point.tag(k, v)
+    for k, v in fields.items():
+        point.field(k, v)
+    return str(point.time(1_700_000_000_000_000_000).to_line_protocol())
+
+
+def accepted(check, *args):  # type: ignore[no-untyped-def]
+    try:
+        return True, check("arg", *args)
+    except (TypeError, ValueError):
+        return False, None
+
+
+# ---- tag values --------------------------------------------------------------------------
+
+
+@given(any_text)
+def test_accepted_tag_values_round_trip_through_line_protocol(value: str) -> None:
+    ok, checked = accepted(check_tag_value, value)
+    if not ok:
+        return
+    _, tags, _, _ = parse_line(line_for({"t": checked}, {"f": 1.0}))
+    assert tags == {"t": value}
+
+
+@given(any_text)
+def test_tag_value_rejections_name_the_argument(value: str) -> None:
+    try:
+        check_tag_value("pipeline", value)
+    except (TypeError, ValueError) as exc:
+        assert "pipeline" in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("a\nb", "line break"),
+        ("a\rb", "line break"),
+        ("ends\\", "backslash"),
+        ("", "empty"),
+        ("x" * 300, "longer than"),
+        ("tab\there", "control character"),
+        ("\ud800", "not valid Unicode"),
+    ],
+)
+def test_tag_value_rejects(value: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason) as info:
+        check_tag_value("reason", value)
+    assert str(info.value).startswith("reason=")
+
+
+@pytest.mark.parametrize("value", ["a\nb", "ends\\", ""])
+def test_influxdb_client_alone_corrupts_what_the_validator_refuses(value: str) -> None:
+    """Without the validator these values come back different, or not at all."""
+    try:
+        _, tags, _, _ = parse_line(line_for({"t": value}, {"f": 1.0}))
+    except LineProtocolError:
+        return  # not even one point
+    assert tags.get("t") != value
+
+
+def test_tag_value_type() -> None:
+    with pytest.raises(TypeError, match="level must be a str, got int"):
+        check_tag_value("level", 3)
+
+
+# ---- names and identity --------------------------------------------------------------------
+
+
+@given(any_text)
+def test_accepted_names_and_identities_round_trip(value: str) -> None:
+    for check in (check_name, check_identity):
+        ok, checked = accepted(check, value)
+        if ok:
+            _, tags, _, _ = parse_line(line_for({"name": checked}, {"f": 1.0}))
+            assert tags == {"name": value}
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "reason"),
+    [
+        (check_name, "has space", "letters, digits"),
+        (check_name, "-leading", "letters, digits"),
+        (check_name, "x" * 251, "longer than 250"),
+        (check_name, "", "empty"),
+        (check_identity, "Train_", "starting and ending"),
+        (check_identity, "a" * 64, "longer than 63"),
+        (check_identity, "a/b", "Kubernetes label value"),
+    ],
+)
+def test_name_rejects(check, value: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=reason):
+        check("name", value)
+
+
+def test_names_accept_common_forms() -> None:
+    for name in ("loss", "val/acc", "f1_score", "lr:warmup", "layer.0.weight-norm", "_private"):
+        assert check_name("name", name) == name
+    for ident in ("train", "fit-model", "20261122T080938Z-02789bfe", "v1.2_rc"):
+        assert check_identity("run_id", ident) == ident
+
+
+# ---- numbers -------------------------------------------------------------------------------
+
+
+@given(
+    st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=-(2**70), max_value=2**70)
+    )
+)
+def test_accepted_numbers_are_finite_floats_that_survive_line_protocol(value: float) -> None:
+    ok, checked = accepted(check_number, value)
+    if not ok:
+        assert isinstance(value, int) or not math.isfinite(value)
+        return
+    assert isinstance(checked, float) and math.isfinite(checked)
+    _, _, fields, _ = parse_line(line_for({}, {"value": checked}))
+    assert fields["value"] == checked
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "reason"),
+    [
+        (float("nan"), ValueError, "finite"),
+        (float("inf"), ValueError, "finite"),
+        (-float("inf"), ValueError, "finite"),
+        (2**63, ValueError, "int64"),
+        (-(2**63) - 1, ValueError, "int64"),
+        ("0.5", TypeError, "real number"),
+        (True, TypeError, "real number"),
+        (None, TypeError, "real number"),
+        ([1.0, 2.0], TypeError, "real number"),
+    ],
+)
+def test_number_rejects(value: object, error: type[Exception], reason: str) -> None:
+    with pytest.raises(error, match=reason) as info:
+        check_number("value", value)
+    assert "value" in str(info.value)
+
+
+def test_number_accepts_numeric_tower_and_scalars() -> None:
+    assert check_number("v", 3) == 3.0
+    assert check_number("v", Fraction(1, 4)) == 0.25
+    assert check_number("v", Decimal("0.5")) == 0.5
+
+    class Scalar:  # numpy and torch scalars expose item()
+        def item(self) -> float:
+            return 0.75
+
+    assert check_number("v", Scalar()) == 0.75
+
+
+def test_influxdb_client_alone_drops_nan_and_emits_out_of_range_ints() -> None:
+    assert "value" not in line_for({}, {"value": float("nan"), "other": 1.0})
+    with pytest.raises(LineProtocolError, match="out of range"):
+        parse_line(line_for({}, {"value": 2**63}))
+
+
+@given(st.integers(min_value=-10, max_value=2**64))
+def test_index(value: int) -> None:
+    ok, checked = accepted(check_index, value)
+    assert ok == (0 <= value <= INT64_MAX)
+    if ok:
+        _, _, fields, _ = parse_line(line_for({}, {"index": checked}))
+        assert fields["index"] == value
+
+
+def test_index_rejects_non_int() -> None:
+    with pytest.raises(TypeError, match="step must be an int, got float"):
+        check_index("step", 1.0)
+    with pytest.raises(TypeError, match="step must be an int, got bool"):
+        check_index("step", True)
+
+
+# ---- text fields ------------------------------------------------------------------------------
+
+
+@given(any_text)
+def test_text_fields_round_trip_escaped(value: str) -> None:
+    ok, checked = accepted(check_text, value)
+    if not ok:
+        with pytest.raises(UnicodeEncodeError):
+            value.encode("utf-8")
+        return
+    stored = escape_text(checked)
+    assert "\n" not in stored and "\r" not in stored
+    _, _, fields, _ = parse_line(line_for({}, {"message": stored}))
+    assert unescape_text(fields["message"]) == value
+
+
+def test_influxdb_client_alone_breaks_the_line_on_a_newline_in_a_string() -> None:
+    with pytest.raises(LineProtocolError, match="line break"):
+        parse_line(line_for({}, {"message": "Traceback\n  File"}))
+
+
+def test_text_too_long() -> None:
+    with pytest.raises(ValueError, match=r"message=.*longer than 32768"):
+        check_text("message", "x" * 40_000)
+
+
+def test_param_values() -> None:
+    assert param_value("v", 0.01) == ("0.01", 0.01)
+    assert param_value("v", 32) == ("32", 32.0)
+    assert param_value("v", "adam") == ("adam", None)
+    assert param_value("v", True) == ("True", None)
+    assert param_value("v", None) == ("None", None)
+    with pytest.raises(ValueError, match="finite"):
+        param_value("v", float("nan"))
+    with pytest.raises(TypeError, match="v must be a str, int, float, bool or None, got dict"):
+        param_value("v", {"a": 1})
+
+
+# ---- whole events: what the recorder accepts becomes valid points ------------------------------
+
+
+@pytest.fixture(scope="module")
+def quiet_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """A real client whose spooler sleeps (linger 1 h), so tests can take entries off its queues."""
+    home = tmp_path_factory.mktemp("home")
+    client = Client(LocalTransport(Path(home) / "db"), home=home, linger=3600)
+    yield client
+    client.close(timeout=0)
+
+
+def take_points(client: Client) -> list[tuple[str, dict[str, str], dict[str, object]]]:
+    points = []
+    for tag, queue in client.shipper.queues.items():
+        while queue:
+            for _, record in decode_entries(queue.popleft()):
+                measurement, tags, fields = split_record(tag, record)
+                _, parsed_tags, parsed_fields, _ = parse_line(line_for(tags, fields))
+                points.append((measurement, parsed_tags, parsed_fields))
+    return points
+
+
+names = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.\-/:]{0,40}", fullmatch=True)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=names,
+    value=st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**63), 2**63 - 1)),
+    step=st.one_of(st.none(), st.integers(0, 2**63 - 1)),
+)
+def test_every_accepted_metric_is_a_valid_point(
+    quiet_client: Client, name: str, value: float, step: int | None
+) -> None:
+    rec = quiet_client.recorder("pipe", "step", "run-1")
+    rec.log_metric(name, value, step=step)
+    [(measurement, tags, fields)] = take_points(quiet_client)
+    assert measurement == (c.METRIC.measurement if step is None else c.LIST_METRIC.measurement)
+    assert tags == {"run_id": "run-1", "pipeline": "pipe", "step": "step", "name": name}
+    assert fields[c.FIELD_VALUE] == float(value)
+    if step is not None:
+        assert fields[c.FIELD_INDEX] == step
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    message=text,
+    level=st.sampled_from(["DEBUG", "INFO", "WARNING", "Level 5"]),
+    extra=st.dictionaries(names, text, max_size=3),
+)
+def test_every_accepted_log_record_is_a_valid_point(
+    quiet_client: Client, message: str, level: str, extra: dict[str, str]
+) -> None:
+    rec = quiet_client.recorder("pipe", "step", "run-1")
+    rec.log_record(level, message, "app", extra)
+    [(measurement, tags, fields)] = take_points(quiet_client)
+    assert measurement == c.LOG.measurement
+    assert tags[c.TAG_LEVEL] == level
+    assert unescape_text(str(fields[c.FIELD_MESSAGE])) == message
+
+
+def test_recorder_rejects_at_the_call_site(quiet_client: Client) -> None:
+    rec = quiet_client.recorder("pipe", "step", "run-1")
+    with pytest.raises(ValueError, match=r"value=nan is invalid: must be a finite number"):
+        rec.log_metric("loss", float("nan"))
+    with pytest.raises(TypeError, match=re.escape("value must be a real number, got str '0.5'")):
+        rec.log_metric("loss", "0.5")
+    with pytest.raises(ValueError, match="name='bad name' is invalid"):
+        rec.log_metric("bad name", 1.0)
+    with pytest.raises(TypeError, match="step must be an int"):
+        rec.log_metric("loss", 1.0, step=1.5)
+    with pytest.raises(ValueError, match="metrics\\['b'\\]=inf"):
+        rec.log_metrics({"a": 1.0, "b": float("inf")})
+    with pytest.raises(TypeError, match="value must be JSON-serialisable"):
+        rec.log_input("model", object())
+    with pytest.raises(ValueError, match="value is invalid: Out of range float"):
+        rec.log_output("scores", [1.0, float("nan")])
+    with pytest.raises(ValueError, match="run_id='bad id' is invalid"):
+        quiet_client.recorder("pipe", "step", "bad id")
+    assert take_points(quiet_client) == [], "a rejected call must record nothing (log_metrics included)"
