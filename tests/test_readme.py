@@ -34,7 +34,8 @@ def test_readme_example_runs_with_nothing_running(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     db = tmp_path / "home" / "mlobs.db"
-    assert re.fullmatch(rf"run \S+ of train/fit went to the local store {re.escape(str(db))}", lines[0]), lines[0]
+    expected = rf"run \S+ of train/fit went to the local store {re.escape(str(db))}"
+    assert re.fullmatch(expected, lines[0]), lines[0]
     measurements = [line.split()[0] for line in lines[1:]]
     assert measurements[0] == "run" and measurements[-1] == "run"
     assert measurements.count("list_metric") == 3
