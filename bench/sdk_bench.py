@@ -2,9 +2,11 @@
 
 One interleaved run.  Each contender lives in a worker process of its own (so
 no contender's background threads share a GIL with another's), and the rounds
-go round-robin: in each round every worker in turn times a block of calls
-while the others wait, so machine noise lands on all of them alike.  Between
-turns the harness waits until the receivers are idle again.
+go round-robin: in each round every worker in turn times a block of calls, so
+machine noise lands on all of them alike.  During a turn every other worker
+and receiver is paused (SIGSTOP), so a contender never pays for another's
+background work on this small machine; before a turn the harness waits until
+the contender's own receiver is idle.
 
 Per contender, with the timer's own cost subtracted:
 
@@ -33,6 +35,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -53,7 +56,7 @@ from pipeline_sdk.testing.forward_server import read_recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = 100
-CALLS = 20_000  # calls per round per contender (MLflow: MLFLOW_CALLS)
+CALLS = 100_000  # calls per round per contender (MLflow: MLFLOW_CALLS)
 MLFLOW_CALLS = 400
 clock = time.perf_counter_ns
 
@@ -390,11 +393,20 @@ def main(argv: list[str] | None = None) -> int:
         else:
             plan.append(("mlflow", "mlflow log_metric (file store)", 0, MLFLOW_CALLS))
     workers = [Worker(kind, label, port, workdir, calls) for kind, label, port, calls in plan]
-    busy = [receivers[k] for k in ("floor", "fluent-logger", "mlobs-up")]
+    everyone = [w.proc.pid for w in workers] + [r.proc.pid for r in receivers.values()]
     for r in range(args.rounds):
         for w in workers:
-            wait_idle(busy)
-            w.round(r)
+            own = receivers.get(w.kind)
+            if own is not None:
+                wait_idle([own])
+            others = [pid for pid in everyone if pid not in (w.proc.pid, own and own.proc.pid)]
+            for pid in others:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                w.round(r)
+            finally:
+                for pid in others:
+                    os.kill(pid, signal.SIGCONT)
         print(f"  round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     reports = [(w, w.report()) for w in workers]
     refused.close()

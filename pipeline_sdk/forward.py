@@ -10,8 +10,15 @@ Only an acknowledged chunk counts as delivered.
 
 from __future__ import annotations
 
+import struct
+import time
+from collections.abc import Sequence
+
 import msgpack
 from fluent.sender import FluentSender
+
+_UINT32 = struct.Struct(">I")
+_IOV_MAX = 1024  # buffers per sendmsg() on Linux
 
 
 class DeliveryError(Exception):
@@ -29,13 +36,19 @@ class AckForwardSender(FluentSender):  # type: ignore[misc]  # fluent-logger shi
     def address(self) -> str:
         return self.host if self.host.startswith("unix://") else f"{self.host}:{self.port}"
 
-    def send_chunk(self, tag: str, entries: bytes, count: int, chunk_id: str) -> None:
-        """Deliver one chunk; raises DeliveryError unless Fluentd acknowledged it."""
+    def send_chunk(self, tag: str, entries: Sequence[bytes], count: int, chunk_id: str) -> None:
+        """Deliver one chunk; raises DeliveryError unless Fluentd acknowledged it.
+
+        ``entries`` are the parts of the PackedForward ``entries`` blob; they are sent
+        as they are (scatter-gather), never copied into one message.
+        """
         try:
             self._reconnect()  # first: while Fluentd is down, a retry costs one refused connect
             assert self.socket is not None
-            message = msgpack.packb([tag, entries, {"chunk": chunk_id, "size": count}], use_bin_type=True)
-            self.socket.sendall(message)
+            size = sum(len(part) for part in entries)
+            head = b"\x93" + msgpack.packb(tag) + b"\xc6" + _UINT32.pack(size)  # [tag, bin32(entries),
+            tail = msgpack.packb({"chunk": chunk_id, "size": count})  # option]
+            self._send_parts([head, *entries, tail])
             self._await_ack(chunk_id)
         except OSError as exc:
             self._drop_connection()
@@ -43,6 +56,28 @@ class AckForwardSender(FluentSender):  # type: ignore[misc]  # fluent-logger shi
         except DeliveryError:
             self._drop_connection()
             raise
+
+    def _send_parts(self, parts: list[bytes]) -> None:
+        """sendmsg() until every part is out, within one timeout for the whole message."""
+        assert self.socket is not None
+        deadline = time.monotonic() + self.timeout
+        views = [memoryview(p) for p in parts if p]
+        try:
+            while views:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                self.socket.settimeout(left)
+                sent = self.socket.sendmsg(views[:_IOV_MAX])
+                while sent:
+                    if sent >= len(views[0]):
+                        sent -= len(views.pop(0))
+                    else:
+                        views[0] = views[0][sent:]
+                        sent = 0
+        finally:
+            if self.socket is not None:
+                self.socket.settimeout(self.timeout)
 
     def _await_ack(self, chunk_id: str) -> None:
         assert self.socket is not None

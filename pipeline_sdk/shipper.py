@@ -35,7 +35,7 @@ from pathlib import Path
 
 from . import contract as c
 from .forward import DeliveryError
-from .spool import Frame, SpoolDir, frame_bytes
+from .spool import Chunk, Frame, SpoolDir, frame_bytes
 from .transports import Sink, Transport
 
 log = logging.getLogger("mlobs")
@@ -44,6 +44,8 @@ SLICE = 8192  # entries drained per GIL hold of the spooler (about 0.6 ms)
 YIELD = 0.0002  # seconds the spooler sleeps between slices, so callers get the GIL
 FRAME_EVENTS = 4096  # at most this many events per Forward chunk
 FRAME_BYTES = 1024 * 1024  # and, for streams of large events, about this many bytes
+CHUNK_EVENTS = 16_384  # consecutive frames of a tag are sent as one chunk of up to this many events
+CHUNK_BYTES = 4 * 1024 * 1024  # or about this many bytes
 # Metric entries are small (a few hundred bytes at most), so whole frames of them are
 # popped in C; the other streams are popped one by one, counting bytes.
 _SMALL_ENTRY_TAGS = frozenset({c.METRIC.tag, c.LIST_METRIC.tag})
@@ -350,16 +352,17 @@ class Shipper:
     def _deliver_all(self, sink: Sink, spool: SpoolDir, adopted: bool) -> bool:
         """Deliver ``spool`` in order until it is empty (adopted) or until close() (our own).
 
-        A frame that fails is kept and retried with capped exponential backoff.
-        Returns False when close() stopped it with frames left undelivered.
+        Consecutive frames of one tag go out as one chunk.  A chunk that fails is kept
+        and retried with capped exponential backoff.  Returns False when close() stopped
+        it with frames left undelivered.
         """
         backoff = 0.0
-        frame: Frame | None = None
+        chunk: Chunk | None = None
+        carry: Frame | None = None  # read ahead, of another tag: it starts the next chunk
         while True:
-            if frame is None:
-                frame = spool.next_frame()
-                self._count_lost(spool)
-                if frame is None:
+            if chunk is None:
+                chunk, carry = self._next_chunk(spool, carry)
+                if chunk is None:
                     if adopted or self._stopping.is_set():
                         return True
                     with self._progress:
@@ -369,7 +372,7 @@ class Shipper:
                 spool.rewind()
                 return False
             try:
-                sink.deliver(frame)
+                sink.deliver(chunk)
             except DeliveryError as exc:
                 backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, backoff * 2))
                 with self._lock:
@@ -379,22 +382,41 @@ class Shipper:
                 jitter = random.uniform(0.8, 1.2)  # noqa: S311 - spreads retries, not a secret
                 self._stopping.wait(backoff * jitter)
                 continue
-            except Exception:  # a bug in a sink: keep the frame, keep the thread
+            except Exception:  # a bug in a sink: keep the chunk, keep the thread
                 log.exception("mlobs: unexpected error delivering to %s", self.transport.describe())
                 self._stopping.wait(BACKOFF_MAX)
                 continue
             if backoff:
                 log.info("mlobs: delivery to %s recovered", self.transport.describe())
                 backoff = 0.0
-            spool.ack(frame)
-            self._on_delivered(frame, adopted)
-            frame = None
+            for frame in chunk.frames:
+                spool.ack(frame)
+            self._on_delivered(chunk.count, adopted)
+            chunk = None
 
-    def _on_delivered(self, frame: Frame, adopted: bool) -> None:
+    def _next_chunk(self, spool: SpoolDir, carry: Frame | None) -> tuple[Chunk | None, Frame | None]:
+        """The next frames of one tag, up to CHUNK_EVENTS events; and a frame read ahead."""
+        first = carry if carry is not None else spool.next_frame()
+        self._count_lost(spool)
+        if first is None:
+            return None, None
+        frames, count, size = [first], first.count, len(first.entries)
+        while count < CHUNK_EVENTS and size < CHUNK_BYTES:
+            frame = spool.next_frame()
+            if frame is None:
+                break
+            if frame.tag != first.tag:
+                return Chunk.of(frames), frame
+            frames.append(frame)
+            count += frame.count
+            size += len(frame.entries)
+        return Chunk.of(frames), None
+
+    def _on_delivered(self, count: int, adopted: bool) -> None:
         with self._lock:
-            self._stats.delivered_events += frame.count
+            self._stats.delivered_events += count
             if adopted:
-                self._stats.adopted_events += frame.count
+                self._stats.adopted_events += count
         with self._progress:
             self._progress.notify_all()
 

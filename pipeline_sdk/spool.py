@@ -73,6 +73,29 @@ def crc32_holding_gil(data: bytes, crc: int = 0) -> int:
     return crc
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive frames of one tag, delivered (and acknowledged) as one Forward message."""
+
+    tag: str
+    frames: tuple[Frame, ...]
+    count: int
+    chunk_id: str  # the frame's id, or one derived from the first and last frames'
+
+    @classmethod
+    def of(cls, frames: list[Frame]) -> Chunk:
+        if len(frames) == 1:
+            chunk_id = frames[0].chunk_id
+        else:
+            both = f"{frames[0].chunk_id}+{frames[-1].chunk_id}".encode()
+            chunk_id = base64.b64encode(hashlib.blake2b(both, digest_size=16).digest()).decode()
+        return cls(frames[0].tag, tuple(frames), sum(f.count for f in frames), chunk_id)
+
+    @property
+    def entries(self) -> list[bytes]:
+        return [f.entries for f in self.frames]
+
+
 def frame_bytes(tag: str, count: int, entries: bytes) -> list[bytes]:
     """The header and body of a frame, ready for ``os.pwritev``."""
     raw_tag = tag.encode()
@@ -81,7 +104,7 @@ def frame_bytes(tag: str, count: int, entries: bytes) -> list[bytes]:
 
 
 class _Segment:
-    __slots__ = ("ack_fd", "acked", "closed", "fd", "path", "read_at", "seq", "size")
+    __slots__ = ("ack_fd", "acked", "closed", "fd", "path", "read_at", "seq", "size", "verify")
 
     def __init__(self, seq: int, path: Path, size: int, acked: int, closed: bool) -> None:
         self.seq = seq
@@ -90,6 +113,9 @@ class _Segment:
         self.acked = acked  # bytes delivered
         self.read_at = acked  # next frame to hand out
         self.closed = closed  # no more appends
+        # Found on disk (after a crash, say): check every frame's checksum.  A segment
+        # this process is writing holds exactly what it wrote, so it needs no check.
+        self.verify = closed
         self.fd: int | None = None
         self.ack_fd: int | None = None
 
@@ -276,7 +302,7 @@ class SpoolDir:
         body = os.pread(fd, tag_len + entries_len, offset + _HEADER.size)
         if len(body) != tag_len + entries_len:
             raise SpoolCorrupt("truncated frame body")
-        if zlib.crc32(body) != crc:
+        if seg.verify and zlib.crc32(body) != crc:
             raise SpoolCorrupt("checksum mismatch")
         digest = hashlib.blake2b(f"{self.name}/{seg.seq}/{offset}".encode(), digest_size=16).digest()
         return Frame(

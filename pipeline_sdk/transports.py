@@ -2,7 +2,7 @@
 
 Both transports sit behind the same hand-off (:mod:`pipeline_sdk.shipper`): the
 caller appends to a queue, a thread writes the spool, another delivers from it.
-A transport only knows how to deliver one frame, and raises
+A transport only knows how to deliver one chunk, and raises
 :class:`~pipeline_sdk.forward.DeliveryError` when it could not.
 """
 
@@ -15,11 +15,11 @@ from typing import Protocol
 from .config import Settings
 from .forward import AckForwardSender, DeliveryError
 from .local_store import DB_NAME, LocalStore
-from .spool import Frame
+from .spool import Chunk
 
 
 class Sink(Protocol):
-    def deliver(self, frame: Frame) -> None: ...
+    def deliver(self, chunk: Chunk) -> None: ...
     def close(self) -> None: ...
 
 
@@ -51,8 +51,8 @@ class _FluentSink:
     def __init__(self, sender: AckForwardSender) -> None:
         self._sender = sender
 
-    def deliver(self, frame: Frame) -> None:
-        self._sender.send_chunk(frame.tag, frame.entries, frame.count, frame.chunk_id)
+    def deliver(self, chunk: Chunk) -> None:
+        self._sender.send_chunk(chunk.tag, chunk.entries, chunk.count, chunk.chunk_id)
 
     def close(self) -> None:
         self._sender.close()
@@ -78,11 +78,11 @@ class _LocalSink:
         self._path = path
         self._store: LocalStore | None = None  # opened on first delivery, retried on failure
 
-    def deliver(self, frame: Frame) -> None:
+    def deliver(self, chunk: Chunk) -> None:
         try:
             if self._store is None:
                 self._store = LocalStore(self._path)
-            self._store.write_entries(frame.tag, frame.entries)
+            self._store.write_entries(chunk.tag, b"".join(chunk.entries))
         except (sqlite3.Error, OSError) as exc:  # locked by another writer, disk full, bad path...
             raise DeliveryError(f"local store {self._path}: {exc}") from exc
 

@@ -63,18 +63,19 @@ def test_compressed_packed_forward(forward_server) -> None:  # type: ignore[no-u
 def test_our_sender_gets_its_ack(forward_server) -> None:  # type: ignore[no-untyped-def]
     server = forward_server()
     sender = AckForwardSender("127.0.0.1", server.port, timeout=5)
-    entries = b"".join(pack_entry(T + i, {"i": i}) for i in range(10))
-    sender.send_chunk("mlobs.list_metric", entries, 10, "Y2h1bmstMw==")
+    parts = [pack_entry(T + i, {"i": i}) for i in range(10)]  # sent scatter-gather, not joined
+    sender.send_chunk("mlobs.list_metric", parts, 10, "Y2h1bmstMw==")
     sender.close()
     [received] = server.received()
     assert (received.mode, received.chunk, len(received.entries)) == ("packed", "Y2h1bmstMw==", 10)
+    assert [r["i"] for _, r in received.entries] == list(range(10))
 
 
 def test_a_wrong_size_is_refused_and_not_acknowledged(forward_server) -> None:  # type: ignore[no-untyped-def]
     server = forward_server()
     sender = AckForwardSender("127.0.0.1", server.port, timeout=5)
     with pytest.raises(DeliveryError, match="closed the connection before the ack"):
-        sender.send_chunk("mlobs.x", pack_entry(T, {"i": 1}), 2, "Y2h1bmstNA==")
+        sender.send_chunk("mlobs.x", [pack_entry(T, {"i": 1})], 2, "Y2h1bmstNA==")
     assert server.received() == []
 
 
@@ -108,7 +109,7 @@ def wrong_ack_server() -> Iterator[int]:
 def test_a_wrong_ack_is_a_failed_delivery(wrong_ack_server: int) -> None:
     sender = AckForwardSender("127.0.0.1", wrong_ack_server, timeout=5)
     with pytest.raises(DeliveryError, match="instead of the ack"):
-        sender.send_chunk("mlobs.x", pack_entry(T, {"i": 1}), 1, "Y2h1bmstNQ==")
+        sender.send_chunk("mlobs.x", [pack_entry(T, {"i": 1})], 1, "Y2h1bmstNQ==")
 
 
 def test_no_ack_times_out(forward_server) -> None:  # type: ignore[no-untyped-def]
@@ -116,5 +117,5 @@ def test_no_ack_times_out(forward_server) -> None:  # type: ignore[no-untyped-de
     sender = AckForwardSender("127.0.0.1", server.port, timeout=0.5)
     t0 = time.monotonic()
     with pytest.raises(DeliveryError, match="timed out"):
-        sender.send_chunk("mlobs.x", pack_entry(T, {"i": 1}), 1, "Y2h1bmstNg==")
+        sender.send_chunk("mlobs.x", [pack_entry(T, {"i": 1})], 1, "Y2h1bmstNg==")
     assert time.monotonic() - t0 < 5
