@@ -29,6 +29,14 @@ TAG_NAME: Final = "name"  # name of the metric, param, input or output
 TAG_STATUS: Final = "status"  # run lifecycle status (see RunStatus)
 TAG_DIRECTION: Final = "direction"  # "input" or "output" on the io stream
 TAG_LEVEL: Final = "level"  # log level name, e.g. "INFO"
+TAG_REASON: Final = "reason"  # why a run ended (see RunReason), on run records
+TAG_NAMESPACE: Final = "namespace"  # Kubernetes namespace of a run's Job or Pod
+TAG_SERVICE: Final = "service"  # name of a model API
+TAG_ENDPOINT: Final = "endpoint"  # route template of a model-API request, e.g. "/predict/{model}"
+TAG_METHOD: Final = "method"  # HTTP method of a model-API request
+TAG_HTTP_STATUS: Final = "status"  # HTTP status class of a request: "2xx", "4xx", "5xx"
+TAG_MODEL: Final = "model"  # model name of a prediction
+TAG_MODEL_VERSION: Final = "model_version"  # model version of a prediction
 
 IDENTITY_TAGS: Final = (TAG_RUN_ID, TAG_PIPELINE, TAG_STEP)  # carried by every run event
 
@@ -50,6 +58,18 @@ FIELD_DESTINATION: Final = "destination"  # where an output went (io stream)
 FIELD_MESSAGE: Final = "message"  # formatted log message
 FIELD_LOGGER: Final = "logger"  # name of the stdlib logger that emitted the record
 FIELD_EXTRA: Final = "extra"  # structured extras of a log record, as a JSON object
+FIELD_USER: Final = "user"  # hashed user id of a model-API request (unique users = distinct values)
+FIELD_STATUS_CODE: Final = "status_code"  # exact HTTP status of a request (int)
+FIELD_SCORE: Final = "score"  # numeric score of a prediction (float)
+FIELD_OUTCOME: Final = "outcome"  # label or outcome of a prediction (string)
+FIELD_EXIT_CODE: Final = "exit_code"  # exit code of a run's failed container (int)
+FIELD_START_NS: Final = "start_ns"  # when a run started, Unix nanoseconds (int)
+FIELD_END_NS: Final = "end_ns"  # when a run ended, Unix nanoseconds (int)
+FIELD_EXECUTION_TIME_MS: Final = "execution_time_ms"  # end minus start of a run (float)
+FIELD_IMAGE: Final = "image"  # container image of a run
+FIELD_NODE: Final = "node"  # node a run's last pod ran on
+FIELD_POD: Final = "pod"  # name of a run's last pod
+FIELD_ATTEMPTS: Final = "attempts"  # pods a run's Job started (retries + 1) (int)
 
 
 class FieldType(enum.Enum):
@@ -67,6 +87,33 @@ class RunStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"  # the step returned normally
     FAILED = "failed"  # the step raised, or Kubernetes reports it failed
     CANCELLED = "cancelled"  # the step got SIGTERM (or KeyboardInterrupt)
+
+
+class RunReason(enum.StrEnum):
+    """Values of the ``reason`` tag and Prometheus label: why a run ended.  A bounded set."""
+
+    COMPLETED = "Completed"  # succeeded
+    ERROR = "Error"  # a container exited non-zero (the exit code is on the run record)
+    OOM_KILLED = "OOMKilled"  # a container was killed for exceeding its memory limit
+    DEADLINE_EXCEEDED = "DeadlineExceeded"  # the Job ran past activeDeadlineSeconds
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"  # the Job's retries were used up
+    EVICTED = "Evicted"  # the kubelet evicted the pod (node pressure)
+    IMAGE_PULL = "ImagePullBackOff"  # the image could not be pulled (ErrImagePull too)
+    CONFIG_ERROR = "CreateContainerConfigError"  # a missing ConfigMap/Secret or bad spec
+    DELETED = "Deleted"  # the Job or Pod was deleted before it finished (status cancelled)
+    UNKNOWN = "Unknown"  # failed for a reason not listed here
+
+
+FAILURE_REASONS: Final = tuple(  # the reasons of status "failed"
+    r for r in RunReason if r not in (RunReason.COMPLETED, RunReason.DELETED)
+)
+
+
+RUN_OUTCOMES: Final = (  # every (status, reason) of a finished run; the exporter makes each series at 0
+    (RunStatus.SUCCEEDED, RunReason.COMPLETED),
+    *((RunStatus.FAILED, reason) for reason in FAILURE_REASONS),
+    (RunStatus.CANCELLED, RunReason.DELETED),
+)
 
 
 class IODirection(enum.StrEnum):
@@ -144,7 +191,36 @@ LOG: Final = Stream(  # a structured log record of a run
     fields={FIELD_MESSAGE: _F.STRING, FIELD_LOGGER: _F.STRING, FIELD_EXTRA: _F.STRING},
 )
 
-STREAMS: Final = (RUN, PARAM, METRIC, LIST_METRIC, IO, LOG)  # every stream the SDK writes
+RUN_RECORD: Final = Stream(  # one per finished run, written by the pipeline exporter from Kubernetes
+    tag="mlobs.run_record",
+    measurement="run_record",
+    tags=(*IDENTITY_TAGS, TAG_STATUS, TAG_REASON, TAG_NAMESPACE),
+    fields={
+        FIELD_EXIT_CODE: _F.INTEGER,
+        FIELD_START_NS: _F.INTEGER,
+        FIELD_END_NS: _F.INTEGER,
+        FIELD_EXECUTION_TIME_MS: _F.FLOAT,
+        FIELD_IMAGE: _F.STRING,
+        FIELD_NODE: _F.STRING,
+        FIELD_POD: _F.STRING,
+        FIELD_ATTEMPTS: _F.INTEGER,
+    },
+)
+API_REQUEST: Final = Stream(  # one per model-API request
+    tag="mlobs.api_request",
+    measurement="api_request",
+    tags=(TAG_SERVICE, TAG_ENDPOINT, TAG_METHOD, TAG_HTTP_STATUS),
+    fields={FIELD_DURATION_MS: _F.FLOAT, FIELD_USER: _F.STRING, FIELD_STATUS_CODE: _F.INTEGER},
+)
+PREDICTION: Final = Stream(  # one per prediction a model API logs: a score or an outcome
+    tag="mlobs.prediction",
+    measurement="prediction",
+    tags=(TAG_SERVICE, TAG_MODEL, TAG_MODEL_VERSION),
+    fields={FIELD_SCORE: _F.FLOAT, FIELD_OUTCOME: _F.STRING},
+)
+
+RUN_STREAMS: Final = (RUN, PARAM, METRIC, LIST_METRIC, IO, LOG, RUN_RECORD)  # streams keyed by a run
+STREAMS: Final = (*RUN_STREAMS, API_REQUEST, PREDICTION)  # every stream: fluent.conf routes each
 STREAMS_BY_TAG: Final = MappingProxyType({s.tag: s for s in STREAMS})  # Fluentd tag -> stream
 TAG_PREFIX: Final = "mlobs."  # every Fluentd tag of ours starts with it (fluent.conf matches mlobs.**)
 
@@ -168,8 +244,16 @@ LABEL_RUN_ID: Final = "mlobs.io/run-id"  # run id of a Job and its Pods
 
 PROM_LABEL_PIPELINE: Final = "pipeline"  # pipeline name (bounded)
 PROM_LABEL_STEP: Final = "step"  # step name (bounded)
-PROM_LABEL_STATUS: Final = "status"  # a RunStatus value other than "started"
-PROM_LABEL_REASON: Final = "reason"  # failure reason, e.g. OOMKilled (bounded set)
+PROM_LABEL_STATUS: Final = "status"  # a RunStatus value other than "started"; on HTTP metrics "2xx"...
+PROM_LABEL_REASON: Final = "reason"  # a RunReason value (bounded)
+PROM_LABEL_NAMESPACE: Final = "namespace"  # Kubernetes namespace (bounded)
+PROM_LABEL_RESOURCE: Final = "resource"  # what the exporter watches: "jobs" or "pods"
+PROM_LABEL_HANDLER: Final = "handler"  # route template of a request, never the raw path
+PROM_LABEL_METHOD: Final = "method"  # HTTP method
+# Only on the last-failure info gauge, one series per pipeline/step at a time (replaced
+# on the next failure), so active series stay bounded; never on a counter or histogram.
+PROM_LABEL_RUN_ID: Final = "run_id"  # run id of the last failed run
+PROM_LABEL_EXIT_CODE: Final = "exit_code"  # exit code of the last failed run ("" when none)
 
 PROM_RUNS_TOTAL: Final = (
     "mlobs_pipeline_runs_total"  # counter of finished runs by pipeline, step, status, reason
@@ -177,12 +261,66 @@ PROM_RUNS_TOTAL: Final = (
 PROM_RUN_DURATION: Final = (
     "mlobs_pipeline_run_duration_seconds"  # histogram of run wall time by pipeline, step, status
 )
+PROM_POD_FAILURES: Final = (
+    "mlobs_pipeline_pod_failures_total"  # counter of failed attempts (pods) by pipeline, step, reason
+)
 PROM_RUNS_IN_PROGRESS: Final = "mlobs_pipeline_runs_in_progress"  # gauge of running runs by pipeline, step
 PROM_LAST_SUCCESS: Final = (
     "mlobs_pipeline_last_success_timestamp_seconds"  # gauge: end of the last successful run
 )
 PROM_LAST_FAILURE: Final = (
     "mlobs_pipeline_last_failure_timestamp_seconds"  # gauge: end of the last failed run
+)
+PROM_LAST_FAILURE_START: Final = (
+    "mlobs_pipeline_last_failure_start_timestamp_seconds"  # gauge: start of the last failed run
+)
+PROM_LAST_FAILURE_INFO: Final = (
+    "mlobs_pipeline_last_failure_info"  # 1, labelled with the last failed run's id, reason, exit code
+)
+PROM_OLDEST_RUNNING_START: Final = (
+    "mlobs_pipeline_oldest_running_start_timestamp_seconds"  # gauge: start of the oldest running run
+)
+PROM_MAX_DURATION: Final = "mlobs_pipeline_max_duration_seconds"  # configured: a run running longer is stuck
+PROM_SUCCESS_WINDOW: Final = (
+    "mlobs_pipeline_success_window_seconds"  # configured: a pipeline/step must succeed this often
+)
+PROM_EXPORTER_WATCH_EVENTS: Final = "mlobs_exporter_watch_events_total"  # counter by resource
+PROM_EXPORTER_WATCH_ERRORS: Final = "mlobs_exporter_watch_errors_total"  # counter of API errors by resource
+PROM_EXPORTER_RELISTS: Final = "mlobs_exporter_relists_total"  # counter of full relists by resource
+PROM_EXPORTER_TRACKED_RUNS: Final = "mlobs_exporter_tracked_runs"  # gauge: runs held in memory
+PROM_EXPORTER_RECORDS: Final = "mlobs_exporter_run_records_total"  # counter of run records sent
+PROM_EXPORTER_RECORDS_DROPPED: Final = (
+    "mlobs_exporter_run_records_dropped_total"  # counter of run records the transport dropped
+)
+
+# Model-API metrics: the names and labels prometheus-fastapi-instrumentator made common.
+PROM_HTTP_REQUESTS: Final = "http_requests_total"  # counter by handler, method, status ("2xx"...)
+PROM_HTTP_DURATION: Final = "http_request_duration_seconds"  # histogram by handler, method
+PROM_HTTP_UNMATCHED_HANDLER: Final = "none"  # handler label of a request no route matched
+
+# Names other components define, which our rules and dashboards use.
+PROM_FLUENTD_OUTPUT_ERRORS: Final = "fluentd_output_status_num_errors"  # fluent-plugin-prometheus
+PROM_FLUENTD_OUTPUT_RETRIES: Final = "fluentd_output_status_retry_count"  # fluent-plugin-prometheus
+PROM_FLUENTD_BUFFER_BYTES: Final = "fluentd_output_status_buffer_total_bytes"  # fluent-plugin-prometheus
+PROM_CONTAINER_MEMORY: Final = "container_memory_working_set_bytes"  # cAdvisor
+PROM_KSM_CONTAINER_LIMITS: Final = "kube_pod_container_resource_limits"  # kube-state-metrics
+PROM_KSM_CONTAINER_REQUESTS: Final = "kube_pod_container_resource_requests"  # kube-state-metrics
+PROM_KSM_POD_LABELS: Final = "kube_pod_labels"  # kube-state-metrics, with our labels allow-listed
+PROM_KSM_LABEL_PIPELINE: Final = "label_mlobs_io_pipeline"  # LABEL_PIPELINE as kube_pod_labels spells it
+PROM_KSM_LABEL_STEP: Final = "label_mlobs_io_step"  # LABEL_STEP as kube_pod_labels spells it
+
+# Scrape job names (the chart's ServiceMonitors set them; `up{job=...}` alerts use them).
+PROM_JOB_EXPORTER: Final = "mlobs-pipeline-exporter"  # the pipeline exporter
+PROM_JOB_FLUENTD: Final = "mlobs-fluentd"  # Fluentd's own metrics
+PROM_JOB_MODEL_API: Final = "mlobs-model-api"  # model APIs instrumented with the SDK middleware
+
+# --------------------------------------------------------------------------
+# Alerts (rules in alerting/, routes and templates in the Alertmanager config)
+# --------------------------------------------------------------------------
+
+ALERT_LABEL_SEVERITY: Final = "severity"  # "critical" or "warning"
+RUNBOOK_URL_PATTERN: Final = (
+    "https://github.com/mlobs/mlobs/blob/main/alerting/runbooks/{alertname}.md"  # runbook_url of alerts
 )
 
 # --------------------------------------------------------------------------
@@ -192,6 +330,13 @@ PROM_LAST_FAILURE: Final = (
 DATASOURCE_PROMETHEUS_UID: Final = "mlobs-prometheus"  # the Prometheus datasource
 DATASOURCE_INFLUXDB_UID: Final = "mlobs-influxdb"  # the InfluxDB (Flux) datasource
 INFLUXDB_BUCKET: Final = "mlobs"  # the bucket fluent.conf writes to and dashboards read
+
+# Dashboard uids are "mlobs-" + the file stem of dashboards/<stem>.dashboard.py, "_" -> "-".
+DASHBOARD_UID_PREFIX: Final = "mlobs-"  # every dashboard uid starts with it
+DASHBOARD_RUN_VIEW_UID: Final = "mlobs-run-view"  # dashboards/run_view.dashboard.py: one run, compared
+GRAFANA_VAR_PIPELINE: Final = "pipeline"  # dashboard variable: ?var-pipeline=
+GRAFANA_VAR_STEP: Final = "step"  # dashboard variable: ?var-step=
+GRAFANA_VAR_RUN_ID: Final = "run_id"  # dashboard variable: ?var-run_id=
 
 # --------------------------------------------------------------------------
 # Environment variables (public: users and the chart set them)

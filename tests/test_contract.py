@@ -25,6 +25,7 @@ def test_streams_are_consistent() -> None:
         assert re.fullmatch(r"[a-z_]+", stream.measurement)
         assert stream.fields, "InfluxDB needs at least one field per point"
         assert set(stream.tags) & set(stream.fields) == set()
+    for stream in c.RUN_STREAMS:
         assert stream.tags[: len(c.IDENTITY_TAGS)] == c.IDENTITY_TAGS
     assert c.STREAMS_BY_TAG[c.LOG.tag] is c.LOG
 
@@ -91,9 +92,13 @@ def test_pod_labels() -> None:
     )
 
 
-def test_prometheus_labels_stay_bounded() -> None:
-    labels = {v for k, v in vars(c).items() if k.startswith("PROM_LABEL_")}
-    assert c.TAG_RUN_ID not in labels, "a run id is never a Prometheus label"
+def test_run_outcomes_are_bounded() -> None:
+    assert len(c.RUN_OUTCOMES) == len(set(c.RUN_OUTCOMES)) <= 16
+    assert {status for status, _ in c.RUN_OUTCOMES} == {
+        c.RunStatus.SUCCEEDED,
+        c.RunStatus.FAILED,
+        c.RunStatus.CANCELLED,
+    }
 
 
 # ---- settings --------------------------------------------------------------------------------
