@@ -1,0 +1,257 @@
+"""A stand-in for the Kubernetes API server, speaking its wire format over real HTTP.
+
+Kubernetes cannot run on the machines these tests run on, so this serves what
+the exporter's ``kubernetes`` client asks for: list and watch of Jobs and Pods
+(all namespaces or one), label-selector existence filtering, resourceVersions,
+watch events as chunked JSON lines (ADDED, MODIFIED, DELETED, BOOKMARK, and the
+ERROR Status with code 410 when a resourceVersion is too old), and error
+statuses on demand.  The objects it serves are built from the client's own
+model classes (tests/kube_objects.py) and serialised the way the client does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+RESOURCES = {"jobs": ("batch/v1", "JobList"), "pods": ("v1", "PodList")}
+
+
+@dataclass
+class _Event:
+    version: int
+    resource: str
+    kind: str
+    obj: dict[str, Any]
+
+
+class FakeKube:
+    """The state: objects, their history of watch events, and failure switches."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._version = 100
+        self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._events: list[_Event] = []
+        self._oldest = 0  # events at or before this version are compacted away (410)
+        self.fail_requests = 0  # answer this many next requests with 500
+        self.requests: list[str] = []  # paths with query, in arrival order
+
+    # ---- changing the cluster ----------------------------------------------------------------
+
+    def apply(self, resource: str, obj: dict[str, Any]) -> None:
+        """Create or update an object (ADDED or MODIFIED)."""
+        meta = obj["metadata"]
+        key = (resource, meta["namespace"], meta["name"])
+        with self._cond:
+            kind = "MODIFIED" if key in self._objects else "ADDED"
+            self._record(resource, kind, key, copy.deepcopy(obj))
+
+    def delete(self, resource: str, namespace: str, name: str) -> None:
+        with self._cond:
+            key = (resource, namespace, name)
+            self._record(resource, "DELETED", key, self._objects[key])
+
+    def _record(self, resource: str, kind: str, key: tuple[str, str, str], obj: dict[str, Any]) -> None:
+        self._version += 1
+        obj["metadata"]["resourceVersion"] = str(self._version)
+        if kind == "DELETED":
+            self._objects.pop(key, None)
+        else:
+            self._objects[key] = obj
+        self._events.append(_Event(self._version, resource, kind, obj))
+        self._cond.notify_all()
+
+    def compact(self) -> None:
+        """Forget the event history: watches from an older version get 410 Gone."""
+        with self._cond:
+            self._oldest = self._version
+            self._events.clear()
+            self._cond.notify_all()
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    # ---- serving ------------------------------------------------------------------------------
+
+    def list_body(self, resource: str, namespace: str | None, selector: str | None) -> dict[str, Any]:
+        api_version, kind = RESOURCES[resource]
+        with self._cond:
+            items = [
+                o
+                for (r, ns, _), o in sorted(self._objects.items())
+                if r == resource and (namespace is None or ns == namespace) and _selected(o, selector)
+            ]
+            return {
+                "kind": kind,
+                "apiVersion": api_version,
+                "metadata": {"resourceVersion": str(self._version)},
+                "items": items,
+            }
+
+    def events_after(
+        self, resource: str, namespace: str | None, selector: str | None, version: int, deadline: float
+    ) -> list[_Event] | None:
+        """Events newer than ``version`` (waiting until some come or the deadline); None: 410."""
+        with self._cond:
+            while True:
+                if version < self._oldest:
+                    return None
+                found = [
+                    e
+                    for e in self._events
+                    if e.version > version
+                    and e.resource == resource
+                    and (namespace is None or e.obj["metadata"]["namespace"] == namespace)
+                    and _selected(e.obj, selector)
+                ]
+                left = deadline - time.monotonic()
+                if found or left <= 0:
+                    return found
+                self._cond.wait(min(left, 0.5))
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+def _selected(obj: dict[str, Any], selector: str | None) -> bool:
+    """Existence selectors ("mlobs.io/pipeline") and equality ("a=b"), comma-separated."""
+    if not selector:
+        return True
+    labels = obj["metadata"].get("labels") or {}
+    for term in selector.split(","):
+        if "=" in term:
+            key, value = term.split("=", 1)
+            if labels.get(key.rstrip("=")) != value:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def _route(path: str) -> tuple[str, str | None] | None:
+    parts = [p for p in path.split("/") if p]
+    # /api/v1/pods, /api/v1/namespaces/{ns}/pods, /apis/batch/v1/jobs, /apis/batch/v1/namespaces/{ns}/jobs
+    if parts[:2] == ["api", "v1"]:
+        rest = parts[2:]
+    elif parts[:3] == ["apis", "batch", "v1"]:
+        rest = parts[3:]
+    else:
+        return None
+    if len(rest) == 1 and rest[0] in RESOURCES:
+        return rest[0], None
+    if len(rest) == 3 and rest[0] == "namespaces" and rest[2] in RESOURCES:
+        return rest[2], rest[1]
+    return None
+
+
+class FakeKubeServer:
+    """FakeKube over HTTP on 127.0.0.1 (port 0 by default)."""
+
+    def __init__(self, kube: FakeKube | None = None, port: int = 0) -> None:
+        self.kube = kube or FakeKube()
+        kube_ = self.kube
+        self._stopping = threading.Event()
+        stopping = self._stopping
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                kube_.requests.append(self.path)
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                route = _route(url.path)
+                if route is None:
+                    return self._status(404, "NotFound", f"no such path {url.path}")
+                if kube_.fail_requests > 0:
+                    kube_.fail_requests -= 1
+                    return self._status(500, "InternalError", "injected failure")
+                resource, namespace = route
+                selector = query.get("labelSelector")
+                if query.get("watch") in ("true", "1", "True"):
+                    return self._watch(resource, namespace, selector, query)
+                body = json.dumps(kube_.list_body(resource, namespace, selector)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return None
+
+            def _watch(
+                self, resource: str, namespace: str | None, selector: str | None, query: dict[str, str]
+            ) -> None:
+                version = int(query.get("resourceVersion") or 0)
+                deadline = time.monotonic() + float(query.get("timeoutSeconds") or 300)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    while not stopping.is_set() and time.monotonic() < deadline:
+                        events = kube_.events_after(resource, namespace, selector, version, deadline)
+                        if events is None:
+                            status = {
+                                "kind": "Status",
+                                "apiVersion": "v1",
+                                "metadata": {},
+                                "status": "Failure",
+                                "message": f"too old resource version: {version}",
+                                "reason": "Expired",
+                                "code": 410,
+                            }
+                            self._chunk({"type": "ERROR", "object": status})
+                            break
+                        for event in events:
+                            self._chunk({"type": event.kind, "object": event.obj})
+                            version = event.version
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+
+            def _chunk(self, event: dict[str, Any]) -> None:
+                data = json.dumps(event).encode() + b"\n"
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def _status(self, code: int, reason: str, message: str) -> None:
+                body = json.dumps(
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "status": "Failure",
+                        "message": message,
+                        "reason": reason,
+                        "code": code,
+                    }
+                ).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self.kube.wake()
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,307 @@
+"""The pipeline exporter's run tracking and metrics, fed with Jobs and Pods built from client models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporters.pipeline_exporter.collectors import ExporterCollector, ExporterStats, RunCollector
+from exporters.pipeline_exporter.config import ConfigError, ExporterConfig, Limits
+from exporters.pipeline_exporter.tracker import FinishedRun, RunTracker
+from pipeline_sdk import contract as c
+from tests import kube_objects as k
+
+T0 = 1_795_000_000.0
+
+
+class Clock:
+    def __init__(self, now: float = T0 + 10_000) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Records:
+    def __init__(self) -> None:
+        self.sent: list[FinishedRun] = []
+
+    def send(self, record: FinishedRun) -> None:
+        self.sent.append(record)
+
+
+def make(
+    config: ExporterConfig | None = None, **kw: Any
+) -> tuple[RunTracker, CollectorRegistry, Records, Clock]:
+    clock = Clock()
+    records = Records()
+    tracker = RunTracker((config or ExporterConfig()).thresholds, records, clock=clock, **kw)
+    registry = CollectorRegistry()
+    registry.register(RunCollector(tracker))
+    registry.register(ExporterCollector(ExporterStats(), tracker))
+    return tracker, registry, records, clock
+
+
+def play(tracker: RunTracker, steps: list[k.Step], seen_before: float | None = None) -> None:
+    for resource, action, obj in steps:
+        handler = tracker.on_job if resource == "jobs" else tracker.on_pod
+        handler("DELETED" if action == "delete" else "MODIFIED", obj, seen_before)
+
+
+def runs(registry: CollectorRegistry, pipeline: str, step: str, status: str, reason: str) -> float | None:
+    labels = {"pipeline": pipeline, "step": step, "status": status, "reason": reason}
+    return registry.get_sample_value(c.PROM_RUNS_TOTAL, labels)
+
+
+def gauge(registry: CollectorRegistry, name: str, pipeline: str = "train", step: str = "fit") -> float | None:
+    return registry.get_sample_value(name, {"pipeline": pipeline, "step": step})
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "reason", "exit_code"),
+    [
+        (k.succeeding, "succeeded", "Completed", None),
+        (k.oom_killed, "failed", "OOMKilled", 137),
+        (k.backoff_limit, "failed", "BackoffLimitExceeded", 1),
+        (k.evicted, "failed", "Evicted", None),
+        (k.deadline_exceeded, "failed", "DeadlineExceeded", None),
+    ],
+)
+def test_run_outcomes(scenario, status: str, reason: str, exit_code: int | None) -> None:  # type: ignore[no-untyped-def]
+    tracker, registry, records, _ = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=1)
+    play(tracker, scenario(run, T0 + 10, T0 + 70))
+    assert runs(registry, "train", "fit", status, reason) == 1
+    total = sum(runs(registry, "train", "fit", s.value, r.value) or 0 for s, r in c.RUN_OUTCOMES)
+    assert total == 1, "counted exactly once"
+    [record] = records.sent
+    assert (record.run_id, record.pipeline, record.step, record.namespace) == ("r1", "train", "fit", "ml")
+    assert (record.status.value, record.reason.value, record.exit_code) == (status, reason, exit_code)
+    assert (record.start, record.end) == (T0 + 10, T0 + 70)
+    assert record.image == k.IMAGE and record.pod is not None and record.node == "kind-worker"
+    duration_count = registry.get_sample_value(
+        c.PROM_RUN_DURATION + "_count", {"pipeline": "train", "step": "fit", "status": status}
+    )
+    assert duration_count == 1
+    assert gauge(registry, c.PROM_RUNS_IN_PROGRESS) == 0
+
+
+def test_every_outcome_series_starts_at_zero() -> None:
+    tracker, registry, _, _ = make()
+    play(tracker, [("jobs", "apply", k.job(k.RunSpec("train", "fit", "r1")))])  # just created
+    for status, reason in c.RUN_OUTCOMES:
+        assert runs(registry, "train", "fit", status.value, reason.value) == 0
+    for reason in c.FAILURE_REASONS:
+        labels = {"pipeline": "train", "step": "fit", "reason": reason.value}
+        assert registry.get_sample_value(c.PROM_POD_FAILURES, labels) == 0
+    assert gauge(registry, c.PROM_LAST_SUCCESS) == 0 and gauge(registry, c.PROM_LAST_FAILURE) == 0
+    assert gauge(registry, c.PROM_RUNS_IN_PROGRESS) == 1
+
+
+def test_backoff_limit_zero_reports_the_exit_code_as_error() -> None:
+    tracker, registry, records, _ = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=0)
+    play(tracker, k.backoff_limit(run, T0, T0 + 5, attempts=1, exit_code=3))
+    assert (records.sent[0].reason, records.sent[0].exit_code) == (c.RunReason.ERROR, 3)
+    assert runs(registry, "train", "fit", "failed", "Error") == 1
+
+
+def test_retried_attempts_count_as_pod_failures_even_when_the_run_succeeds() -> None:
+    tracker, registry, records, _ = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=2)
+    play(
+        tracker,
+        [
+            ("pods", "apply", k.pod(run, 0, "Failed", started=T0, terminated=("OOMKilled", 137, T0 + 5))),
+            ("jobs", "apply", k.job(run, started=T0, active=1, failed=1)),
+            (
+                "pods",
+                "apply",
+                k.pod(run, 1, "Succeeded", started=T0 + 6, terminated=("Completed", 0, T0 + 9)),
+            ),
+            (
+                "jobs",
+                "apply",
+                k.job(run, started=T0, failed=1, succeeded=1, condition=("Complete", None, T0 + 9)),
+            ),
+        ],
+    )
+    assert runs(registry, "train", "fit", "succeeded", "Completed") == 1
+    oom = {"pipeline": "train", "step": "fit", "reason": "OOMKilled"}
+    assert registry.get_sample_value(c.PROM_POD_FAILURES, oom) == 1
+    assert records.sent[0].attempts == 2
+
+
+def test_last_failure_gauges_and_info() -> None:
+    tracker, registry, _, _ = make()
+    play(tracker, k.oom_killed(k.RunSpec("train", "fit", "bad-1"), T0, T0 + 30))
+    play(tracker, k.succeeding(k.RunSpec("train", "fit", "ok-1"), T0 + 40, T0 + 50))
+    assert gauge(registry, c.PROM_LAST_FAILURE) == T0 + 30
+    assert gauge(registry, c.PROM_LAST_FAILURE_START) == T0
+    assert gauge(registry, c.PROM_LAST_SUCCESS) == T0 + 50
+    info = {
+        "pipeline": "train",
+        "step": "fit",
+        "run_id": "bad-1",
+        "reason": "OOMKilled",
+        "exit_code": "137",
+        "namespace": "ml",
+    }
+    assert registry.get_sample_value(c.PROM_LAST_FAILURE_INFO, info) == 1
+    play(tracker, k.backoff_limit(k.RunSpec("train", "fit", "bad-2", backoff_limit=1), T0 + 60, T0 + 80))
+    assert registry.get_sample_value(c.PROM_LAST_FAILURE_INFO, info) is None, "one series: replaced"
+    info.update(run_id="bad-2", reason="BackoffLimitExceeded", exit_code="1")
+    assert registry.get_sample_value(c.PROM_LAST_FAILURE_INFO, info) == 1
+
+
+def test_a_finished_run_is_not_counted_again() -> None:
+    tracker, registry, records, _ = make()
+    run = k.RunSpec("train", "fit", "r1")
+    steps = k.succeeding(run, T0, T0 + 5)
+    play(tracker, steps)
+    play(tracker, steps[-1:])  # the same Job again (a relist, a label change...)
+    play(tracker, [("jobs", "delete", steps[-1][2])])  # and its deletion by the TTL controller
+    assert runs(registry, "train", "fit", "succeeded", "Completed") == 1
+    assert runs(registry, "train", "fit", "cancelled", "Deleted") == 0
+    assert len(records.sent) == 1
+
+
+def test_restart_does_not_recount_or_realert() -> None:
+    """A new exporter lists runs that finished before it started: gauges yes, counters no."""
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=1)
+    history = k.backoff_limit(run, T0, T0 + 20)
+    final = [s for s in history if s[0] == "jobs"][-1:] + [s for s in history if s[0] == "pods"][-1:]
+    tracker, registry, records, _ = make()
+    play(tracker, final, seen_before=float("inf"))  # the initial list
+    tracker.settle_all()
+    assert runs(registry, "train", "fit", "failed", "BackoffLimitExceeded") == 0
+    labels = {"pipeline": "train", "step": "fit", "reason": "Error"}
+    assert registry.get_sample_value(c.PROM_POD_FAILURES, labels) == 0
+    assert records.sent == []
+    assert gauge(registry, c.PROM_LAST_FAILURE) == T0 + 20, "the alert's condition survives the restart"
+    assert gauge(registry, c.PROM_LAST_SUCCESS) == 0
+
+
+def test_a_relist_counts_what_finished_during_the_gap_only() -> None:
+    tracker, registry, _, _ = make()
+    old, new = k.RunSpec("train", "fit", "old"), k.RunSpec("train", "fit", "new")
+    last_sync = T0 + 100
+    play(tracker, k.succeeding(old, T0, T0 + 50)[-1:], seen_before=last_sync)  # ended before the gap
+    play(tracker, k.succeeding(new, T0 + 90, T0 + 150)[-1:], seen_before=last_sync)  # ended in the gap
+    assert runs(registry, "train", "fit", "succeeded", "Completed") == 1
+
+
+def test_a_failed_job_waits_for_its_pods_reason() -> None:
+    tracker, _, records, _ = make(settle=2.0)
+    run = k.RunSpec("train", "fit", "r1")
+    oom = k.oom_killed(run, T0, T0 + 30)
+    job_failed, pod_failed = oom[4], oom[3]
+    play(tracker, [job_failed])  # the Job's watch ran ahead of the Pod's
+    assert records.sent == []
+    play(tracker, [pod_failed])
+    assert records.sent[0].reason is c.RunReason.OOM_KILLED
+    # without the pod, the Job's own reason is used once the settle time is over
+    tracker2, _, records2, clock2 = make(settle=2.0)
+    play(tracker2, [k.oom_killed(k.RunSpec("train", "fit", "r2"), T0, T0 + 30)[4]])
+    tracker2.tick(clock2.now + 1)
+    assert records2.sent == []
+    tracker2.tick(clock2.now + 3)
+    assert records2.sent[0].reason is c.RunReason.BACKOFF_LIMIT_EXCEEDED
+
+
+def test_image_pull_failure_after_grace() -> None:
+    tracker, registry, records, clock = make(image_pull_grace=60)
+    play(tracker, k.image_pull(k.RunSpec("train", "fit", "r1")))
+    tracker.tick(clock.now + 59)
+    assert records.sent == []
+    tracker.tick(clock.now + 61)
+    assert records.sent[0].reason is c.RunReason.IMAGE_PULL
+    assert runs(registry, "train", "fit", "failed", "ImagePullBackOff") == 1
+
+
+def test_deleted_while_running_is_cancelled() -> None:
+    tracker, registry, _, _ = make()
+    run = k.RunSpec("train", "fit", "r1")
+    play(
+        tracker,
+        [
+            ("jobs", "apply", k.job(run, started=T0, active=1)),
+            ("pods", "apply", k.pod(run, 0, "Running", started=T0)),
+        ],
+    )
+    assert gauge(registry, c.PROM_RUNS_IN_PROGRESS) == 1
+    assert gauge(registry, c.PROM_OLDEST_RUNNING_START) == T0
+    play(tracker, [("jobs", "delete", k.job(run, started=T0, active=1))])
+    assert runs(registry, "train", "fit", "cancelled", "Deleted") == 1
+    assert gauge(registry, c.PROM_OLDEST_RUNNING_START) is None, "absent when nothing runs"
+
+
+def test_bare_pod_runs() -> None:
+    tracker, registry, records, _ = make()
+    run = k.RunSpec("serve", "batch", "p1")
+    play(
+        tracker,
+        [("pods", "apply", k.pod(run, 0, "Failed", started=T0, terminated=("Error", 2, T0 + 3), bare=True))],
+    )
+    assert runs(registry, "serve", "batch", "failed", "Error") == 1
+    assert records.sent[0].exit_code == 2
+
+
+def test_finished_runs_are_forgotten_after_the_bound() -> None:
+    tracker, registry, _, _ = make(max_finished=100)
+    for i in range(500):
+        play(tracker, k.succeeding(k.RunSpec("train", "fit", f"r{i}"), T0 + i, T0 + i + 1)[-1:])
+    assert tracker.snapshot().tracked == 100
+    assert registry.get_sample_value(c.PROM_EXPORTER_TRACKED_RUNS) == 100
+    assert runs(registry, "train", "fit", "succeeded", "Completed") == 500
+
+
+def test_run_id_falls_back_to_the_job_name() -> None:
+    tracker, _, records, _ = make()
+    run = k.RunSpec("train", "fit", "r1")
+    steps = k.succeeding(run, T0, T0 + 1)
+    for _, _, obj in steps:
+        obj["metadata"]["labels"].pop(c.LABEL_RUN_ID)
+        obj.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {}).pop(
+            c.LABEL_RUN_ID, None
+        )
+    play(tracker, steps)
+    assert records.sent[0].run_id == run.name
+
+
+def test_thresholds_per_pipeline_and_step() -> None:
+    config = ExporterConfig.parse(
+        {
+            "defaults": {"max_duration": "2h", "success_window": "1d"},
+            "pipelines": {"train": {"success_window": "25h", "steps": {"fit": {"max_duration": 90}}}},
+        }
+    )
+    assert config.thresholds.limits("train", "fit") == Limits(max_duration=90.0, success_window=25 * 3600.0)
+    assert config.thresholds.limits("train", "eval") == Limits(
+        max_duration=7200.0, success_window=25 * 3600.0
+    )
+    assert config.thresholds.limits("etl", "load") == Limits(max_duration=7200.0, success_window=86400.0)
+    tracker, registry, _, _ = make(config)
+    play(tracker, [("jobs", "apply", k.job(k.RunSpec("train", "fit", "r1")))])
+    assert gauge(registry, c.PROM_MAX_DURATION) == 90
+    assert gauge(registry, c.PROM_SUCCESS_WINDOW) == 25 * 3600
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"defaults": {"max_duration": "soon"}}, "config.defaults.max_duration: expected a duration"),
+        (
+            {"pipelines": {"train": {"max_durations": "1h"}}},
+            "config.pipelines.train: unknown keys ['max_durations']",
+        ),
+        ({"namespace": ["ml"]}, "config: unknown keys ['namespace']"),
+        ({"namespaces": "ml"}, "config.namespaces: expected a list"),
+        ({"finished_runs_memory": 0}, "config.finished_runs_memory: expected a whole number"),
+    ],
+)
+def test_config_errors_name_the_key(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", "\\[").replace("]", "\\]")):
+        ExporterConfig.parse(raw)
