@@ -69,9 +69,9 @@ class FakeKube:
         self._cond.notify_all()
 
     def compact(self) -> None:
-        """Forget the event history: watches from an older version get 410 Gone."""
+        """Forget the event history: every open watch gets 410 Gone and must relist."""
         with self._cond:
-            self._oldest = self._version
+            self._oldest = self._version + 1
             self._events.clear()
             self._cond.notify_all()
 
