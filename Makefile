@@ -65,7 +65,7 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 bench: $(BENCH_STAMP) ## benchmarks side by side with the peers; prints tables
-	$(PY) -m bench.sdk_bench
+	$(PY) -m bench
 
 up: ## the stack on kind
 	@echo "make up: not yet implemented (it comes with the deploy issue)"; exit 1

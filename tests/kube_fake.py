@@ -11,6 +11,7 @@ model classes (tests/kube_objects.py) and serialised the way the client does.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import threading
@@ -39,6 +40,7 @@ class FakeKube:
         self._version = 100
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._events: list[_Event] = []
+        self._versions: list[int] = []  # the events' versions, for bisect
         self._oldest = 0  # events at or before this version are compacted away (410)
         self.fail_requests = 0  # answer this many next requests with 500
         self.requests: list[str] = []  # paths with query, in arrival order
@@ -66,6 +68,7 @@ class FakeKube:
         else:
             self._objects[key] = obj
         self._events.append(_Event(self._version, resource, kind, obj))
+        self._versions.append(self._version)
         self._cond.notify_all()
 
     def compact(self) -> None:
@@ -73,6 +76,7 @@ class FakeKube:
         with self._cond:
             self._oldest = self._version + 1
             self._events.clear()
+            self._versions.clear()
             self._cond.notify_all()
 
     @property
@@ -104,9 +108,10 @@ class FakeKube:
             while True:
                 if version < self._oldest:
                     return None
+                start = bisect.bisect_right(self._versions, version)
                 found = [
                     e
-                    for e in self._events
+                    for e in self._events[start:]
                     if e.version > version
                     and e.resource == resource
                     and (namespace is None or e.obj["metadata"]["namespace"] == namespace)
@@ -255,3 +260,40 @@ class FakeKubeServer:
         self.kube.wake()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve a fake API in its own process; with --replay, stream a recording when told to.
+
+    Prints ``LISTENING <port>``; then each line "replay" on stdin applies every event
+    of the recording (JSON lines of ``{"resource", "type", "object"}``) at once, so the
+    watches stream them, and prints ``REPLAYED <n>``.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--replay", help="JSON-lines recording of watch events")
+    args = parser.parse_args(argv)
+    server = FakeKubeServer(port=args.port)
+    print(f"LISTENING {server.port}", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "replay" and args.replay:
+            count = 0
+            with open(args.replay) as fh:
+                for raw in fh:
+                    event = json.loads(raw)
+                    meta = event["object"]["metadata"]
+                    if event["type"] == "DELETED":
+                        server.kube.delete(event["resource"], meta["namespace"], meta["name"])
+                    else:
+                        server.kube.apply(event["resource"], event["object"])
+                    count += 1
+            print(f"REPLAYED {count}", flush=True)
+    server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
