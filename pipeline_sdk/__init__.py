@@ -10,6 +10,7 @@ from .client import Client
 from .config import SettingError, Settings
 from .contract import IODirection, RunStatus
 from .logs import RunLogHandler
+from .model_api import MLObsMiddleware, ServiceRecorder
 from .recorder import RunRecorder
 from .run import Run, RunCancelled, current_run, new_run_id, run
 from .shipper import ShipperStats
@@ -20,11 +21,13 @@ __all__ = [
     "FluentTransport",
     "IODirection",
     "LocalTransport",
+    "MLObsMiddleware",
     "Run",
     "RunCancelled",
     "RunLogHandler",
     "RunRecorder",
     "RunStatus",
+    "ServiceRecorder",
     "SettingError",
     "Settings",
     "ShipperStats",

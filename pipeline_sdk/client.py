@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .config import Settings
+from .model_api import ServiceRecorder
 from .recorder import RunRecorder
 from .shipper import Shipper, ShipperStats
 from .transports import Transport, transport_from_settings
@@ -56,6 +57,13 @@ class Client:
     def recorder(self, pipeline: str, step: str, run_id: str) -> RunRecorder:
         """A recorder bound to one run identity (validated here)."""
         return RunRecorder(self, pipeline, step, run_id)
+
+    def service(self, name: str, *, salt: str | bytes | None = None) -> ServiceRecorder:
+        """A recorder of a long-running service (a model API): requests and predictions.
+
+        ``salt`` salts the hash of user ids; the default is derived from ``name``.
+        """
+        return ServiceRecorder(self, name, salt=salt)
 
     def stats(self) -> ShipperStats:
         """Counters: spooled, delivered, dropped (never silently), pending."""

@@ -297,6 +297,7 @@ PROM_EXPORTER_RECORDS_DROPPED: Final = (
 PROM_HTTP_REQUESTS: Final = "http_requests_total"  # counter by handler, method, status ("2xx"...)
 PROM_HTTP_DURATION: Final = "http_request_duration_seconds"  # histogram by handler, method
 PROM_HTTP_UNMATCHED_HANDLER: Final = "none"  # handler label of a request no route matched
+PROM_HTTP_OTHER_METHOD: Final = "OTHER"  # method label of a request with a non-standard method
 
 # Names other components define, which our rules and dashboards use.
 PROM_FLUENTD_OUTPUT_ERRORS: Final = "fluentd_output_status_num_errors"  # fluent-plugin-prometheus

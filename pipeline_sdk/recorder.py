@@ -4,7 +4,8 @@ A :class:`RunRecorder` is bound to one run identity and one client.  Every call
 validates its arguments (a bad one raises here, naming it), encodes the event
 into its Forward-protocol entry and appends it to the client's queue of that
 stream.  It never
-waits on I/O.
+waits on I/O.  That hand-off (:class:`EventWriter`) is shared with the model
+API's :class:`~pipeline_sdk.model_api.ServiceRecorder`.
 
 ``log_metric`` is called hundreds of thousands of times a run, so its common
 case (a float or int value, a name seen before) is kept to a handful of
@@ -54,24 +55,56 @@ def _json_value(arg: str, value: Any) -> str:
     return text
 
 
-class RunRecorder:
+class EventWriter:
+    """The hand-off every recorder shares: it appends encoded entries to the client's queues.
+
+    Event times are unique and increasing per writer (a clash moves an event on by 1 ns),
+    so no two of its events are one InfluxDB point.  A queue past its soft limit first
+    lends the spooler the GIL (``relieve``); at its bound the event is dropped and counted.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        shipper = client.shipper
+        self._queues = shipper.queues
+        self._soft_limit = shipper.soft_limit
+        self._relieve = shipper.relieve
+        self._last_ns = 0
+
+    def _emit(
+        self, tag: str, record: Mapping[str, Any], time_ns: int | None = None, *, exact: bool = False
+    ) -> bool:
+        """Queue one event; False when it was dropped at the queue's bound (counted there).
+
+        ``exact`` keeps ``time_ns`` as given, for events whose time is a fact of their own
+        (a run record's end) and that must write the same point when sent twice.
+        """
+        t = _time_ns() if time_ns is None else time_ns
+        if not exact:
+            if t <= self._last_ns:
+                t = self._last_ns + 1
+            self._last_ns = t
+        queue = self._queues[tag]
+        if len(queue) >= self._soft_limit and not self._relieve(queue):
+            return False
+        queue.append(pack_entry(t, record))
+        return True
+
+
+class RunRecorder(EventWriter):
     """Records the events of one run through a :class:`~pipeline_sdk.client.Client`."""
 
     def __init__(self, client: Client, pipeline: str, step: str, run_id: str) -> None:
         self.pipeline = check_identity("pipeline", pipeline)
         self.step = check_identity("step", step)
         self.run_id = check_identity("run_id", run_id)
-        self.client = client
+        super().__init__(client)
         self._identity = {c.TAG_RUN_ID: run_id, c.TAG_PIPELINE: pipeline, c.TAG_STEP: step}
         shipper = client.shipper
         self._metric_queue = shipper.queues[c.METRIC.tag]
         self._list_metric_queue = shipper.queues[c.LIST_METRIC.tag]
-        self._queues = shipper.queues
-        self._soft_limit = shipper.soft_limit
-        self._relieve = shipper.relieve
         self._simple: dict[str, MetricEncoder] = {}
         self._series: dict[str, MetricEncoder] = {}
-        self._last_ns = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.pipeline}/{self.step} run_id={self.run_id}>"
@@ -232,13 +265,3 @@ class RunRecorder:
             is_text = c.RUN.fields.get(key) is c.FieldType.STRING
             record[key] = escape_text(value) if is_text else value
         self._emit(c.RUN.tag, record, time_ns)
-
-    def _emit(self, tag: str, record: Mapping[str, Any], time_ns: int | None = None) -> None:
-        t = _time_ns() if time_ns is None else time_ns
-        if t <= self._last_ns:
-            t = self._last_ns + 1
-        self._last_ns = t
-        queue = self._queues[tag]
-        if len(queue) >= self._soft_limit and not self._relieve(queue):
-            return
-        queue.append(pack_entry(t, record))

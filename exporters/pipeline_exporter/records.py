@@ -11,23 +11,19 @@ from typing import Any
 
 from pipeline_sdk import contract as c
 from pipeline_sdk.client import Client
-from pipeline_sdk.encoding import pack_entry
+from pipeline_sdk.recorder import EventWriter
 from pipeline_sdk.validation import escape_text
 
 from .collectors import ExporterStats
 from .tracker import FinishedRun
 
 
-class RecordSender:
+class RecordSender(EventWriter):
     """Hands run records to an SDK client (Fluentd in the cluster); never blocks."""
 
     def __init__(self, client: Client, stats: ExporterStats) -> None:
-        self.client = client
+        super().__init__(client)
         self._stats = stats
-        shipper = client.shipper
-        self._queue = shipper.queues[c.RUN_RECORD.tag]
-        self._soft_limit = shipper.soft_limit
-        self._relieve = shipper.relieve
 
     def send(self, record: FinishedRun) -> None:
         fields: dict[str, Any] = {
@@ -51,9 +47,7 @@ class RecordSender:
         ):
             if value:
                 fields[key] = escape_text(value)
-        queue = self._queue
-        if len(queue) >= self._soft_limit and not self._relieve(queue):
+        if self._emit(c.RUN_RECORD.tag, fields, int(record.end * 1e9), exact=True):
+            self._stats.records_sent += 1
+        else:
             self._stats.records_dropped += 1
-            return
-        queue.append(pack_entry(int(record.end * 1e9), fields))
-        self._stats.records_sent += 1
