@@ -3,83 +3,19 @@ run records through the SDK to a real Forward receiver, and its HTTP endpoints."
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline_sdk import contract as c
 from tests import kube_objects as k
-from tests.conftest import ROOT, ForwardServerProcess, wait_for
+from tests.conftest import ForwardServerProcess, wait_for
+from tests.exporter_process import Exporter
 from tests.kube_fake import FakeKubeServer
 
 T0 = 1_795_000_000.0
-
-
-class Exporter:
-    """``python -m exporters.pipeline_exporter`` against a fake API."""
-
-    def __init__(self, api: str, home: Path, fluentd_port: int, *extra: str) -> None:
-        env = {k_: v for k_, v in os.environ.items() if not k_.startswith("MLOBS_")}
-        env.update(MLOBS_HOME=str(home), MLOBS_FLUENTD_HOST="127.0.0.1", MLOBS_FLUENTD_PORT=str(fluentd_port))
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporters.pipeline_exporter",
-                "--api-server",
-                api,
-                "--listen",
-                "127.0.0.1:0",
-                "--settle",
-                "0.5",
-                "--watch-timeout",
-                "3",
-                "--log-level",
-                "WARNING",
-                *extra,
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env=env,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert "serving on" in line, line
-        self.url = "http://" + line.rsplit(" ", 1)[1].strip()
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as err:
-            return err.code, err.read().decode()
-
-    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        _, text = self.get("/metrics")
-        return {
-            (s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        }
-
-    def value(self, name: str, **labels: str) -> float | None:
-        return self.samples().get((name, tuple(sorted(labels.items()))))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 @pytest.fixture
