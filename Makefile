@@ -50,10 +50,13 @@ pytest: venv tools ## the Python test suite
 	@echo "==> pytest"
 	$(VENV)/bin/pytest
 
-rules-test: tools ## promtool test rules over alerting/
-	@tests=$$(find alerting -name '*-test.yaml' 2>/dev/null | sort); \
-	if [ -z "$$tests" ]; then echo "==> promtool: no rule tests in alerting/ yet"; \
-	else echo "==> promtool test rules"; promtool test rules $$tests; fi
+rules-test: tools ## promtool check + unit tests of alerting/, amtool check-config
+	@echo "==> promtool check rules"
+	promtool check rules $$(ls alerting/*-rules.yaml)
+	@echo "==> promtool test rules"
+	cd alerting && promtool test rules $$(ls *-rules-test.yaml)
+	@echo "==> amtool check-config"
+	amtool check-config alerting/alertmanager.yaml
 
 test: lint pytest rules-test ## everything CI runs: lint, pytest, promtool tests
 

@@ -275,7 +275,7 @@ PROM_LAST_FAILURE_START: Final = (
     "mlobs_pipeline_last_failure_start_timestamp_seconds"  # gauge: start of the last failed run
 )
 PROM_LAST_FAILURE_INFO: Final = (
-    "mlobs_pipeline_last_failure_info"  # 1, labelled with the last failed run's id, reason, exit code
+    "mlobs_pipeline_last_failure_info"  # the last failed run's id, reason, exit code; value: its end
 )
 PROM_OLDEST_RUNNING_START: Final = (
     "mlobs_pipeline_oldest_running_start_timestamp_seconds"  # gauge: start of the oldest running run
@@ -338,6 +338,7 @@ DASHBOARD_RUN_VIEW_UID: Final = "mlobs-run-view"  # dashboards/run_view.dashboar
 GRAFANA_VAR_PIPELINE: Final = "pipeline"  # dashboard variable: ?var-pipeline=
 GRAFANA_VAR_STEP: Final = "step"  # dashboard variable: ?var-step=
 GRAFANA_VAR_RUN_ID: Final = "run_id"  # dashboard variable: ?var-run_id=
+RUN_VIEW_LOGS_PANEL_ID: Final = 40  # id of the run view's logs panel: emails link ?viewPanel= to it
 
 # --------------------------------------------------------------------------
 # Environment variables (public: users and the chart set them)

@@ -149,11 +149,11 @@ def test_last_failure_gauges_and_info() -> None:
         "exit_code": "137",
         "namespace": "ml",
     }
-    assert registry.get_sample_value(c.PROM_LAST_FAILURE_INFO, info) == 1
+    assert registry.get_sample_value(c.PROM_LAST_FAILURE_INFO, info) == T0 + 30, "value: the run's end"
     play(tracker, k.backoff_limit(k.RunSpec("train", "fit", "bad-2", backoff_limit=1), T0 + 60, T0 + 80))
     assert registry.get_sample_value(c.PROM_LAST_FAILURE_INFO, info) is None, "one series: replaced"
     info.update(run_id="bad-2", reason="BackoffLimitExceeded", exit_code="1")
-    assert registry.get_sample_value(c.PROM_LAST_FAILURE_INFO, info) == 1
+    assert registry.get_sample_value(c.PROM_LAST_FAILURE_INFO, info) == T0 + 80
 
 
 def test_a_finished_run_is_not_counted_again() -> None:

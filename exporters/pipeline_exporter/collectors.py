@@ -60,7 +60,7 @@ class RunCollector(Collector):
         )
         failure_info = GaugeMetricFamily(
             c.PROM_LAST_FAILURE_INFO,
-            "The last failed run of a pipeline step (one series, replaced on each failure).",
+            "The last failed run of a pipeline step (one series, replaced on each failure); value: its end.",
             labels=(
                 *PS,
                 c.PROM_LABEL_RUN_ID,
@@ -91,7 +91,9 @@ class RunCollector(Collector):
             last_failure.add_metric(ps, stats.last_failure)
             failure_start.add_metric(ps, stats.last_failure_start)
             if stats.last_failure_info is not None:
-                failure_info.add_metric([*ps, *stats.last_failure_info], 1)
+                # The value is the run's end, so a query can pick the newest of the series a
+                # restart leaves behind for a few minutes (topk by value).
+                failure_info.add_metric([*ps, *stats.last_failure_info], stats.last_failure)
             if (pipeline, step) in snap.oldest_running:
                 oldest.add_metric(ps, snap.oldest_running[(pipeline, step)])
             limits = self._tracker.thresholds.limits(pipeline, step)

@@ -1,0 +1,239 @@
+"""Every alert follows one contract, and the rule files hold only names from pipeline_sdk/contract.py.
+
+promtool and amtool run for real here (`make test` installs them): rule files are
+checked and unit-tested, the Alertmanager configuration is checked.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline_sdk import contract as c
+from tests.conftest import ROOT
+
+ALERTING = ROOT / "alerting"
+RULE_FILES = sorted(p for p in ALERTING.glob("*-rules.yaml"))
+ALERT_NAME = re.compile(r"(MLPipeline|ModelAPI|PipelineContainer|Fluentd)[A-Z][A-Za-z]+")
+# PromQL words that are not metric names
+PROMQL_WORDS = {
+    "by",
+    "on",
+    "and",
+    "or",
+    "unless",
+    "group_left",
+    "group_right",
+    "ignoring",
+    "without",
+    "bool",
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "count",
+    "topk",
+    "bottomk",
+    "quantile",
+    "rate",
+    "increase",
+    "irate",
+    "deriv",
+    "delta",
+    "time",
+    "absent",
+    "label_replace",
+    "histogram_quantile",
+    "max_over_time",
+    "last_over_time",
+    "min_over_time",
+    "offset",
+    "le",
+    "inf",
+    "nan",
+}
+
+
+def contract_metric_names() -> set[str]:
+    names = {v for k, v in vars(c).items() if k.startswith("PROM_") and isinstance(v, str)}
+    histograms = {c.PROM_RUN_DURATION, c.PROM_HTTP_DURATION}
+    return (
+        names
+        | {h + suffix for h in histograms for suffix in ("_bucket", "_sum", "_count")}
+        | {"up", "ALERTS"}
+    )
+
+
+def rules_of(path: Path) -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
+
+
+def metric_names_in(expr: str) -> set[str]:
+    """Identifiers used as metric names in an expression (not labels, functions or keywords)."""
+    stripped = re.sub(r'"[^"]*"', '""', expr)  # label values
+    stripped = re.sub(r"\{[^}]*\}", "{}", stripped)  # label matchers
+    stripped = re.sub(r"\b(by|on|without|ignoring|group_left|group_right)\s*\([^)]*\)", " ", stripped)
+    stripped = re.sub(r"\[[^\]]*\]", "", stripped)  # range selectors
+    words = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", stripped))
+    return {w for w in words if w not in PROMQL_WORDS and not re.fullmatch(r"\d+[smhd]?", w)}
+
+
+def alert_problems(rule: dict[str, Any], test_text: str) -> list[str]:
+    """What is wrong with one alerting rule, by the contract of CONVENTIONS 8 and 9."""
+    name = rule.get("alert", "")
+    problems = []
+    if not ALERT_NAME.fullmatch(name):
+        problems.append(f"{name}: not <Component><Symptom>")
+    if rule.get("labels", {}).get(c.ALERT_LABEL_SEVERITY) not in ("critical", "warning"):
+        problems.append(f"{name}: severity label must be critical or warning")
+    annotations = rule.get("annotations", {})
+    for key in ("summary", "description", "runbook_url"):
+        if not annotations.get(key):
+            problems.append(f"{name}: no {key} annotation")
+    if annotations.get("runbook_url") != c.RUNBOOK_URL_PATTERN.format(alertname=name):
+        problems.append(f"{name}: runbook_url is not the pattern's")
+    if not (ALERTING / "runbooks" / f"{name}.md").is_file():
+        problems.append(f"{name}: no runbook alerting/runbooks/{name}.md")
+    unknown = metric_names_in(rule.get("expr", "")) - contract_metric_names()
+    if unknown:
+        problems.append(f"{name}: metrics not in the contract: {sorted(unknown)}")
+    if test_text.count(f"alertname: {name}\n") < 2:
+        problems.append(f"{name}: not tested on both sides of its for: window")
+    if "run_id" in rule.get("labels", {}) or re.search(r"by \([^)]*run_id", rule.get("expr", "")):
+        problems.append(f"{name}: a run id must never be an alert label")
+    return problems
+
+
+def test_there_are_rule_files_each_with_a_test_file() -> None:
+    assert len(RULE_FILES) >= 4
+    for path in RULE_FILES:
+        assert path.with_name(path.stem + "-test.yaml").is_file(), f"{path.name} has no test file beside it"
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+def test_every_alert_follows_the_contract(path: Path) -> None:
+    test_text = path.with_name(path.stem + "-test.yaml").read_text()
+    problems = [p for rule in rules_of(path) if "alert" in rule for p in alert_problems(rule, test_text)]
+    assert problems == []
+
+
+def test_the_required_alerts_exist() -> None:
+    names = {rule["alert"] for path in RULE_FILES for rule in rules_of(path) if "alert" in rule}
+    required = {
+        "MLPipelineRunFailed",
+        "MLPipelineStepOOMKilled",
+        "MLPipelineNoRecentSuccess",
+        "MLPipelineRunStuck",
+        "ModelAPIDown",
+        "ModelAPIHighErrorRate",
+        "ModelAPIHighLatency",
+        "PipelineContainerMemoryNearLimit",
+        "FluentdOutputErrors",
+        "FluentdOutputRetrying",
+        "FluentdBufferGrowing",
+        "MLPipelineExporterDown",
+    }
+    assert required <= names
+    assert {p.stem for p in (ALERTING / "runbooks").glob("*.md")} == names, "a runbook per alert, no orphans"
+
+
+def test_the_checker_catches_a_bad_rule() -> None:
+    bad = {
+        "alert": "runfailed",
+        "expr": "sum by (pipeline, step, run_id) (mlobs_pipeline_runs_total_typo) > 0",
+        "labels": {"severity": "page"},
+        "annotations": {"summary": "x", "runbook_url": "https://example.com"},
+    }
+    problems = " | ".join(alert_problems(bad, "alertname: runfailed\n"))
+    for expected in (
+        "not <Component><Symptom>",
+        "severity label",
+        "no description",
+        "runbook_url is not the pattern",
+        "no runbook",
+        "mlobs_pipeline_runs_total_typo",
+        "both sides",
+        "run id must never",
+    ):
+        assert expected in problems
+
+
+def test_pipeline_alerts_link_the_contract_dashboard() -> None:
+    [failed] = [
+        r for r in rules_of(ALERTING / "pipeline-rules.yaml") if r.get("alert") == "MLPipelineRunFailed"
+    ]
+    for key in ("dashboard", "logs"):
+        link = failed["annotations"][key]
+        assert link.startswith(f"/d/{c.DASHBOARD_RUN_VIEW_UID}/?")
+        for var in (c.GRAFANA_VAR_PIPELINE, c.GRAFANA_VAR_STEP, c.GRAFANA_VAR_RUN_ID):
+            assert f"var-{var}=" in link
+    assert failed["annotations"]["logs"].endswith(f"viewPanel={c.RUN_VIEW_LOGS_PANEL_ID}")
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed: `make test` installs it (scripts/ensure-prometheus.sh)")
+    return path
+
+
+def test_promtool_checks_and_unit_tests_every_rule_file() -> None:
+    promtool = _tool("promtool")
+    check = subprocess.run(
+        [promtool, "check", "rules", *map(str, RULE_FILES)], check=False, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    tests = [str(p.with_name(p.stem + "-test.yaml")) for p in RULE_FILES]
+    run = subprocess.run(
+        [promtool, "test", "rules", *tests], check=False, capture_output=True, text=True, cwd=ALERTING
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("SUCCESS") == len(tests)
+
+
+def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
+    """The same test against a rule that forgot to bridge an exporter restart fails."""
+    promtool = _tool("promtool")
+    rules = (ALERTING / "pipeline-rules.yaml").read_text()
+    broken = rules.replace(
+        "max_over_time(mlobs_pipeline_last_failure_timestamp_seconds[5m])",
+        "mlobs_pipeline_last_failure_timestamp_seconds",
+    )
+    assert broken != rules
+    (tmp_path / "pipeline-rules.yaml").write_text(broken)
+    shutil.copy(ALERTING / "pipeline-rules-test.yaml", tmp_path)
+    run = subprocess.run(
+        [promtool, "test", "rules", "pipeline-rules-test.yaml"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode != 0 and "MLPipelineRunFailed" in run.stdout + run.stderr
+
+
+def test_amtool_checks_the_alertmanager_config() -> None:
+    amtool = _tool("amtool")
+    run = subprocess.run(
+        [amtool, "check-config", str(ALERTING / "alertmanager.yaml")],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 templates" in run.stdout and "1 inhibit rules" in run.stdout
+
+
+def test_alertmanager_config_keeps_null_and_has_no_secret() -> None:
+    config = yaml.safe_load((ALERTING / "alertmanager.yaml").read_text())
+    assert "null" in {r["name"] for r in config["receivers"]}, "the default route's receiver must exist"
+    text = (ALERTING / "alertmanager.yaml").read_text()
+    assert "smtp_auth_password:" not in text and "auth_password:" not in text
+    assert config["route"]["group_by"] == ["alertname", c.PROM_LABEL_PIPELINE, c.PROM_LABEL_STEP]
