@@ -37,7 +37,7 @@ fmt: venv ## format the Python code
 generate: venv ## render generated files (none yet: dashboards come with their issue)
 	@echo "==> nothing to generate yet"
 
-lint: venv ## ruff, mypy and shellcheck
+lint: venv ## ruff, mypy, shellcheck and hadolint
 	@echo "==> ruff"
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -45,6 +45,8 @@ lint: venv ## ruff, mypy and shellcheck
 	$(VENV)/bin/mypy
 	@echo "==> shellcheck"
 	$(VENV)/bin/shellcheck scripts/*.sh .ci/run
+	@echo "==> hadolint"
+	$(VENV)/bin/hadolint $$(git ls-files '*Dockerfile')
 
 pytest: venv tools ## the Python test suite
 	@echo "==> pytest"
