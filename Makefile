@@ -34,8 +34,8 @@ fmt: venv ## format the Python code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-generate: venv ## render generated files (none yet: dashboards come with their issue)
-	@echo "==> nothing to generate yet"
+generate: venv ## render dashboards/*.dashboard.py to dashboards/json/ (commit the result)
+	$(PY) -m dashboards.generate
 
 lint: venv ## ruff, mypy, shellcheck and hadolint
 	@echo "==> ruff"

@@ -237,6 +237,7 @@ STRING_FIELD_ESCAPES: Final = (("\\", "\\\\"), ("\n", "\\n"), ("\r", "\\r"))  # 
 LABEL_PIPELINE: Final = "mlobs.io/pipeline"  # pipeline name of a Job and its Pods
 LABEL_STEP: Final = "mlobs.io/step"  # step name of a Job and its Pods
 LABEL_RUN_ID: Final = "mlobs.io/run-id"  # run id of a Job and its Pods
+LABEL_SERVICE: Final = "mlobs.io/service"  # service name of a model API's Pods
 
 # --------------------------------------------------------------------------
 # Prometheus metric and label names (the exporters emit them, the rules alert on them)
@@ -304,6 +305,17 @@ PROM_FLUENTD_OUTPUT_ERRORS: Final = "fluentd_output_status_num_errors"  # fluent
 PROM_FLUENTD_OUTPUT_RETRIES: Final = "fluentd_output_status_retry_count"  # fluent-plugin-prometheus
 PROM_FLUENTD_BUFFER_BYTES: Final = "fluentd_output_status_buffer_total_bytes"  # fluent-plugin-prometheus
 PROM_CONTAINER_MEMORY: Final = "container_memory_working_set_bytes"  # cAdvisor
+PROM_CONTAINER_CPU: Final = "container_cpu_usage_seconds_total"  # cAdvisor: CPU seconds used
+PROM_CONTAINER_CPU_PERIODS: Final = "container_cpu_cfs_periods_total"  # cAdvisor: CFS periods run
+PROM_CONTAINER_CPU_THROTTLED: Final = "container_cpu_cfs_throttled_periods_total"  # cAdvisor: throttled
+PROM_KSM_LAST_TERMINATED: Final = (
+    "kube_pod_container_status_last_terminated_reason"  # kube-state-metrics: why a container last ended
+)
+PROM_KSM_LABEL_SERVICE: Final = "label_mlobs_io_service"  # LABEL_SERVICE as kube_pod_labels spells it
+PROM_ALERTMANAGER_NOTIFICATIONS: Final = "alertmanager_notifications_total"  # by integration
+PROM_ALERTMANAGER_NOTIFICATIONS_FAILED: Final = "alertmanager_notifications_failed_total"  # by integration
+PROM_INFLUXDB_HTTP_REQUESTS: Final = "http_api_requests_total"  # InfluxDB 2: by path, status ("5XX")
+INFLUXDB_WRITE_PATH: Final = "/api/v2/write"  # the path label of InfluxDB's write endpoint
 PROM_KSM_CONTAINER_LIMITS: Final = "kube_pod_container_resource_limits"  # kube-state-metrics
 PROM_KSM_CONTAINER_REQUESTS: Final = "kube_pod_container_resource_requests"  # kube-state-metrics
 PROM_KSM_POD_LABELS: Final = "kube_pod_labels"  # kube-state-metrics, with our labels allow-listed
@@ -334,7 +346,11 @@ INFLUXDB_BUCKET: Final = "mlobs"  # the bucket fluent.conf writes to and dashboa
 
 # Dashboard uids are "mlobs-" + the file stem of dashboards/<stem>.dashboard.py, "_" -> "-".
 DASHBOARD_UID_PREFIX: Final = "mlobs-"  # every dashboard uid starts with it
-DASHBOARD_RUN_VIEW_UID: Final = "mlobs-run-view"  # dashboards/run_view.dashboard.py: one run, compared
+DASHBOARD_PIPELINE_RUNS_UID: Final = "mlobs-pipeline-runs"  # dashboards/pipeline_runs.dashboard.py
+DASHBOARD_RUN_VIEW_UID: Final = "mlobs-run-view"  # dashboards/run_view.dashboard.py: runs, compared
+DASHBOARD_MODEL_API_UID: Final = "mlobs-model-api"  # dashboards/model_api.dashboard.py
+DASHBOARD_RESOURCES_UID: Final = "mlobs-resources"  # dashboards/resources.dashboard.py
+DASHBOARD_STACK_HEALTH_UID: Final = "mlobs-stack-health"  # dashboards/stack_health.dashboard.py
 GRAFANA_VAR_PIPELINE: Final = "pipeline"  # dashboard variable: ?var-pipeline=
 GRAFANA_VAR_STEP: Final = "step"  # dashboard variable: ?var-step=
 GRAFANA_VAR_RUN_ID: Final = "run_id"  # dashboard variable: ?var-run_id=

@@ -1,0 +1,421 @@
+"""The dashboards: generated JSON in step with the sources, sound structure, every PromQL
+parsed by promtool (and run against a live Prometheus scraping the real exporters), and
+every Flux query naming only what the SDK and the exporter write."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from dashboards import generate
+from dashboards.flux import FLUX_COLUMNS
+from pipeline_sdk import Client, LocalTransport, MLObsMiddleware
+from pipeline_sdk import contract as c
+from tests import kube_objects as k
+from tests.conftest import wait_for
+from tests.exporter_process import Exporter
+from tests.kube_fake import FakeKubeServer
+from tests.live_stack import have_binaries, prometheus
+from tests.test_model_api import Server
+
+BUILTINS = {
+    "__rate_interval",
+    "__range",
+    "__interval",
+    "__data",
+    "__value",
+    "__field",
+    "__series",
+    "__from",
+    "__to",
+    "timeFilter",
+    "__name",
+}
+# $name, ${name}, ${name:format}, [[name]]; not $1 (a regex group of label_replace)
+VARIABLE = re.compile(r"\$\{([A-Za-z_]\w*)(?:[.:][^}]*)?\}|\$([A-Za-z_]\w*)|\[\[([A-Za-z_]\w*)")
+
+
+def boards() -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(generate.OUT.glob("*.json"))}
+
+
+def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(board["panels"])
+
+
+def targets(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t for p in panels(board) for t in p.get("targets", [])]
+
+
+def prom_exprs(board: dict[str, Any]) -> list[str]:
+    exprs = [t["expr"] for t in targets(board) if t["datasource"]["type"] == "prometheus"]
+    for var in board["templating"]["list"]:
+        if (var.get("datasource") or {}).get("type") == "prometheus":
+            match = re.fullmatch(r"label_values\((.*), \w+\)", var["query"])
+            assert match, f"variable {var['name']}: not a label_values() query"
+            exprs.append(match.group(1))
+    return exprs
+
+
+def flux_queries(board: dict[str, Any]) -> list[str]:
+    queries = [t["query"] for t in targets(board) if t["datasource"]["type"] == "influxdb"]
+    queries += [
+        v["query"]
+        for v in board["templating"]["list"]
+        if (v.get("datasource") or {}).get("type") == "influxdb"
+    ]
+    return queries
+
+
+def substitute(expr: str) -> str:
+    """Grafana variables replaced by what makes the expression valid and broad."""
+    expr = expr.replace("$__rate_interval", "1m").replace("$__range", "5m").replace("$__interval", "1m")
+    return re.sub(r"\$\{?\w+(?::\w+)?\}?", ".*", expr)
+
+
+# ---- generation ----------------------------------------------------------------------------------
+
+
+def test_committed_json_is_generated_from_the_sources() -> None:
+    sources = generate.sources()
+    assert {generate.stem(s) for s in sources} == {
+        "pipeline_runs",
+        "run_view",
+        "model_api",
+        "resources",
+        "stack_health",
+    }
+    for source in sources:
+        committed = generate.OUT / f"{generate.stem(source)}.json"
+        assert committed.read_text() == generate.render(source), (
+            f"{committed.name} drifted: run `make generate`"
+        )
+        assert committed.read_text().startswith('{\n  "__generated": "from dashboards/')
+
+
+def test_drift_is_detected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "json"
+    shutil.copytree(generate.OUT, out)
+    monkeypatch.setattr(generate, "OUT", out)
+    assert generate.main(["--check"]) == 0
+    edited = out / "run_view.json"
+    edited.write_text(edited.read_text().replace("Runs compared", "Runs compared by hand"))
+    assert generate.main(["--check"]) == 1
+
+
+def test_uids_are_stable_and_from_the_contract() -> None:
+    uids = {stem: b["uid"] for stem, b in boards().items()}
+    assert uids == {
+        "pipeline_runs": c.DASHBOARD_PIPELINE_RUNS_UID,
+        "run_view": c.DASHBOARD_RUN_VIEW_UID,
+        "model_api": c.DASHBOARD_MODEL_API_UID,
+        "resources": c.DASHBOARD_RESOURCES_UID,
+        "stack_health": c.DASHBOARD_STACK_HEALTH_UID,
+    }
+
+
+# ---- structure -------------------------------------------------------------------------------------
+
+
+def structure_problems(board: dict[str, Any]) -> list[str]:
+    problems = []
+    ids = [p["id"] for p in panels(board)]
+    if len(ids) != len(set(ids)):
+        problems.append(f"duplicate panel ids {sorted(ids)}")
+    cells: dict[tuple[int, int], int] = {}
+    for p in panels(board):
+        g = p["gridPos"]
+        if g["x"] + g["w"] > 24:
+            problems.append(f"panel {p['id']} is wider than the grid")
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                if (x, y) in cells:
+                    problems.append(f"panels {cells[(x, y)]} and {p['id']} overlap")
+                cells[(x, y)] = p["id"]
+    known = {c.DATASOURCE_PROMETHEUS_UID, c.DATASOURCE_INFLUXDB_UID}
+    for p in panels(board):
+        for ds in [p["datasource"], *(t["datasource"] for t in p.get("targets", []))]:
+            if ds["uid"] not in known:
+                problems.append(f"panel {p['id']}: datasource uid {ds['uid']!r} is not provisioned")
+    defined = {v["name"] for v in board["templating"]["list"]}
+    used = set()
+    for text in re.findall(r'"((?:[^"\\]|\\.)*)"', json.dumps(panels(board))):
+        for match in VARIABLE.finditer(text):
+            used.add(next(g for g in match.groups() if g))
+    for name in sorted(used - defined - BUILTINS):
+        problems.append(f"variable ${name} is used but not defined")
+    return sorted(set(problems))
+
+
+@pytest.mark.parametrize("stem", ["pipeline_runs", "run_view", "model_api", "resources", "stack_health"])
+def test_structure(stem: str) -> None:
+    assert structure_problems(boards()[stem]) == []
+
+
+def test_structure_check_can_fail() -> None:
+    board = boards()["run_view"]
+    broken = json.loads(json.dumps(board))
+    broken["panels"][1]["id"] = broken["panels"][0]["id"]
+    broken["panels"][2]["gridPos"]["y"] = 0
+    broken["panels"][0]["targets"][0]["datasource"]["uid"] = "nope"
+    broken["templating"]["list"] = [v for v in broken["templating"]["list"] if v["name"] != "agg"]
+    problems = " | ".join(structure_problems(broken))
+    for expected in (
+        "duplicate panel ids",
+        "overlap",
+        "'nope' is not provisioned",
+        "$agg is used but not defined",
+    ):
+        assert expected in problems
+
+
+def test_the_logs_panel_has_the_id_emails_link_to() -> None:
+    logs = [p for p in panels(boards()["run_view"]) if p["type"] == "logs"]
+    assert [p["id"] for p in logs] == [c.RUN_VIEW_LOGS_PANEL_ID]
+
+
+# ---- Flux against the contract -----------------------------------------------------------------------
+
+
+def flux_problems(query: str) -> list[str]:
+    """Names a Flux query uses that its measurement does not have (by the contract)."""
+    streams = {s.measurement: s for s in c.STREAMS}
+    measurements = re.findall(r'r\._measurement == "([^"]+)"', query)
+    if len(set(measurements)) != 1:
+        return [f"expected one measurement, found {measurements}"]
+    stream = streams.get(measurements[0])
+    if stream is None:
+        return [f"measurement {measurements[0]!r} is not written by the SDK or the exporter"]
+    allowed = set(stream.tags) | set(stream.fields) | FLUX_COLUMNS
+    problems = [
+        f"field {f!r} not in {stream.measurement}"
+        for f in re.findall(r'r\._field == "([^"]+)"', query)
+        if f not in stream.fields
+    ]
+    problems += [
+        f"column r.{n} not in {stream.measurement}"
+        for n in re.findall(r"\br\.(\w+)", query)
+        if n not in allowed
+    ]
+    for listed in re.findall(r"(?:columns|rowKey|columnKey): \[([^\]]*)\]", query):
+        problems += [
+            f"column {n!r} not in {stream.measurement}"
+            for n in re.findall(r'"([^"]+)"', listed)
+            if n not in allowed
+        ]
+    problems += [
+        f"tag {t!r} not in {stream.measurement}"
+        for t in re.findall(r'tag: "([^"]+)"', query)
+        if t not in stream.tags
+    ]
+    if f'bucket: "{c.INFLUXDB_BUCKET}"' not in query:
+        problems.append("not the contract's bucket")
+    return problems
+
+
+def test_every_flux_query_names_only_contract_measurements_tags_and_fields() -> None:
+    queries = [q for b in boards().values() for q in flux_queries(b)]
+    assert len(queries) >= 12
+    problems = {q.splitlines()[2] if len(q.splitlines()) > 2 else q: flux_problems(q) for q in queries}
+    assert {k_: v for k_, v in problems.items() if v} == {}
+
+
+def test_flux_check_can_fail() -> None:
+    query = boards()["run_view"]["panels"][0]["targets"][3]["query"]
+    assert flux_problems(query) == []
+    assert flux_problems(query.replace('r._field == "value"', 'r._field == "valeu"')) == [
+        "field 'valeu' not in list_metric"
+    ]
+    assert (
+        "measurement 'metrics' is not written"
+        in flux_problems(query.replace('"list_metric"', '"metrics"'))[0]
+    )
+    assert flux_problems(query.replace('["run_id", "name"]', '["run_id", "nmae"]'))
+
+
+# ---- PromQL through promtool -------------------------------------------------------------------------
+
+
+def promtool_problems(exprs: list[str], tmp: Path) -> str:
+    rules = {
+        "groups": [
+            {
+                "name": "dashboards",
+                "rules": [
+                    {"record": f"dashboard:expr_{i}", "expr": substitute(e)} for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    path = tmp / "dashboard-exprs.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed: `make test` installs it")
+    run = subprocess.run([promtool, "check", "rules", str(path)], check=False, capture_output=True, text=True)
+    return "" if run.returncode == 0 else run.stdout + run.stderr
+
+
+def test_every_promql_expression_parses(tmp_path: Path) -> None:
+    exprs = [e for b in boards().values() for e in prom_exprs(b)]
+    assert len(exprs) >= 40
+    assert promtool_problems(exprs, tmp_path) == ""
+
+
+def test_promtool_check_can_fail(tmp_path: Path) -> None:
+    assert "dashboard:expr_1" in promtool_problems(["up", "sum by (job) (rate(up[5m])"], tmp_path)
+
+
+# ---- PromQL against a live Prometheus scraping the real exporters -------------------------------------
+
+OURS = {
+    v
+    for k_, v in vars(c).items()
+    if k_.startswith("PROM_")
+    and isinstance(v, str)
+    and (v.startswith(("mlobs_", "http_request")) or v == c.PROM_HTTP_REQUESTS)
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    stripped = re.sub(r'"[^"]*"', "", expr)
+    stripped = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", stripped)
+    stripped = re.sub(r"\b(by|on|without|ignoring|group_left|group_right)\s*\([^)]*\)", "", stripped)
+    return {w for w in re.findall(r"\b[a-z_][a-z0-9_]*\b", stripped) if "_" in w or w == "up"} - {
+        "histogram_quantile",
+        "clamp_min",
+        "label_replace",
+        "max_over_time",
+        "label_values",
+    }
+
+
+def provided_by_our_exporters(expr: str) -> bool:
+    """Only our exporters' metrics (and `up` of their jobs): a live Prometheus here has their data."""
+    if f'job="{c.PROM_JOB_FLUENTD}"' in expr:  # Fluentd cannot run here
+        return False
+    names = metric_names(expr)
+    bases = {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
+    return bool(names) and all(
+        n in OURS or b in OURS or n == "up" for n, b in zip(sorted(names), sorted(bases), strict=True)
+    )
+
+
+@pytest.fixture
+def live_prometheus(tmp_path: Path, forward_server) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    if not have_binaries():
+        pytest.skip("Prometheus is not installed: `make test` installs it")
+    api = FakeKubeServer()
+    exporter = Exporter(api.url, tmp_path / "home", forward_server().port, "--settle", "0.5")
+    registry = CollectorRegistry()
+    client = Client(LocalTransport(tmp_path / "api.db"), home=tmp_path / "api-home")
+
+    async def predict(request):  # type: ignore[no-untyped-def]
+        if request.path_params["model"] == "broken":
+            return JSONResponse({"error": "no such model"}, status_code=500)
+        return JSONResponse({"score": 0.9})
+
+    app = MLObsMiddleware(
+        Starlette(routes=[Route("/predict/{model}", predict)]),
+        service="churn-api",
+        client=client,
+        registry=registry,
+    )
+    api_server = Server(app)
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": c.PROM_JOB_EXPORTER,
+                "static_configs": [{"targets": [exporter.url.removeprefix("http://")]}],
+            },
+            {
+                "job_name": c.PROM_JOB_MODEL_API,
+                "static_configs": [
+                    {
+                        "targets": [api_server.url.removeprefix("http://")],
+                        "labels": {"service": "churn-api", "namespace": "ml"},
+                    }
+                ],
+            },
+        ],
+    }
+    (tmp_path / "prometheus.yaml").write_text(yaml.safe_dump(config))
+    prom = prometheus(tmp_path / "prometheus.yaml", tmp_path)
+    try:
+        yield prom, api, api_server
+    finally:
+        prom.stop()
+        api_server.stop()
+        client.close(timeout=0)
+        exporter.stop()
+        api.close()
+
+
+def test_exporter_backed_expressions_return_data(live_prometheus: Any) -> None:
+    prom, api, api_server = live_prometheus
+
+    def result(expr: str) -> list[Any]:
+        return prom.get_json("/api/v1/query", query=expr)["data"]["result"]  # type: ignore[no-any-return]
+
+    wait_for(lambda: len(result(f'up{{job="{c.PROM_JOB_EXPORTER}"}} == 1')) == 1, 60, "the exporter scraped")
+    wait_for(
+        lambda: len(result(f'up{{job="{c.PROM_JOB_MODEL_API}"}} == 1')) == 1, 60, "the model API scraped"
+    )
+    # Activity after the first scrapes, so counters and histograms have something to rate.
+    now = time.time()
+    for steps in (
+        k.succeeding(k.RunSpec("train", "fit", "ok-1"), now - 50, now - 10),
+        k.oom_killed(k.RunSpec("train", "fit", "oom-1"), now - 30, now - 5),
+        k.backoff_limit(k.RunSpec("etl", "load", "bl-1", backoff_limit=1), now - 40, now - 2),
+        [
+            ("jobs", "apply", k.job(k.RunSpec("train", "eval", "run-1"), started=now - 20, active=1)),
+            ("pods", "apply", k.pod(k.RunSpec("train", "eval", "run-1"), 0, "Running", started=now - 20)),
+        ],
+    ):
+        for resource, _, obj in steps:
+            api.kube.apply(resource, obj)
+    for i in range(40):
+        model = "broken" if i % 10 == 0 else "churn"
+        with (
+            urllib.request.urlopen(f"{api_server.url}/predict/{model}")
+            if model != "broken"
+            else _fail(f"{api_server.url}/predict/{model}")
+        ):
+            pass
+    wait_for(
+        lambda: bool(result(f'{c.PROM_RUNS_TOTAL}{{status="failed",reason="OOMKilled"}} == 1')),
+        30,
+        "the runs in Prometheus",
+    )
+    exprs = sorted({e for b in boards().values() for e in prom_exprs(b) if provided_by_our_exporters(e)})
+    assert len(exprs) >= 15, exprs
+    deadline = time.monotonic() + 30
+    empty = exprs
+    while empty and time.monotonic() < deadline:
+        empty = [e for e in empty if not result(substitute(e))]
+        if empty:
+            time.sleep(1)  # one scrape interval: rates need a second sample
+    assert empty == [], f"no data for {empty}"
+
+
+def _fail(url: str) -> Any:
+    try:
+        urllib.request.urlopen(url)
+    except urllib.error.HTTPError as err:
+        return err
+    raise AssertionError(f"{url} did not fail")
