@@ -34,8 +34,9 @@ fmt: venv ## format the Python code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-generate: venv ## render dashboards/*.dashboard.py to dashboards/json/ (commit the result)
+generate: venv ## render the dashboards and copy what the chart packages (commit the result)
 	$(PY) -m dashboards.generate
+	$(PY) scripts/chart_files.py
 
 lint: venv ## ruff, mypy, shellcheck and hadolint
 	@echo "==> ruff"

@@ -1,0 +1,116 @@
+{{/*
+mlobs-core.name: "<release>-<component>", the name of one component's objects.
+Why: every object of a component shares one name, so Services, ServiceMonitors and
+RBAC bindings refer to each other without repeating the expression.
+*/}}
+{{- define "mlobs-core.name" -}}
+{{- printf "%s-%s" .root.Release.Name .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+mlobs-core.labels: the recommended app.kubernetes.io labels of one component.
+Why: selectors and dashboards find the component by them.
+*/}}
+{{- define "mlobs-core.labels" -}}
+app.kubernetes.io/name: {{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/part-of: mlobs
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{/*
+mlobs-core.selector: the labels a component's selectors match (a subset of the labels).
+Why: selector labels must never change after install, unlike the chart version label.
+*/}}
+{{- define "mlobs-core.selector" -}}
+app.kubernetes.io/name: {{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end -}}
+
+{{/*
+mlobs-core.monitoring: the label kube-prometheus-stack's Prometheus selects ServiceMonitors
+and PrometheusRules by (release: <its release name>).
+Why: without it Prometheus silently ignores our ServiceMonitors and rules.
+*/}}
+{{- define "mlobs-core.monitoring" -}}
+release: {{ .Values.prometheusRelease | default .Release.Name }}
+{{- end -}}
+
+{{/*
+mlobs-core.podSecurity and mlobs-core.containerSecurity: the security contexts of every pod
+and container: non-root, no privilege escalation, read-only root, no capabilities.
+Why: one definition, so no workload of the chart can forget them.
+*/}}
+{{- define "mlobs-core.podSecurity" -}}
+runAsNonRoot: true
+runAsUser: {{ .runAsUser | default 65532 }}
+runAsGroup: {{ .runAsUser | default 65532 }}
+fsGroup: {{ .runAsUser | default 65532 }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "mlobs-core.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
+
+{{/*
+mlobs-core.secretName: the Secret a credential lives in: the user's existing one, or ours.
+Why: every credential can be generated on install or referenced, never given in values.
+*/}}
+{{- define "mlobs-core.secretName" -}}
+{{- if .existing -}}{{ .existing }}{{- else -}}{{ printf "%s-%s" .root.Release.Name .component }}{{- end -}}
+{{- end -}}
+
+{{/*
+mlobs-core.generated: a random credential, kept across upgrades (read back with lookup).
+Why: `helm upgrade` must not rotate a password Grafana or InfluxDB already stored.
+*/}}
+{{- define "mlobs-core.generated" -}}
+{{- $previous := lookup "v1" "Secret" .root.Release.Namespace .name -}}
+{{- if and $previous (index $previous.data .key) -}}
+{{ index $previous.data .key }}
+{{- else -}}
+{{ randAlphaNum 32 | b64enc }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+mlobs-core.runIdentity: the contract's run identity, injected from the pod's own labels
+through the Downward API.  Why: the SDK reads MLOBS_PIPELINE/STEP/RUN_ID, and the labels
+are the single place a Job states them.
+*/}}
+{{- define "mlobs-core.runIdentity" -}}
+- name: MLOBS_PIPELINE
+  valueFrom: {fieldRef: {fieldPath: "metadata.labels['mlobs.io/pipeline']"}}
+- name: MLOBS_STEP
+  valueFrom: {fieldRef: {fieldPath: "metadata.labels['mlobs.io/step']"}}
+- name: MLOBS_RUN_ID
+  valueFrom: {fieldRef: {fieldPath: "metadata.labels['mlobs.io/run-id']"}}
+{{- end -}}
+
+{{/*
+mlobs-core.fluentdEnv: where the SDK sends events in the cluster.
+Why: every workload that uses the SDK needs the same two variables.
+*/}}
+{{- define "mlobs-core.fluentdEnv" -}}
+- name: MLOBS_FLUENTD_HOST
+  value: {{ include "mlobs-core.name" (dict "root" . "component" "fluentd") }}
+- name: MLOBS_FLUENTD_PORT
+  value: "24224"
+- name: MLOBS_HOME
+  value: /tmp/mlobs
+{{- end -}}
+
+{{/*
+mlobs-core.image: "repository:tag" of one of values.images.
+Why: images are pinned in one place of the values.
+*/}}
+{{- define "mlobs-core.image" -}}
+{{- $image := index .root.Values.images .name -}}
+{{ printf "%s:%s" $image.repository $image.tag }}
+{{- end -}}
