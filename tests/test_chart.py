@@ -1,0 +1,333 @@
+"""The chart, with the real Helm engine (helm-python-sdk) and the Kubernetes schemas.
+
+mlobs-core (our templates) is linted strictly and rendered for its defaults and every
+ci/*-values.yaml; every rendered object of a built-in kind validates strictly against the
+schemas of the lowest and highest Kubernetes versions the chart supports; and the rendered
+output is held to the project's rules (dashboards, rules, Alertmanager, secrets, security,
+monitoring labels).  The umbrella is rendered against the real upstream charts by hand
+(shared/tools/upstream-render, see the README).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+CORE = ROOT / "charts" / "mlobs-core"
+UMBRELLA = ROOT / "charts" / "mlobs"
+KUBE_VERSIONS = ("1.29.0", "1.34.0")  # Chart.yaml kubeVersion >=1.29; kind-config.yaml runs 1.34
+SCENARIOS = [None, *sorted(p.name for p in (CORE / "ci").glob("*-values.yaml"))]
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}  # CRDs: not in the Kubernetes schemas
+RELEASE, NAMESPACE = "mlobs", "mlobs"
+
+
+def scenario_values(name: str | None) -> dict[str, Any]:
+    return yaml.safe_load((CORE / "ci" / name).read_text()) if name else {}
+
+
+@cache
+def rendered(name: str | None) -> tuple[dict[str, Any], ...]:
+    chart = helm_python.Chart.load(CORE)
+    out = chart.render(scenario_values(name), name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = [d for text in out.values() for d in yaml.safe_load_all(text) if d]
+    return tuple(docs)
+
+
+def objects(name: str | None, kind: str) -> list[dict[str, Any]]:
+    return [d for d in rendered(name) if d["kind"] == kind]
+
+
+def pod_specs(name: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in rendered(name):
+        if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]
+
+
+# ---- lint and schemas ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kube", KUBE_VERSIONS)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s or "defaults")
+def test_strict_lint(scenario: str | None, kube: str) -> None:
+    result = helm_python.lint(CORE, scenario_values(scenario), strict=True, kube_version=f"v{kube}")
+    assert result["errors"] == []
+    assert [m for m in result["messages"] if m["severity"] > 1] == []
+
+
+def test_the_values_schema_rejects_a_typo() -> None:
+    result = helm_python.lint(CORE, {"exporter": {"enabeld": True}}, strict=True)
+    assert any("enabeld" in e for e in result["errors"])
+    result = helm_python.lint(CORE, {"images": {"demo": {"repository": "x", "tag": "latest"}}}, strict=True)
+    assert result["errors"], "an unpinned image tag is refused"
+
+
+@pytest.mark.parametrize("kube", KUBE_VERSIONS)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s or "defaults")
+def test_rendered_objects_validate_against_the_kubernetes_schemas(scenario: str | None, kube: str) -> None:
+    checked = 0
+    for doc in rendered(scenario):
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(doc, kube, strict=True)
+        checked += 1
+    assert checked >= 10
+
+
+def test_schema_validation_can_fail() -> None:
+    deployment = json.loads(json.dumps(objects(None, "Deployment")[0]))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSIONS[0], strict=True)
+
+
+# ---- what the chart must contain ----------------------------------------------------------------
+
+
+def test_every_dashboard_has_its_configmap() -> None:
+    configmaps = {
+        key: value
+        for cm in objects(None, "ConfigMap")
+        if cm["metadata"]["labels"].get("grafana_dashboard") == "1"
+        for key, value in cm["data"].items()
+    }
+    dashboards = {p.name: p.read_text() for p in (ROOT / "dashboards" / "json").glob("*.json")}
+    assert set(configmaps) == set(dashboards)
+    for name, text in dashboards.items():
+        assert json.loads(configmaps[name]) == json.loads(text)
+
+
+def test_every_rule_file_has_its_prometheusrule() -> None:
+    rules = {r["metadata"]["name"]: r for r in objects(None, "PrometheusRule")}
+    for path in sorted((ROOT / "alerting").glob("*-rules.yaml")):
+        rule = rules[f"{RELEASE}-{path.stem}"]
+        source = yaml.safe_load(path.read_text())["groups"]
+        assert [g["name"] for g in rule["spec"]["groups"]] == [g["name"] for g in source]
+        assert [g["rules"] for g in rule["spec"]["groups"]] == [g["rules"] for g in source]
+
+
+def test_monitoring_objects_carry_the_label_prometheus_selects() -> None:
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        for obj in objects(None, kind):
+            assert obj["metadata"]["labels"].get("release") == RELEASE, obj["metadata"]["name"]
+    jobs = {m["spec"]["jobLabel"] for m in objects("01-kind-demo-values.yaml", "ServiceMonitor")}
+    assert jobs == {"mlobs.io/scrape-job"}
+    from pipeline_sdk import contract as c
+
+    services = {
+        s["metadata"]["labels"].get("mlobs.io/scrape-job")
+        for s in objects("01-kind-demo-values.yaml", "Service")
+    }
+    assert {c.PROM_JOB_EXPORTER, c.PROM_JOB_FLUENTD, c.PROM_JOB_MODEL_API} <= services
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s or "defaults")
+def test_alertmanager_config_has_email_and_passes_amtool(scenario: str | None, tmp_path: Path) -> None:
+    [secret] = [
+        s for s in objects(scenario, "Secret") if s["metadata"]["name"] == f"{RELEASE}-alertmanager-config"
+    ]
+    data = secret["stringData"]
+    config = yaml.safe_load(data["alertmanager.yaml"])
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert "null" in receivers
+    emails = [e for r in receivers.values() for e in r.get("email_configs", [])]
+    assert emails and all(
+        e["to"]
+        == scenario_values(scenario).get("alerting", {}).get("email", {}).get("to", "ml-team@mlobs.local")
+        for e in emails
+    )
+    assert "smtp_auth_password" not in config["global"]
+    for name, text in data.items():
+        (tmp_path / name).write_text(text)
+    config["templates"] = [str(tmp_path / "*.tmpl")]
+    (tmp_path / "alertmanager.yaml").write_text(yaml.safe_dump(config))
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool is not installed: `make test` installs it")
+    run = subprocess.run(
+        [amtool, "check-config", str(tmp_path / "alertmanager.yaml")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 templates" in run.stdout  # one glob, matching both files
+    assert {"email.tmpl", "grafana-url.tmpl"} <= set(data)
+
+
+def test_production_smtp_password_comes_from_a_mounted_secret() -> None:
+    [secret] = [
+        s for s in objects("02-production-values.yaml", "Secret") if "alertmanager" in s["metadata"]["name"]
+    ]
+    config = yaml.safe_load(secret["stringData"]["alertmanager.yaml"])
+    assert config["global"]["smtp_auth_password_file"] == "/etc/alertmanager/secrets/mlobs-smtp/password"
+    assert config["global"]["smtp_require_tls"] is True
+
+
+def literal_strings(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from literal_strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from literal_strings(value)
+    elif isinstance(node, str) and len(node) >= 4:
+        yield node
+
+
+def secret_problems(docs: tuple[dict[str, Any], ...], values_texts: list[Any]) -> list[str]:
+    """Secrets whose credential-like entries are literals of the values (or well-known weak ones)."""
+    literals = {s for v in values_texts for s in literal_strings(v)} | {
+        "admin",
+        "password",
+        "changeme",
+        "prom-operator",
+    }
+    problems = []
+    for doc in docs:
+        if doc["kind"] != "Secret":
+            continue
+        entries = {k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()}
+        entries.update(doc.get("stringData") or {})
+        for key, value in entries.items():
+            if any(w in key for w in ("password", "token")) and value in literals:
+                problems.append(f"{doc['metadata']['name']}/{key} holds a literal credential")
+            if "smtp_auth_password:" in value:
+                problems.append(f"{doc['metadata']['name']}/{key} holds an SMTP password")
+    return problems
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s or "defaults")
+def test_no_secret_holds_a_literal_credential(scenario: str | None) -> None:
+    values = [
+        yaml.safe_load((CORE / "values.yaml").read_text()),
+        scenario_values(scenario),
+        yaml.safe_load((UMBRELLA / "values.yaml").read_text()),
+    ]
+    assert secret_problems(rendered(scenario), values) == []
+    generated = [s for s in objects(scenario, "Secret") if s.get("data")]
+    for secret in generated:
+        for key, value in secret["data"].items():
+            if "password" in key or "token" in key:
+                assert len(base64.b64decode(value)) >= 32, f"{secret['metadata']['name']}/{key} is short"
+
+
+def test_the_secret_check_can_fail() -> None:
+    leaked = {
+        "kind": "Secret",
+        "metadata": {"name": "x"},
+        "data": {"admin-password": base64.b64encode(b"hunter22").decode()},
+    }
+    assert secret_problems((leaked,), [{"grafana": {"password": "hunter22"}}]) == [
+        "x/admin-password holds a literal credential"
+    ]
+
+
+def container_problems(name: str, spec: dict[str, Any]) -> list[str]:
+    problems = []
+    pod = spec.get("securityContext") or {}
+    for container in [*spec.get("initContainers", []), *spec["containers"]]:
+        sc = {**pod, **(container.get("securityContext") or {})}
+        where = f"{name}/{container['name']}"
+        if not sc.get("runAsNonRoot") or sc.get("runAsUser") == 0:
+            problems.append(f"{where} may run as root")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where} allows privilege escalation")
+        limits = (container.get("resources") or {}).get("limits") or {}
+        requests = (container.get("resources") or {}).get("requests") or {}
+        if not {"cpu", "memory"} <= set(limits) or not {"cpu", "memory"} <= set(requests):
+            problems.append(f"{where} lacks cpu/memory requests or limits")
+    return problems
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s or "defaults")
+def test_every_container_is_non_root_with_limits(scenario: str | None) -> None:
+    specs = list(pod_specs(scenario))
+    assert len(specs) >= 2
+    assert [p for name, spec in specs for p in container_problems(name, spec)] == []
+
+
+def test_the_container_check_can_fail() -> None:
+    spec = {"containers": [{"name": "c", "resources": {"limits": {"cpu": "1"}}}]}
+    assert container_problems("Deployment/x", spec) == [
+        "Deployment/x/c may run as root",
+        "Deployment/x/c allows privilege escalation",
+        "Deployment/x/c lacks cpu/memory requests or limits",
+    ]
+
+
+def test_exporter_rbac_is_least_privilege() -> None:
+    for scenario, kind in ((None, "ClusterRole"), ("03-namespaced-values.yaml", "Role")):
+        roles = objects(scenario, kind)
+        assert roles, kind
+        for role in roles:
+            assert role["rules"] == [
+                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            ]
+    assert {r["metadata"]["namespace"] for r in objects("03-namespaced-values.yaml", "Role")} == {
+        "ml-train",
+        "ml-serve",
+    }
+    assert objects("03-namespaced-values.yaml", "ClusterRole") == []
+
+
+def test_demo_jobs_get_their_run_identity_from_their_labels() -> None:
+    jobs = [
+        j
+        for j in objects("01-kind-demo-values.yaml", "Job")
+        if "mlobs.io/pipeline" in j["metadata"]["labels"]
+    ]
+    assert {j["metadata"]["labels"]["mlobs.io/pipeline"] for j in jobs} == {
+        "demo-train",
+        "demo-diverge",
+        "demo-oom",
+    }
+    for job in jobs:
+        env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert (
+            env["MLOBS_RUN_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['mlobs.io/run-id']"
+        )
+        assert job["spec"]["template"]["metadata"]["labels"] == job["metadata"]["labels"]
+    [oom] = [j for j in jobs if j["metadata"]["labels"]["mlobs.io/pipeline"] == "demo-oom"]
+    assert oom["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "64Mi"
+
+
+# ---- generated copies, pins, the umbrella ------------------------------------------------------------
+
+
+def test_chart_files_are_in_step_with_their_sources() -> None:
+    run = subprocess.run(
+        ["python", "scripts/chart_files.py", "--check"], check=False, capture_output=True, text=True, cwd=ROOT
+    )
+    assert run.returncode == 0, run.stderr
+
+
+def test_kind_config_pins_its_node_image() -> None:
+    config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    for node in config["nodes"]:
+        image = node["image"]
+        assert "@sha256:" in image and ":v1." in image, image
+    ports = {m["hostPort"] for node in config["nodes"] for m in node.get("extraPortMappings", [])}
+    assert ports == {3000, 9090, 9093, 8025, 8086}
+
+
+def test_umbrella_pins_its_upstream_charts() -> None:
+    chart = yaml.safe_load((UMBRELLA / "Chart.yaml").read_text())
+    pins = {d["name"]: d["version"] for d in chart["dependencies"]}
+    assert pins == {"kube-prometheus-stack": "88.5.3", "influxdb2": "2.1.2", "mlobs-core": "0.1.0"}
+    values = yaml.safe_load((UMBRELLA / "values.yaml").read_text())
+    assert values["kube-prometheus-stack"]["fullnameOverride"] == "mlobs"  # it truncates names to 26
+    assert values["kube-prometheus-stack"]["grafana"]["sidecar"]["datasources"]["uid"] == "mlobs-prometheus"
