@@ -1,0 +1,151 @@
+"""``python -m demo.traffic``: simulated users calling the demo model API.
+
+It waits for the API's ``/healthz`` (polling, up to ``--ready-timeout``), then sends
+``--requests`` predictions from ``--users`` concurrent users, each with its own
+``x-user-id``.  A few requests are bad on purpose, so the model-API dashboard has
+client errors to show: about 5 % leave out a feature (422) and 2 % ask for an
+unknown model (404).  It prints its progress and a summary by status, and exits 1
+if any request failed to connect, timed out or got a 5xx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ._cli import positive_float, positive_int
+from .data import FEATURES, SERVED
+
+MISSING_FEATURE = 0.05  # share of requests without one feature
+UNKNOWN_MODEL = 0.02  # share of requests for a model that is not served
+
+
+@dataclass(frozen=True)
+class Request:
+    user: str
+    model: str
+    body: dict[str, float]
+
+
+def plan(requests: int, users: int, seed: int) -> list[Request]:
+    """The requests to send, the same for the same seed."""
+    rng = random.Random(seed)
+    served = sorted(SERVED)
+    out: list[Request] = []
+    for _ in range(requests):
+        body = {
+            "tenure_months": float(rng.randint(1, 72)),
+            "monthly_charges": round(rng.uniform(20, 120), 2),
+            "support_calls": float(rng.randint(0, 6)),
+        }
+        draw = rng.random()
+        if draw < MISSING_FEATURE:
+            del body[rng.choice(FEATURES)]
+        model = (
+            "churn-unknown"
+            if MISSING_FEATURE <= draw < MISSING_FEATURE + UNKNOWN_MODEL
+            else rng.choice(served)
+        )
+        out.append(Request(f"user-{rng.randint(1, users * 4)}", model, body))
+    return out
+
+
+def wait_ready(url: str, timeout: float) -> None:
+    """Poll ``url``/healthz until it answers 200, or exit naming the last error."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:  # noqa: S310 - http(s) only, checked
+                if resp.status == 200:
+                    return
+                last = f"HTTP {resp.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise SystemExit(f"the model API at {url} is not ready after {timeout:g} s: {last}")
+
+
+def send(url: str, request: Request, timeout: float) -> str:
+    """The outcome of one request: its HTTP status, or the transport error's class."""
+    req = urllib.request.Request(  # noqa: S310 - http(s) only, checked in main
+        f"{url}/predict/{request.model}",
+        data=json.dumps(request.body).encode(),
+        headers={"content-type": "application/json", "x-user-id": request.user},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            resp.read()
+            return str(resp.status)
+    except urllib.error.HTTPError as exc:
+        exc.read()
+        return str(exc.code)
+    except (urllib.error.URLError, OSError) as exc:
+        return type(getattr(exc, "reason", exc)).__name__
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m demo.traffic", description=__doc__.splitlines()[0])
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the model API's base URL")
+    p.add_argument("--requests", type=positive_int, default=300, help="requests to send (default 300)")
+    p.add_argument("--users", type=positive_int, default=25, help="concurrent users (default 25)")
+    p.add_argument("--seed", type=int, default=11, help="seed of the request plan (default 11)")
+    p.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request (default 10)")
+    p.add_argument(
+        "--ready-timeout",
+        type=positive_float,
+        default=120.0,
+        help="seconds to wait for /healthz (default 120)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = parser()
+    args = cli.parse_args(argv)
+    url = args.url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        cli.error(f"--url {args.url!r} is invalid: must start with http:// or https://")
+
+    wait_ready(url, args.ready_timeout)
+    requests = plan(args.requests, args.users, args.seed)
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+    step = max(1, len(requests) // 10)
+    started = time.monotonic()
+
+    def one(request: Request) -> None:
+        outcome = send(url, request, args.timeout)
+        with lock:
+            outcomes[outcome] += 1
+            done = sum(outcomes.values())
+            if done % step == 0 or done == len(requests):
+                print(f"traffic: {done}/{len(requests)} sent", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.users) as pool:
+        list(pool.map(one, requests))
+    elapsed = time.monotonic() - started
+    summary = ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items()))
+    print(
+        f"traffic: {len(requests)} requests from {args.users} users in {elapsed:.1f} s ({summary})",
+        flush=True,
+    )
+    failed = {k: v for k, v in outcomes.items() if not k.isdigit() or k.startswith("5")}
+    if failed or not any(k.startswith("2") for k in outcomes):
+        print(f"traffic: failed: {failed or 'no request succeeded'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""``python -m demo.train``: train the churn model as one tracked pipeline step.
+
+It records what Craft AI's and omega-ml's run tracking show: the parameters, the
+input dataset and its source, loss and accuracy per epoch (list metrics), the final
+accuracy and loss (simple metrics), the trained model as an output, and a log line
+per epoch.  ``--fail`` sets a learning rate that makes training diverge: the step
+raises ``FloatingPointError`` and the run ends ``failed``, which alerts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+
+import pipeline_sdk
+
+from ._cli import identity, positive_float, positive_int, setup_logging
+from .data import FEATURES, Model, make_dataset
+
+log = logging.getLogger("demo.train")
+
+DIVERGING_LR = 1000.0  # the learning rate of --fail
+DIVERGED = 10.0  # loss above this many times the first epoch's counts as diverged
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m demo.train", description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=positive_int, default=5, help="passes over the data (default 5)")
+    p.add_argument("--lr", type=positive_float, default=0.5, help="learning rate (default 0.5)")
+    p.add_argument("--rows", type=positive_int, default=2000, help="customers in the dataset (default 2000)")
+    p.add_argument("--seed", type=int, default=7, help="dataset seed (default 7)")
+    p.add_argument("--fail", action="store_true", help=f"diverge on purpose (learning rate {DIVERGING_LR:g})")
+    return p
+
+
+def train(args: argparse.Namespace) -> Model:
+    lr = DIVERGING_LR if args.fail else args.lr
+    pipeline, step = identity("demo-diverge" if args.fail else "demo-train", "fit")
+    params = {"epochs": args.epochs, "lr": lr, "rows": args.rows, "seed": args.seed, "model": "logreg"}
+    with pipeline_sdk.run(pipeline=pipeline, step=step, params=params) as run:
+        log.info("run %s of %s/%s: %s", run.run_id, pipeline, step, run.client.describe())
+        xs, ys = make_dataset(args.rows, args.seed)
+        split = int(len(xs) * 0.8)
+        run.log_input(
+            "dataset",
+            {"rows": len(xs), "features": list(FEATURES), "churn_rate": round(sum(ys) / len(ys), 4)},
+            source=f"synthetic://churn?seed={args.seed}&rows={args.rows}",
+        )
+        model = Model.zeros()
+        first_loss = None
+        for epoch in range(args.epochs):
+            loss = model.epoch(xs[:split], ys[:split], lr)
+            first_loss = first_loss if first_loss is not None else loss
+            if not math.isfinite(loss) or loss > DIVERGED * first_loss:
+                raise FloatingPointError(
+                    f"training diverged at epoch {epoch}: loss {loss:.4g} (first epoch {first_loss:.4g});"
+                    f" lower the learning rate {lr:g}"
+                )
+            accuracy = model.accuracy(xs[split:], ys[split:])
+            run.log_metrics({"loss": loss, "val_accuracy": accuracy}, step=epoch)
+            log.info(
+                "epoch %d: loss %.4f, validation accuracy %.3f", epoch, loss, accuracy, extra={"epoch": epoch}
+            )
+        run.log_metric("val_accuracy", model.accuracy(xs[split:], ys[split:]))
+        run.log_metric("train_loss", loss)
+        run.log_output(
+            "model",
+            {"weights": [round(w, 4) for w in model.weights], "bias": round(model.bias, 4)},
+            destination=f"models/churn-logreg/{run.run_id}.json",
+        )
+        return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    train(parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
