@@ -8,6 +8,7 @@ name raises there, naming it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -85,14 +86,19 @@ def select(
     fields: Iterable[str],
     equal: dict[str, str] | None = None,
     among: dict[str, str] | None = None,
+    since: str | None = None,
 ) -> Flux:
     """``from |> range |> filter``: one measurement, some fields, tags equal to a value or in a set.
 
     ``equal`` maps a tag to a value (usually a dashboard variable such as ``${pipeline}``);
     ``among`` maps a tag to a multi-value dashboard variable name (``run_id`` → ``${run_id:json}``).
+    ``since`` (a Flux duration such as ``-6h``) replaces the dashboard's time range, for queries
+    sent to InfluxDB's API directly (``make e2e``).
     """
     fields = tuple(fields)
     equal, among = equal or {}, among or {}
+    if since is not None and not re.fullmatch(r"-[1-9][0-9]*(ms|s|m|h|d|w)", since):
+        raise FluxError(f"since={since!r} is invalid: must be a negative Flux duration such as -6h")
     unknown_fields = [f for f in fields if f not in stream.fields]
     if unknown_fields or not fields:
         raise FluxError(f"fields {unknown_fields or fields!r} not in measurement {stream.measurement!r}")
@@ -101,7 +107,7 @@ def select(
         raise FluxError(f"tags {unknown_tags} not in measurement {stream.measurement!r}")
     lines = [
         f'from(bucket: "{c.INFLUXDB_BUCKET}")',
-        "range(start: v.timeRangeStart, stop: v.timeRangeStop)",
+        f"range(start: {since})" if since else "range(start: v.timeRangeStart, stop: v.timeRangeStop)",
         f'filter(fn: (r) => r._measurement == "{stream.measurement}")',
     ]
     lines += [f'filter(fn: (r) => r.{tag} == "{value}")' for tag, value in equal.items()]

@@ -14,7 +14,7 @@ from dashboards.builders import (
 from dashboards.builders import (
     dashboard as make_dashboard,
 )
-from dashboards.flux import select, tag_values
+from dashboards.flux import Flux, select, tag_values
 from pipeline_sdk import contract as c
 
 RUN = {c.TAG_PIPELINE: "${pipeline}"}
@@ -22,7 +22,7 @@ RUNS = {c.TAG_RUN_ID: c.GRAFANA_VAR_RUN_ID}
 layout = Layout()
 
 
-def by_name(stream, reducer):  # type: ignore[no-untyped-def]
+def by_name(stream: c.Stream, reducer: str) -> Flux:
     """One column per metric or param name, one row per run."""
     return (
         select(stream, fields=[c.FIELD_VALUE], equal=RUN, among=RUNS)

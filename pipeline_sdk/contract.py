@@ -326,6 +326,7 @@ PROM_KSM_LABEL_STEP: Final = "label_mlobs_io_step"  # LABEL_STEP as kube_pod_lab
 PROM_JOB_EXPORTER: Final = "mlobs-pipeline-exporter"  # the pipeline exporter
 PROM_JOB_FLUENTD: Final = "mlobs-fluentd"  # Fluentd's own metrics
 PROM_JOB_MODEL_API: Final = "mlobs-model-api"  # model APIs instrumented with the SDK middleware
+PROM_JOB_INFLUXDB: Final = "mlobs-influxdb"  # InfluxDB's own metrics (a relabeling sets it: upstream Service)
 
 # --------------------------------------------------------------------------
 # Alerts (rules in alerting/, routes and templates in the Alertmanager config)

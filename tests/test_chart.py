@@ -122,9 +122,21 @@ def test_monitoring_objects_carry_the_label_prometheus_selects() -> None:
     for kind in ("ServiceMonitor", "PrometheusRule"):
         for obj in objects(None, kind):
             assert obj["metadata"]["labels"].get("release") == RELEASE, obj["metadata"]["name"]
-    jobs = {m["spec"]["jobLabel"] for m in objects("01-kind-demo-values.yaml", "ServiceMonitor")}
-    assert jobs == {"mlobs.io/scrape-job"}
+    monitors = objects("01-kind-demo-values.yaml", "ServiceMonitor")
+    jobs = {m["spec"].get("jobLabel") for m in monitors}
+    assert jobs == {"mlobs.io/scrape-job", None}
     from pipeline_sdk import contract as c
+
+    # InfluxDB's Service is the influxdb2 chart's: its job name comes from a relabeling instead.
+    [influx] = [m for m in monitors if "jobLabel" not in m["spec"]]
+    assert influx["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "influxdb2",
+        "app.kubernetes.io/instance": RELEASE,
+    }
+    [endpoint] = influx["spec"]["endpoints"]
+    assert endpoint["relabelings"] == [
+        {"action": "replace", "targetLabel": "job", "replacement": c.PROM_JOB_INFLUXDB}
+    ]
 
     services = {
         s["metadata"]["labels"].get("mlobs.io/scrape-job")
