@@ -546,3 +546,21 @@ def test_make_e2e_names_an_unreachable_cluster(tmp_path: Path) -> None:
     assert "[FAIL] prometheus: every scrape target is up" in done.stdout
     assert "Connection refused" in done.stdout or "connection refused" in done.stdout
     assert "==> e2e: 0 passed, 8 failed" in done.stdout
+
+
+def test_the_e2e_expectations_match_the_demo_the_chart_runs() -> None:
+    from .test_chart import objects
+
+    jobs = {
+        j["metadata"]["labels"].get("mlobs.io/pipeline"): j
+        for j in objects("01-kind-demo-values.yaml", "Job")
+    }
+    assert {e2e.TRAIN, e2e.DIVERGE, e2e.OOM} <= set(jobs)
+    [train] = jobs[e2e.TRAIN]["spec"]["template"]["spec"]["containers"]
+    assert train["command"][train["command"].index("--epochs") + 1] == str(e2e.TRAIN_EPOCHS)
+    [api] = [
+        d
+        for d in objects("01-kind-demo-values.yaml", "Deployment")
+        if d["metadata"]["name"].endswith("model-api")
+    ]
+    assert api["spec"]["template"]["metadata"]["labels"]["mlobs.io/service"] == e2e.SERVICE
