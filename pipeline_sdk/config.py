@@ -79,6 +79,19 @@ FLUSH_TIMEOUT = EnvVar(c.ENV_FLUSH_TIMEOUT, _positive_float, 10.0)
 SPOOL_MAX_MB = EnvVar(c.ENV_SPOOL_MAX_MB, _positive_int, 512)
 
 
+def _http_url(raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+        raise ValueError("must be an http:// or https:// URL, e.g. http://localhost:8086")
+    return url
+
+
+INFLUXDB_URL = EnvVar(c.ENV_INFLUXDB_URL, _http_url)
+INFLUXDB_TOKEN = EnvVar(c.ENV_INFLUXDB_TOKEN, _text)
+INFLUXDB_ORG = EnvVar(c.ENV_INFLUXDB_ORG, _text, c.INFLUXDB_ORG)
+INFLUXDB_BUCKET = EnvVar(c.ENV_INFLUXDB_BUCKET, _text, c.INFLUXDB_BUCKET)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the SDK reads from the environment, parsed and checked."""
@@ -109,4 +122,35 @@ class Settings:
             home=home if home is not None else Path("~/.mlobs").expanduser(),
             flush_timeout=timeout,
             spool_max_bytes=spool_mb * 1024 * 1024,
+        )
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """Where the read API reads from: InfluxDB when MLOBS_INFLUXDB_URL is set, else the local store."""
+
+    influxdb_url: str | None
+    influxdb_token: str | None
+    influxdb_org: str
+    influxdb_bucket: str
+    home: Path
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReadSettings:
+        url = INFLUXDB_URL.get(environ)
+        token = INFLUXDB_TOKEN.get(environ)
+        if url is not None and token is None:
+            raise SettingError(
+                f"environment variable {c.ENV_INFLUXDB_URL} is set but {c.ENV_INFLUXDB_TOKEN} is not: "
+                "set the API token too (kubectl -n mlobs get secret mlobs-influxdb-auth "
+                "-o jsonpath='{.data.admin-token}' | base64 -d), or unset both to read the local store"
+            )
+        org, bucket, home = INFLUXDB_ORG.get(environ), INFLUXDB_BUCKET.get(environ), HOME.get(environ)
+        assert org is not None and bucket is not None  # defaults
+        return cls(
+            influxdb_url=url,
+            influxdb_token=token,
+            influxdb_org=org,
+            influxdb_bucket=bucket,
+            home=home if home is not None else Path("~/.mlobs").expanduser(),
         )

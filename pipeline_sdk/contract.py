@@ -344,6 +344,7 @@ RUNBOOK_URL_PATTERN: Final = (
 DATASOURCE_PROMETHEUS_UID: Final = "mlobs-prometheus"  # the Prometheus datasource
 DATASOURCE_INFLUXDB_UID: Final = "mlobs-influxdb"  # the InfluxDB (Flux) datasource
 INFLUXDB_BUCKET: Final = "mlobs"  # the bucket fluent.conf writes to and dashboards read
+INFLUXDB_ORG: Final = "mlobs"  # the organization the chart creates (the read API's default)
 
 # Dashboard uids are "mlobs-" + the file stem of dashboards/<stem>.dashboard.py, "_" -> "-".
 DASHBOARD_UID_PREFIX: Final = "mlobs-"  # every dashboard uid starts with it
@@ -369,5 +370,9 @@ ENV_STEP: Final = "MLOBS_STEP"  # run identity: step name
 ENV_RUN_ID: Final = "MLOBS_RUN_ID"  # run identity: run id
 ENV_FLUSH_TIMEOUT: Final = "MLOBS_FLUSH_TIMEOUT"  # seconds a run waits at exit for delivery (default 10)
 ENV_SPOOL_MAX_MB: Final = "MLOBS_SPOOL_MAX_MB"  # bound of the on-disk spool in MiB (default 512)
+ENV_INFLUXDB_URL: Final = "MLOBS_INFLUXDB_URL"  # InfluxDB the read API queries; unset: the local store
+ENV_INFLUXDB_TOKEN: Final = "MLOBS_INFLUXDB_TOKEN"  # noqa: S105 - the name of the variable holding the API token
+ENV_INFLUXDB_ORG: Final = "MLOBS_INFLUXDB_ORG"  # its organization (default INFLUXDB_ORG)
+ENV_INFLUXDB_BUCKET: Final = "MLOBS_INFLUXDB_BUCKET"  # its bucket (default INFLUXDB_BUCKET)
 
 DEFAULT_FLUENTD_PORT: Final = 24224  # Fluentd's in_forward default

@@ -1,0 +1,150 @@
+"""InfluxDB 2 as a read backend: Flux built from the contract, answers streamed by influxdb-client.
+
+Every query has the same shape, so what it asks is easy to check against the
+contract (``tests/test_read_influx.py`` does):
+
+    from(bucket) |> range |> filter(measurement) |> filter(tags) |> filter(fields)
+      |> pivot(fields into columns) |> map(exact time as _ns) |> group() |> sort |> limit
+
+and a reduction ends with ``group(columns: by) |> sort(_time) |> last()`` (or
+``first``, ``min``, ``max``, ``mean``).  The exact nanosecond time is asked for as an
+integer column, ``_ns``, because influxdb-client turns ``_time`` into a datetime,
+which holds microseconds only.  ``query_stream`` parses the annotated CSV as it
+arrives, so a result of any size is never held whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .query import BackendUnavailable, Reduce, Row, Select
+
+if TYPE_CHECKING:
+    from influxdb_client.client.influxdb_client import InfluxDBClient
+
+NS_COLUMN = "_ns"  # the exact time of a row, in Unix nanoseconds (an integer column the query adds)
+_FLUX_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def flux_string(value: str) -> str:
+    """A Flux string literal of ``value``: quotes, backslashes, controls and ``${`` escaped."""
+    body = "".join(_FLUX_ESCAPES.get(ch, ch) for ch in value).replace("${", "\\${")
+    return f'"{body}"'
+
+
+def _flux_list(values: Iterable[str]) -> str:
+    return "[" + ", ".join(flux_string(v) for v in values) + "]"
+
+
+def _filters(query: Select, bucket: str, fields: Iterable[str]) -> list[str]:
+    start = query.start_ns if query.start_ns is not None else 0
+    stop = f", stop: time(v: {int(query.stop_ns)})" if query.stop_ns is not None else ""
+    lines = [
+        f"from(bucket: {flux_string(bucket)})",
+        f"range(start: time(v: {int(start)}){stop})",
+        f"filter(fn: (r) => r._measurement == {flux_string(query.stream.measurement)})",
+    ]
+    lines += [f"filter(fn: (r) => r.{tag} == {flux_string(value)})" for tag, value in query.equal.items()]
+    lines += [
+        f"filter(fn: (r) => contains(value: r.{tag}, set: {_flux_list(values)}))"
+        for tag, values in query.among.items()
+    ]
+    lines.append("filter(fn: (r) => " + " or ".join(f"r._field == {flux_string(f)}" for f in fields) + ")")
+    return lines
+
+
+def select_flux(query: Select, bucket: str) -> str:
+    """The Flux of a :class:`Select`: one row per point, the fields as columns, ``_ns`` its exact time."""
+    lines = _filters(query, bucket, query.fields)
+    lines += [
+        'pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
+        f"map(fn: (r) => ({{r with {NS_COLUMN}: int(v: r._time)}}))",
+        "group()",
+    ]
+    desc = "true" if query.desc else "false"
+    order = [query.order_by, NS_COLUMN] if query.order_by else [NS_COLUMN]
+    lines.append(f"sort(columns: {_flux_list(order)}, desc: {desc})")
+    if query.limit is not None:
+        lines.append(f"limit(n: {int(query.limit)})")
+    return "\n  |> ".join(lines)
+
+
+def reduce_flux(query: Reduce, bucket: str) -> str:
+    """The Flux of a :class:`Reduce`: one row per group, its reduced ``_value``."""
+    lines = _filters(query.select, bucket, [query.value])
+    lines += [f"group(columns: {_flux_list(query.by)})", 'sort(columns: ["_time"])', f"{query.agg}()"]
+    lines.append(f"keep(columns: {_flux_list([*query.by, '_value'])})")
+    return "\n  |> ".join(lines)
+
+
+class InfluxBackend:
+    """Answers :class:`Select` and :class:`Reduce` from an InfluxDB 2 bucket."""
+
+    def __init__(self, url: str, token: str, org: str, bucket: str, *, timeout_s: float = 30.0) -> None:
+        try:
+            from influxdb_client.client.influxdb_client import InfluxDBClient  # noqa: PLC0415 - optional
+        except ImportError:
+            raise BackendUnavailable(
+                "reading from InfluxDB needs the influxdb-client package: pip install 'mlobs[influxdb]'"
+            ) from None
+        self.url, self.org, self.bucket = url.rstrip("/"), org, bucket
+        import urllib3  # noqa: PLC0415 - influxdb-client's HTTP library
+        from influxdb_client.client.flux_csv_parser import FluxQueryException  # noqa: PLC0415
+        from influxdb_client.rest import ApiException  # noqa: PLC0415
+
+        # what a query can raise: HTTP errors, transport errors, an error table in the answer
+        self._errors: tuple[type[BaseException], ...] = (
+            ApiException,
+            FluxQueryException,
+            urllib3.exceptions.HTTPError,
+            OSError,
+        )
+        self._client: InfluxDBClient = InfluxDBClient(
+            url=self.url, token=token, org=org, timeout=int(timeout_s * 1000)
+        )
+        self._api = self._client.query_api()
+
+    def describe(self) -> str:
+        return f"InfluxDB at {self.url} (org {self.org!r}, bucket {self.bucket!r})"
+
+    def _records(self, flux: str) -> Iterator[dict[str, Any]]:
+        try:
+            for record in self._api.query_stream(flux, org=self.org):
+                yield record.values
+        except self._errors as exc:
+            raise BackendUnavailable(self._explain(exc)) from None
+
+    def _explain(self, exc: BaseException) -> str:
+        status = getattr(exc, "status", None)
+        if status is not None:
+            body = getattr(exc, "body", None) or ""
+            message = body
+            try:
+                import json  # noqa: PLC0415
+
+                message = json.loads(body).get("message", body)
+            except (ValueError, AttributeError):
+                pass
+            hint = {401: "; check MLOBS_INFLUXDB_TOKEN", 404: "; check MLOBS_INFLUXDB_ORG and the bucket"}
+            return f"InfluxDB at {self.url} answered HTTP {status}: {message}{hint.get(int(status), '')}"
+        if type(exc).__name__ == "FluxQueryException":
+            return f"InfluxDB at {self.url} could not run the query: {getattr(exc, 'message', exc)}"
+        reason = getattr(exc, "reason", None) or exc
+        return f"InfluxDB at {self.url} is unreachable: {type(exc).__name__}: {reason}"
+
+    def select(self, query: Select) -> Iterator[Row]:
+        stream = query.stream
+        for values in self._records(select_flux(query, self.bucket)):
+            tags = {t: values[t] for t in stream.tags if values.get(t) not in (None, "")}
+            fields = {f: values[f] for f in query.fields if values.get(f) is not None}
+            yield Row(int(values[NS_COLUMN]), tags, fields)
+
+    def reduce(self, query: Reduce) -> Iterator[tuple[dict[str, str], Any]]:
+        for values in self._records(reduce_flux(query, self.bucket)):
+            if values.get("_value") is None:
+                continue
+            yield {t: values[t] for t in query.by if values.get(t) not in (None, "")}, values["_value"]
+
+    def close(self) -> None:
+        self._client.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,189 @@
+"""What a read backend is asked: select points of one stream, or reduce them per group.
+
+Both backends (the local store and InfluxDB) answer the same two questions, so the
+read client above them is written once and they return the same results for the
+same events.  A question names only what the contract defines for its stream:
+building one with another name raises at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from .. import contract as c
+
+Agg = Literal["last", "first", "min", "max", "mean"]
+AGGREGATIONS: tuple[Agg, ...] = ("last", "first", "min", "max", "mean")
+
+
+class ReadError(Exception):
+    """A read that cannot be answered: its message says why, in the caller's words."""
+
+
+class RunNotFound(ReadError, LookupError):
+    """No event of that run is in the backend."""
+
+
+class BackendUnavailable(ReadError):
+    """The backend cannot be reached or refused the request (the message names its URL or path)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One point, its fields pivoted into a row: the exact time, the tag set and the selected fields."""
+
+    time_ns: int
+    tags: Mapping[str, str]
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Select:
+    """Points of ``stream`` that have any of ``fields``, filtered by tags and a time range.
+
+    ``among`` keeps points whose tag is one of several values (run ids, log levels).
+    Rows come in time order (``desc`` for newest first), or by a numeric field
+    (``order_by``, e.g. a run record's ``start_ns``); ``limit`` cuts the result.
+    """
+
+    stream: c.Stream
+    fields: tuple[str, ...]
+    equal: Mapping[str, str] = field(default_factory=dict)
+    among: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    start_ns: int | None = None
+    stop_ns: int | None = None
+    desc: bool = False
+    order_by: str | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        where = f"measurement {self.stream.measurement!r}"
+        if not self.fields:
+            raise ValueError(f"{where}: select at least one field")
+        unknown = [f for f in self.fields if f not in self.stream.fields]
+        unknown += [t for t in (*self.equal, *self.among) if t not in self.stream.tags]
+        if self.order_by is not None and self.order_by not in self.fields:
+            unknown.append(self.order_by)
+        if unknown:
+            raise ValueError(
+                f"{where} has no {unknown} (tags {list(self.stream.tags)}, fields {list(self.stream.fields)})"
+            )
+        if any(not values for values in self.among.values()):
+            raise ValueError(f"{where}: an 'among' filter needs at least one value")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit={self.limit} is invalid: must be at least 1")
+
+
+@dataclass(frozen=True)
+class Reduce:
+    """One value per group of ``by`` tags: ``agg`` of field ``value`` over ``select``'s points."""
+
+    select: Select
+    by: tuple[str, ...]
+    agg: Agg
+    value: str = c.FIELD_VALUE
+
+    def __post_init__(self) -> None:
+        stream = self.select.stream
+        unknown = [t for t in self.by if t not in stream.tags]
+        if unknown or self.value not in self.select.fields:
+            raise ValueError(f"cannot reduce {stream.measurement!r} by {list(self.by)} over {self.value!r}")
+        if self.agg not in AGGREGATIONS:
+            raise ValueError(f"agg={self.agg!r} is invalid: must be one of {', '.join(AGGREGATIONS)}")
+
+
+class Backend(Protocol):
+    """A store of the contract's points that answers :class:`Select` and :class:`Reduce`."""
+
+    def describe(self) -> str:
+        """Where it reads, for messages: "the local store /path" or "InfluxDB at URL"."""
+        ...
+
+    def select(self, query: Select) -> Iterator[Row]:
+        """The rows, streamed: the backend never holds all of them."""
+        ...
+
+    def reduce(self, query: Reduce) -> Iterator[tuple[dict[str, str], Any]]:
+        """(group tags, reduced value) per group that has points."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# ---- time arguments ---------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d|w)")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def time_arg(arg: str, value: datetime | str | int | None, now_ns: int | None = None) -> int | None:
+    """Unix nanoseconds of a time argument: a datetime, an ISO 8601 time, a duration ago, or ns.
+
+    A duration such as ``30m``, ``2h`` or ``7d`` means that long before now.  A datetime
+    without a time zone is taken as local time, as :meth:`datetime.timestamp` does.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError(f"{arg} must be a datetime, a string or nanoseconds, got bool")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, datetime):
+        return _datetime_ns(value)
+    if isinstance(value, str):
+        text = value.strip()
+        match = _DURATION.fullmatch(text)
+        if match:
+            now = now_ns if now_ns is not None else time_ns_now()
+            return now - int(float(match.group(1)) * _UNITS[match.group(2)] * 1_000_000_000)
+        try:
+            return _datetime_ns(datetime.fromisoformat(text.replace("Z", "+00:00")))
+        except ValueError:
+            pass
+        raise ValueError(
+            f"{arg}={value!r} is invalid: must be an ISO 8601 time (2026-11-22T10:00:00Z), "
+            "a duration before now (30m, 2h, 7d) or a datetime"
+        )
+    raise TypeError(f"{arg} must be a datetime, a string or nanoseconds, got {type(value).__name__}")
+
+
+def time_range(
+    since: datetime | str | int | None, until: datetime | str | int | None
+) -> tuple[int | None, int | None]:
+    """(start, stop) in ns from ``since``/``until``; ValueError when the range is empty."""
+    now = time_ns_now()
+    start, stop = time_arg("since", since, now), time_arg("until", until, now)
+    if start is not None and stop is not None and start >= stop:
+        raise ValueError(
+            f"bad time range: since ({format_ns(start)}) is not before until ({format_ns(stop)})"
+        )
+    return start, stop
+
+
+def _datetime_ns(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.astimezone()  # local time, as datetime.timestamp() reads it
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta // timedelta(microseconds=1)) * 1000
+
+
+def time_ns_now() -> int:
+    import time  # noqa: PLC0415 - a tiny import, kept next to its one use
+
+    return time.time_ns()
+
+
+def ns_datetime(ns: int) -> datetime:
+    """A UTC datetime of Unix nanoseconds (to the microsecond, as datetime holds)."""
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
+
+
+def format_ns(ns: int) -> str:
+    """ISO 8601 in UTC with the nanoseconds, e.g. 2026-11-22T10:15:03.123456789Z."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z"

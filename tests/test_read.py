@@ -1,0 +1,331 @@
+"""The read API and the ``mlobs`` CLI on the local store, end to end.
+
+Runs are written through the SDK (and run records as the exporter sends them), then
+read back through :class:`ReadClient` and through the installed ``mlobs`` command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline_sdk.read import BackendUnavailable, ReadClient, RunNotFound
+from pipeline_sdk.read.query import time_arg
+
+from .read_data import Dataset, record_dataset
+
+ALL_RUNS = ["etl-1", "train-live", "train-pull", "train-oom", "train-b", "train-a"]  # newest first
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return record_dataset(tmp_path_factory.mktemp("read") / "home")
+
+
+@pytest.fixture
+def client(data: Dataset) -> ReadClient:
+    return ReadClient(home=data.home)
+
+
+def ids(rows: Any) -> list[str]:
+    return [r["run_id"] for r in rows]
+
+
+# ---- runs ------------------------------------------------------------------------------------------------
+
+
+def test_runs_newest_first_with_their_final_status(client: ReadClient) -> None:
+    runs = client.runs().to_list()
+    assert ids(runs) == ALL_RUNS
+    status = {r["run_id"]: (r["status"], r["reason"]) for r in runs}
+    assert status == {
+        "etl-1": ("succeeded", None),
+        "train-live": ("running", None),
+        "train-pull": ("failed", "ImagePullBackOff"),  # only the exporter saw it
+        "train-oom": ("failed", "OOMKilled"),  # the exporter's record wins over the SDK's end
+        "train-b": ("failed", None),
+        "train-a": ("succeeded", None),
+    }
+    by_id = {r["run_id"]: r for r in runs}
+    assert by_id["train-b"]["error"] == "ValueError: loss is NaN at epoch 2"
+    assert by_id["train-pull"]["duration_ms"] == 1000.0 and by_id["train-pull"]["started"] is not None
+    assert by_id["train-live"]["ended"] is None and by_id["train-live"]["host"] == "node-1"
+    assert all(isinstance(r["started"], datetime) and r["started"].tzinfo is UTC for r in runs)
+
+
+def test_runs_filters(client: ReadClient, data: Dataset) -> None:
+    assert ids(client.runs(pipeline="etl")) == ["etl-1"]
+    assert ids(client.runs(pipeline="train", status="failed")) == ["train-pull", "train-oom", "train-b"]
+    assert ids(client.runs(status="running")) == ["train-live"]
+    assert ids(client.runs(step="load")) == ["etl-1"]
+    assert ids(client.runs(limit=2)) == ["etl-1", "train-live"]
+    assert ids(client.runs(status="succeeded", limit=1)) == ["etl-1"]
+    assert ids(client.runs(since=data.middle_ns)) == ALL_RUNS[:4]
+    assert ids(client.runs(until=data.middle_ns)) == ["train-b", "train-a"]
+    assert ids(client.runs(since=datetime.fromtimestamp(data.last_ns / 1e9, UTC))) == []
+    assert ids(client.runs(since="1h")) == ALL_RUNS
+
+
+def test_one_run_with_params_inputs_and_outputs(client: ReadClient) -> None:
+    run = client.run("train-a")
+    assert (run["pipeline"], run["step"], run["status"]) == ("train", "fit", "succeeded")
+    assert run["params"] == {"lr": 0.1, "epochs": 3, "batch": "32", "shuffle": "True"}
+    assert type(run["params"]["epochs"]) is int
+    [dataset] = run["inputs"]
+    assert (
+        dataset["value"] == {"rows": 1000, "path": "s3://bucket/a.csv"}
+        and dataset["source"] == "s3://bucket/a.csv"
+    )
+    [model] = run["outputs"]
+    assert model["value"] == {"weights": [1.5, -2.0]} and model["destination"] == "models/a.json"
+    assert run["started"] < run["ended"] and run["duration_ms"] > 0
+
+
+def test_the_exporters_record_adds_the_kubernetes_side(client: ReadClient) -> None:
+    run = client.run("train-oom")
+    assert (run["status"], run["reason"], run["exit_code"]) == ("failed", "OOMKilled", 137)
+    assert (run["namespace"], run["pod"], run["attempts"]) == ("ml", "train-oom-x7k2p", 1)
+    assert run["params"] == {"lr": 0.05}
+    pulled = client.run("train-pull")
+    assert (pulled["status"], pulled["reason"], pulled["exit_code"], pulled["params"]) == (
+        "failed",
+        "ImagePullBackOff",
+        None,
+        {},
+    )
+
+
+def test_an_unknown_run_is_named(client: ReadClient, data: Dataset) -> None:
+    message = f"run 'nope' not found in the local store {data.home / 'mlobs.db'}"
+    for call in (client.run, client.metrics, client.list_metrics, client.logs, client.params):
+        with pytest.raises(RunNotFound) as caught:
+            call("nope")
+        assert str(caught.value) == message
+    with pytest.raises(RunNotFound, match=r"runs \['nope'\] not found"):
+        client.compare(["train-a", "nope"])
+
+
+# ---- metrics, list metrics, logs ---------------------------------------------------------------------------
+
+
+def test_simple_metrics_keep_the_last_value(client: ReadClient) -> None:
+    metrics = client.metrics("train-a").to_list()
+    assert [(m["name"], m["value"]) for m in metrics] == [("accuracy", 0.8)]
+
+
+def test_list_metrics_are_series_per_step(client: ReadClient) -> None:
+    loss = client.list_metrics("train-a", "loss").to_list()
+    assert [(p["step"], p["value"]) for p in loss] == [(0, 0.9), (1, 0.5), (2, 0.6)]
+    assert {p["name"] for p in client.list_metrics("train-a")} == {"loss", "accuracy"}
+    assert client.list_metric_names("train-a").to_list() == [
+        {"name": "accuracy", "last": 0.8, "min": 0.5, "max": 0.8, "mean": pytest.approx(2.0 / 3)},
+        {"name": "loss", "last": 0.6, "min": 0.5, "max": 0.9, "mean": pytest.approx(2.0 / 3)},
+    ]
+    assert client.list_metrics("train-a", "nothing").to_list() == []
+
+
+def test_logs_by_level_time_and_limit(client: ReadClient, data: Dataset) -> None:
+    logs = client.logs("train-a").to_list()
+    assert [r["level"] for r in logs] == ["INFO", "INFO", "INFO", "WARNING"]
+    assert logs[0]["extra"] == {"epoch": 0} and logs[0]["logger"] == "train"
+    assert logs[-1]["message"] == "loss went up at epoch 2\nsee the curve"  # stored escaped, read back
+    assert [r["message"] for r in client.logs("train-a", level="warning")] == [logs[-1]["message"]]
+    assert len(client.logs("train-a", limit=2).to_list()) == 2
+    assert client.logs("train-a", since=logs[1]["time"], until=logs[3]["time"]).to_list() == logs[1:3]
+    assert [r["extra"] for r in client.logs("train-b", level="ERROR")] == [{"lr": 0.5}]
+
+
+# ---- compare ---------------------------------------------------------------------------------------------
+
+
+def test_compare_reduces_list_metrics_and_sorts(client: ReadClient) -> None:
+    rows = client.compare(["train-a", "train-b", "train-oom"], agg="min", sort="loss").to_list()
+    assert ids(rows) == ["train-oom", "train-a", "train-b"]  # min loss 0.4, 0.5, 1.2
+    assert [r["list.loss"] for r in rows] == [0.4, 0.5, 1.2]
+    first = rows[1]
+    assert first["param.lr"] == 0.1 and first["metric.accuracy"] == 0.8 and first["list.accuracy"] == 0.5
+    assert rows[0]["status"] == "failed" and rows[0]["list.accuracy"] is None
+    assert list(rows[0])[:5] == ["run_id", "pipeline", "step", "status", "duration_ms"]
+
+    last = client.compare(["train-a", "train-b"], agg="last", sort="list.loss", descending=True).to_list()
+    assert [(r["run_id"], r["list.loss"]) for r in last] == [("train-b", 1.2), ("train-a", 0.6)]
+    means = {r["run_id"]: r["list.loss"] for r in client.compare(["train-a", "train-b"], agg="mean")}
+    assert means == {"train-a": pytest.approx(2.0 / 3), "train-b": pytest.approx(1.6)}
+    by_param = client.compare(["train-a", "train-b", "train-oom"], sort="lr", descending=True)
+    assert ids(by_param) == ["train-b", "train-a", "train-oom"]
+    by_accuracy = client.compare(["train-b", "train-a"], sort="accuracy")  # runs without it come last
+    assert ids(by_accuracy) == ["train-a", "train-b"]
+
+
+def test_compare_rejects_a_bad_sort_or_aggregation(client: ReadClient) -> None:
+    with pytest.raises(ValueError, match=r"sort='f1' is not a column of this comparison; columns: run_id, "):
+        client.compare(["train-a"], sort="f1")
+    with pytest.raises(
+        ValueError, match=r"agg='median' is invalid: must be one of last, first, min, max, mean"
+    ):
+        client.compare(["train-a"], agg="median")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="run_ids is empty"):
+        client.compare([])
+
+
+# ---- results ---------------------------------------------------------------------------------------------
+
+
+def test_rows_come_in_batches_and_as_frames(client: ReadClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = client.list_metrics("train-a")
+    assert [len(b) for b in rows.batches(4)] == [4, 2]
+    frame = rows.collect()
+    assert list(frame.columns) == ["name", "step", "value", "time"] and len(frame) == 6
+    assert sum(len(f) for f in rows.frames(5)) == 6
+    runs = client.runs().to_pandas()
+    assert list(runs["run_id"]) == ALL_RUNS
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if pandas were not installed
+    assert rows.collect() == rows.to_list()
+    with pytest.raises(ImportError, match=r"pip install 'mlobs\[pandas\]'"):
+        rows.to_pandas()
+    with pytest.raises(ValueError, match="size=0 is invalid"):
+        next(rows.batches(0))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.runs(status="done"), "status='done' is invalid: must be one of running, succeeded"),
+        (lambda c: c.runs(limit=0), "limit=0 is invalid"),
+        (lambda c: c.runs(since="yesterday"), "since='yesterday' is invalid: must be an ISO 8601 time"),
+        (lambda c: c.runs(since="2h", until="3h"), r"bad time range: since \(.*\) is not before until"),
+        (lambda c: c.logs("train-a", level="LOUD"), "level='LOUD' is invalid: must be one of DEBUG, INFO"),
+        (lambda c: c.logs("train-a", limit=-1), "limit=-1 is invalid"),
+        (lambda c: c.run(""), "run_id='' is invalid: must be a run id"),
+    ],
+)
+def test_bad_arguments_name_themselves(client: ReadClient, call: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(client)  # raised at the call, before anything is read
+
+
+def test_time_arguments() -> None:
+    now = 1_795_000_000_000_000_000
+    assert time_arg("since", "30m", now) == now - 30 * 60 * 10**9
+    assert time_arg("since", "2026-11-22T10:00:00Z") == 1_795_341_600 * 10**9
+    assert time_arg("since", "2026-11-22T11:00:00+01:00") == 1_795_341_600 * 10**9
+    assert time_arg("since", datetime(2026, 11, 22, 10, tzinfo=UTC)) == 1_795_341_600 * 10**9
+    assert time_arg("since", None) is None
+
+
+def test_an_empty_home_reads_as_no_runs(tmp_path: Path) -> None:
+    client = ReadClient(home=tmp_path / "nothing")
+    assert client.runs().to_list() == []
+    assert client.describe() == f"the local store {tmp_path / 'nothing' / 'mlobs.db'} (no file yet)"
+    with pytest.raises(RunNotFound, match=r"\(no file yet\)"):
+        client.run("a")
+    assert not (tmp_path / "nothing").exists()  # reading never creates the store
+
+
+def test_a_file_that_is_not_a_store_is_named(tmp_path: Path) -> None:
+    (tmp_path / "mlobs.db").write_text("not sqlite")
+    with pytest.raises(BackendUnavailable, match=f"cannot read the local store {tmp_path / 'mlobs.db'}"):
+        ReadClient(home=tmp_path).runs().to_list()
+
+
+# ---- the CLI ----------------------------------------------------------------------------------------------
+
+
+def mlobs(data: Dataset, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "mlobs"  # the console script the package installs
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
+    environ["MLOBS_HOME"] = str(data.home)
+    environ.update(env or {})
+    return subprocess.run(
+        [str(exe), *args], env=environ, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_cli_runs_list_as_a_table_and_as_json(data: Dataset) -> None:
+    table = mlobs(data, "runs", "list")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == [
+        "run_id",
+        "pipeline",
+        "step",
+        "status",
+        "reason",
+        "started",
+        "duration_ms",
+        "error",
+    ]
+    assert [line.split()[0] for line in lines[1:]] == ALL_RUNS
+    assert "ValueError: loss is NaN at epoch 2" in table.stdout
+    as_json = mlobs(data, "runs", "list", "--status", "failed", "--json")
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [r["run_id"] for r in rows] == ["train-pull", "train-oom", "train-b"]
+    assert rows[1]["reason"] == "OOMKilled" and rows[1]["started"].endswith("Z")
+
+
+def test_cli_show_compare_logs_metrics(data: Dataset) -> None:
+    show = mlobs(data, "runs", "show", "train-a")
+    assert show.returncode == 0, show.stderr
+    assert re.search(r"^status +succeeded$", show.stdout, re.MULTILINE)
+    assert re.search(r"^epochs +3$", show.stdout, re.MULTILINE)
+    assert "dataset" in show.stdout and "models/a.json" in show.stdout
+    assert json.loads(mlobs(data, "runs", "show", "train-oom", "--json").stdout)["exit_code"] == 137
+
+    compare = mlobs(data, "runs", "compare", "train-a", "train-b", "--sort", "loss", "--agg", "max", "--desc")
+    lines = compare.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:3]] == ["train-b", "train-a"]
+    assert "list.loss" in lines[0] and lines[-1] == "(list metrics: max value of each run)"
+
+    logs = mlobs(data, "runs", "logs", "train-a", "--level", "warning")
+    assert logs.stdout.split(" WARNING  train: ")[1] == "loss went up at epoch 2\nsee the curve\n"
+    assert len(mlobs(data, "runs", "logs", "train-a", "--limit", "2", "--json").stdout.splitlines()) == 2
+
+    metrics = mlobs(data, "runs", "metrics", "train-a").stdout
+    assert re.search(r"^accuracy +0\.8 ", metrics, re.MULTILINE)
+    assert re.search(r"^loss +0\.6 +0\.5 +0\.9 +0\.666667$", metrics, re.MULTILINE)
+    series = mlobs(data, "runs", "metrics", "train-a", "--list", "loss", "--json").stdout.splitlines()
+    assert [(p["step"], p["value"]) for p in map(json.loads, series)] == [(0, 0.9), (1, 0.5), (2, 0.6)]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["runs", "show", "nope"], {}, "mlobs: error: run 'nope' not found in the local store "),
+        (
+            ["runs", "logs", "train-a", "--since", "yesterday"],
+            {},
+            "mlobs: error: since='yesterday' is invalid",
+        ),
+        (["runs", "compare", "train-a", "--sort", "f1"], {}, "mlobs: error: sort='f1' is not a column"),
+        (
+            ["runs", "list"],
+            {"MLOBS_INFLUXDB_URL": "http://127.0.0.1:9"},
+            "mlobs: error: environment variable MLOBS_INFLUXDB_URL is set but MLOBS_INFLUXDB_TOKEN is not",
+        ),
+        (
+            ["runs", "list"],
+            {"MLOBS_INFLUXDB_URL": "localhost:8086", "MLOBS_INFLUXDB_TOKEN": "t"},
+            "mlobs: error: environment variable MLOBS_INFLUXDB_URL='localhost:8086': must be an http://",
+        ),
+    ],
+)
+def test_cli_errors_are_one_line(data: Dataset, args: list[str], env: dict[str, str], message: str) -> None:
+    done = mlobs(data, *args, env=env)
+    assert done.returncode == 1
+    assert done.stderr.startswith(message)
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_cli_home_option_and_usage_errors(data: Dataset, tmp_path: Path) -> None:
+    empty = mlobs(data, "--home", str(tmp_path), "runs", "list")
+    assert empty.returncode == 0 and "(no runs in the local store" in empty.stdout
+    usage = mlobs(data, "runs", "list", "--limit", "0")
+    assert usage.returncode == 2 and "argument --limit: 0 is invalid: must be 1 or more" in usage.stderr
