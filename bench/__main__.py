@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from bench import exporter_bench, sdk_bench
+from bench import exporter_bench, read_bench, sdk_bench
 
 
 def main() -> int:
     failed = sdk_bench.main([])
     failed |= exporter_bench.main([])
+    failed |= read_bench.main([])
     return failed
 
 

@@ -338,11 +338,14 @@ class InfluxServer:
                 self.send_header("Content-Type", "text/csv; charset=utf-8")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
-                if first is not None:
-                    self._chunk(first)
-                for chunk in chunks:
-                    self._chunk(chunk)
-                self.wfile.write(b"0\r\n\r\n")
+                try:
+                    if first is not None:
+                        self._chunk(first)
+                    for chunk in chunks:
+                        self._chunk(chunk)
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):  # the client read what it needed
+                    self.close_connection = True
                 return None
 
             def _chunk(self, text: str) -> None:
@@ -354,7 +357,7 @@ class InfluxServer:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -365,15 +368,15 @@ class InfluxServer:
 def synthetic_list_metric(
     points: int, run_id: str = "bench-run", start_ns: int = 1_795_000_000 * 10**9
 ) -> Iterator[Point]:
-    """``points`` values of one list metric, in time order (the benchmark's data)."""
-    tags = {c.TAG_RUN_ID: run_id, c.TAG_PIPELINE: "bench", c.TAG_STEP: "fit", c.TAG_NAME: "loss"}
+    """The run's started event, then ``points`` values of its list metric, in time order."""
+    identity = {c.TAG_RUN_ID: run_id, c.TAG_PIPELINE: "bench", c.TAG_STEP: "fit"}
+    yield Point(
+        c.RUN.measurement, start_ns - 1, {**identity, c.TAG_STATUS: "started"}, {c.FIELD_HOST: "bench"}
+    )
+    tags = {**identity, c.TAG_NAME: "loss"}
     for i in range(points):
-        yield Point(
-            c.LIST_METRIC.measurement,
-            start_ns + i * 1000,
-            tags,
-            {c.FIELD_VALUE: 1.0 / (i + 1), c.FIELD_INDEX: i},
-        )
+        fields = {c.FIELD_VALUE: 1.0 / (i + 1), c.FIELD_INDEX: i}
+        yield Point(c.LIST_METRIC.measurement, start_ns + i * 1000, tags, fields)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,268 @@
+"""The read API's InfluxDB backend: its Flux against the contract, real annotated CSV, agreement.
+
+InfluxDB cannot run here; ``tests/influx_fake.py`` stands in for its query API on
+127.0.0.1 (auth, org, annotated CSV streamed in chunks) and evaluates the Flux
+independently of the local backend's SQL.  The same data set, written through the
+SDK into a local store, is read through both backends: every call must agree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline_sdk import contract as c
+from pipeline_sdk.local_store import DB_NAME, LocalStore, Point
+from pipeline_sdk.read import BackendUnavailable, ReadClient, RunNotFound
+from pipeline_sdk.read.influx import NS_COLUMN, InfluxBackend, flux_string, reduce_flux, select_flux
+from pipeline_sdk.read.query import Reduce, Select
+
+from .influx_fake import InfluxFake, InfluxServer, parse, strings, unquote
+from .read_data import Dataset, record_dataset
+
+TOKEN = "read-test-token"  # the stand-in server's own
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return record_dataset(tmp_path_factory.mktemp("influx") / "home")
+
+
+@pytest.fixture(scope="module")
+def points(data: Dataset) -> list[Point]:
+    return list(LocalStore(data.home / DB_NAME).points())
+
+
+@pytest.fixture
+def server(points: list[Point]) -> Iterator[InfluxServer]:
+    srv = InfluxServer(InfluxFake(lambda: points), token=TOKEN)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def both(data: Dataset, server: InfluxServer) -> tuple[ReadClient, ReadClient]:
+    influx = ReadClient(InfluxBackend(server.url, TOKEN, c.INFLUXDB_ORG, c.INFLUXDB_BUCKET))
+    return influx, ReadClient(home=data.home)
+
+
+# ---- the two backends agree --------------------------------------------------------------------------
+
+RUNS = ["etl-1", "train-live", "train-pull", "train-oom", "train-b", "train-a"]
+CALLS: list[tuple[str, Callable[[ReadClient, Dataset], Any]]] = [
+    ("runs", lambda r, d: r.runs().to_list()),
+    ("runs failed", lambda r, d: r.runs(pipeline="train", status="failed").to_list()),
+    ("runs since", lambda r, d: r.runs(since=d.middle_ns, limit=3).to_list()),
+    ("runs until", lambda r, d: r.runs(until=d.middle_ns).to_list()),
+    *[(f"run {run}", lambda r, d, run=run: r.run(run)) for run in RUNS],
+    ("params", lambda r, d: r.params("train-a").to_list()),
+    ("metrics", lambda r, d: r.metrics("train-a").to_list()),
+    ("list metrics", lambda r, d: r.list_metrics("train-a").to_list()),
+    ("list metric", lambda r, d: r.list_metrics("train-a", "loss").to_list()),
+    ("list metric names", lambda r, d: r.list_metric_names("train-a").to_list()),
+    ("logs", lambda r, d: r.logs("train-a").to_list()),
+    ("logs level limit", lambda r, d: r.logs("train-b", level="ERROR", limit=1).to_list()),
+    *[
+        (f"compare {agg}", lambda r, d, agg=agg: r.compare(RUNS, agg=agg, sort="loss").to_list())
+        for agg in ("last", "first", "min", "max", "mean")
+    ],
+]
+
+
+@pytest.mark.parametrize(("name", "call"), CALLS, ids=[n for n, _ in CALLS])
+def test_both_backends_answer_alike(
+    both: tuple[ReadClient, ReadClient], data: Dataset, name: str, call: Callable[[ReadClient, Dataset], Any]
+) -> None:
+    influx, local = both
+    from_influx, from_local = call(influx, data), call(local, data)
+    assert from_influx == from_local
+    assert from_local not in ([], {}, None)  # the data set has something to compare for every call
+
+
+def test_the_answers_come_from_the_fake_not_the_local_store(both: tuple[ReadClient, ReadClient]) -> None:
+    influx, _ = both
+    assert influx.describe().startswith("InfluxDB at http://127.0.0.1:")
+    rows = influx.list_metrics("train-a", "loss").to_list()
+    assert [(r["step"], r["value"]) for r in rows] == [(0, 0.9), (1, 0.5), (2, 0.6)]
+    with pytest.raises(
+        RunNotFound, match=r"run 'nope' not found in InfluxDB at http://127\.0\.0\.1:\d+ \(org"
+    ):
+        influx.run("nope")
+
+
+# ---- the Flux, against the contract ------------------------------------------------------------------
+
+FLUX_OWN = {"_time", "_value", "_field", "_measurement", "_start", "_stop", NS_COLUMN}
+
+
+def flux_contract_problems(flux: str) -> list[str]:
+    """What a query names that the contract does not define for its measurement."""
+    measurements = re.findall(r'r\._measurement == "([^"]+)"', flux)
+    streams = {s.measurement: s for s in c.STREAMS}
+    if len(measurements) != 1 or measurements[0] not in streams:
+        return [f"measurement {measurements} is not one stream of the contract"]
+    stream = streams[measurements[0]]
+    allowed = set(stream.tags) | set(stream.fields) | FLUX_OWN
+    problems = [f"field {f!r}" for f in re.findall(r'r\._field == "([^"]+)"', flux) if f not in stream.fields]
+    problems += [f"column r.{n}" for n in re.findall(r"\br\.(\w+)", flux) if n not in allowed]
+    for listed in re.findall(r"(?:columns|rowKey|columnKey): (\[[^\]]*\])", flux):
+        problems += [f"column {n!r}" for n in strings(listed) if n not in allowed]
+    if f"from(bucket: {flux_string(c.INFLUXDB_BUCKET)})" not in flux:
+        problems.append("not the contract's bucket")
+    return problems
+
+
+def test_every_query_the_client_sends_names_only_the_contract(
+    both: tuple[ReadClient, ReadClient], server: InfluxServer, data: Dataset
+) -> None:
+    influx, _ = both
+    for _, call in CALLS:
+        call(influx, data)
+    queries = server.fake.queries
+    assert len(queries) >= 60
+    assert {q.splitlines()[2]: flux_contract_problems(q) for q in queries if flux_contract_problems(q)} == {}
+    measurements = {re.findall(r'r\._measurement == "([^"]+)"', q)[0] for q in queries}
+    assert measurements == {s.measurement for s in c.RUN_STREAMS}
+
+
+def test_the_contract_check_can_fail() -> None:
+    good = select_flux(Select(c.LIST_METRIC, (c.FIELD_VALUE,), equal={c.TAG_RUN_ID: "a"}), c.INFLUXDB_BUCKET)
+    assert flux_contract_problems(good) == []
+    assert flux_contract_problems(good.replace('r._field == "value"', 'r._field == "valeu"')) == [
+        "field 'valeu'"
+    ]
+    assert flux_contract_problems(good.replace("r.run_id", "r.runid")) == ["column r.runid"]
+    assert flux_contract_problems(good.replace('"list_metric"', '"metrics"'))[0].startswith("measurement")
+    assert flux_contract_problems(good.replace('bucket: "mlobs"', 'bucket: "other"')) == [
+        "not the contract's bucket"
+    ]
+
+
+def test_a_query_names_only_contract_columns_or_raises() -> None:
+    with pytest.raises(ValueError, match=r"measurement 'metric' has no \['loss'\]"):
+        Select(c.METRIC, ("loss",))
+    with pytest.raises(ValueError, match=r"has no \['level'\]"):
+        Select(c.METRIC, (c.FIELD_VALUE,), equal={c.TAG_LEVEL: "INFO"})
+    with pytest.raises(ValueError, match="cannot reduce 'metric' by"):
+        Reduce(Select(c.METRIC, (c.FIELD_VALUE,)), (c.TAG_LEVEL,), "last")
+
+
+def test_the_flux_of_each_question() -> None:
+    select = Select(
+        c.LOG,
+        (c.FIELD_MESSAGE,),
+        equal={c.TAG_RUN_ID: "r-1"},
+        among={c.TAG_LEVEL: ("ERROR", "CRITICAL")},
+        start_ns=5,
+        stop_ns=9,
+        limit=10,
+    )
+    assert select_flux(select, "mlobs").split("\n  |> ") == [
+        'from(bucket: "mlobs")',
+        "range(start: time(v: 5), stop: time(v: 9))",
+        'filter(fn: (r) => r._measurement == "log")',
+        'filter(fn: (r) => r.run_id == "r-1")',
+        'filter(fn: (r) => contains(value: r.level, set: ["ERROR", "CRITICAL"]))',
+        'filter(fn: (r) => r._field == "message")',
+        'pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
+        "map(fn: (r) => ({r with _ns: int(v: r._time)}))",
+        "group()",
+        'sort(columns: ["_ns"], desc: false)',
+        "limit(n: 10)",
+    ]
+    reduce = Reduce(
+        Select(c.LIST_METRIC, (c.FIELD_VALUE,), among={c.TAG_RUN_ID: ("a", "b")}), ("run_id", "name"), "mean"
+    )
+    assert reduce_flux(reduce, "mlobs").split("\n  |> ")[-4:] == [
+        'group(columns: ["run_id", "name"])',
+        'sort(columns: ["_time"])',
+        "mean()",
+        'keep(columns: ["run_id", "name", "_value"])',
+    ]
+
+
+@pytest.mark.parametrize("value", ['a"b', "back\\slash", "${injected}", "line\nbreak", "tab\t", "plain"])
+def test_strings_are_escaped_for_flux(value: str) -> None:
+    literal = flux_string(value)
+    assert literal.startswith('"') and literal.endswith('"')
+    assert unquote(literal[1:-1]) == value
+    assert "${" not in literal.replace("\\${", "")
+    plan = parse(select_flux(Select(c.RUN, (c.FIELD_HOST,), equal={c.TAG_RUN_ID: value}), "mlobs"))
+    assert plan.equal == {c.TAG_RUN_ID: value}
+
+
+def test_a_run_id_with_quotes_is_read_not_injected(tmp_path: Path) -> None:
+    odd = 'x") or (r.run_id == "train-a'
+    store = LocalStore(tmp_path / DB_NAME)
+    from pipeline_sdk.encoding import pack_entry
+
+    tags = {c.TAG_RUN_ID: "train-a", c.TAG_PIPELINE: "p", c.TAG_STEP: "s", c.TAG_STATUS: "started"}
+    store.write_entries(c.RUN.tag, pack_entry(10, {**tags, c.FIELD_HOST: "h"}))
+    points = list(store.points())
+    srv = InfluxServer(InfluxFake(lambda: points), token=TOKEN)
+    try:
+        influx = ReadClient(InfluxBackend(srv.url, TOKEN, c.INFLUXDB_ORG, c.INFLUXDB_BUCKET))
+        with pytest.raises(RunNotFound):
+            influx.run(odd)
+        assert influx.run("train-a")["run_id"] == "train-a"
+    finally:
+        srv.close()
+
+
+# ---- errors name the URL -----------------------------------------------------------------------------
+
+
+def test_a_wrong_token_org_or_address_is_named(server: InfluxServer, refused_port: int) -> None:
+    wrong_token = ReadClient(InfluxBackend(server.url, "nope", c.INFLUXDB_ORG, c.INFLUXDB_BUCKET))
+    with pytest.raises(BackendUnavailable) as caught:
+        wrong_token.runs().to_list()
+    assert str(caught.value) == (
+        f"InfluxDB at {server.url} answered HTTP 401: unauthorized access; check MLOBS_INFLUXDB_TOKEN"
+    )
+    wrong_org = ReadClient(InfluxBackend(server.url, TOKEN, "acme", c.INFLUXDB_BUCKET))
+    with pytest.raises(
+        BackendUnavailable, match=r'HTTP 404: .*organization name "acme" not found; check MLOBS_'
+    ):
+        wrong_org.runs().to_list()
+    url = f"http://127.0.0.1:{refused_port}"
+    nobody = ReadClient(InfluxBackend(url, TOKEN, c.INFLUXDB_ORG, c.INFLUXDB_BUCKET, timeout_s=2))
+    with pytest.raises(
+        BackendUnavailable, match=rf"InfluxDB at {url} is unreachable: .*[Cc]onnection refused"
+    ):
+        nobody.run("train-a")
+
+
+def test_a_query_influxdb_refuses_is_named(server: InfluxServer) -> None:
+    backend = InfluxBackend(server.url, TOKEN, c.INFLUXDB_ORG, c.INFLUXDB_BUCKET)
+    with pytest.raises(BackendUnavailable, match=r"HTTP 400: compilation failed: unsupported Flux: drop\(\)"):
+        list(backend._records('from(bucket: "mlobs")\n  |> drop()'))
+
+
+# ---- the CLI on InfluxDB, by the SDK's settings ------------------------------------------------------
+
+
+def test_cli_reads_influxdb_from_the_environment(server: InfluxServer) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
+    env.update(MLOBS_INFLUXDB_URL=server.url, MLOBS_INFLUXDB_TOKEN=TOKEN)
+    exe = Path(sys.executable).parent / "mlobs"
+    done = subprocess.run(
+        [str(exe), "runs", "list", "--status", "failed"], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()[1:]] == [
+        "train-pull",
+        "train-oom",
+        "train-b",
+    ]
+    env["MLOBS_INFLUXDB_TOKEN"] = "wrong"
+    refused = subprocess.run([str(exe), "runs", "list"], env=env, capture_output=True, text=True, check=False)
+    assert refused.returncode == 1
+    answer = f"InfluxDB at {server.url} answered HTTP 401: unauthorized access; check MLOBS_INFLUXDB_TOKEN"
+    assert refused.stderr == f"mlobs: error: {answer}\n"
