@@ -147,10 +147,14 @@ def cmd_logs(client: ReadClient, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         write_rows(rows, args, out)
         return 0
+    count = 0
     for row in rows:
         stamp = row["time"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         extra = f"  {to_json(row['extra'])}" if row["extra"] else ""
         out.write(f"{stamp} {row['level']:<8} {row['logger']}: {row['message']}{extra}\n")
+        count += 1
+    if count == 0:
+        out.write(f"(no log records of run {args.run} match)\n")
     return 0
 
 

@@ -42,3 +42,45 @@ def test_readme_example_runs_with_nothing_running(tmp_path: Path) -> None:
     assert measurements.count("log") == 3
     assert {"param", "io", "metric"} <= set(measurements)
     assert "succeeded" in lines[-1]
+
+
+def read_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text[text.index("## Read runs back") : text.index("## Model APIs")]
+
+
+def test_readme_read_back_example_and_cli_session(tmp_path: Path) -> None:
+    section = read_section()
+    example = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    session = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert example and session, "the README lost its read-back example or CLI session"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
+    env["MLOBS_HOME"] = str(tmp_path / "home")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the installed `mlobs`
+    done = subprocess.run(
+        [sys.executable, "-c", example.group(1)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "{'lr': 0.1}" in done.stdout and "5 points" in done.stdout
+    commands = [line for line in session.group(1).splitlines() if line.startswith("mlobs ")]
+    assert len(commands) == 7
+    outputs = {}
+    for command in commands:
+        ran = subprocess.run(
+            command, shell=True, capture_output=True, text=True, cwd=tmp_path, env=env, check=False
+        )
+        assert ran.returncode == 0, f"{command}: {ran.stderr}"
+        outputs[command] = ran.stdout
+    shown = re.search(r"\$ (mlobs runs compare[^\n]*)\n(.*?)```", section, re.DOTALL)
+    assert shown, "the README lost its sample output"
+    expected = [line.split() for line in shown.group(2).splitlines()]
+    got = [line.split() for line in outputs[shown.group(1)].splitlines()]
+    duration = expected[0].index("duration_ms")  # the one column that differs from run to run
+    assert [row[:duration] + row[duration + 1 :] for row in got] == [
+        row[:duration] + row[duration + 1 :] for row in expected
+    ]
