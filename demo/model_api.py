@@ -82,7 +82,11 @@ def create_app(client: pipeline_sdk.Client, version: str = "1") -> MLObsMiddlewa
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demo.model_api", description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (the chart passes 0.0.0.0)")
+    p.add_argument(
+        "--host",
+        default="0.0.0.0",  # noqa: S104 - a container's server listens on its pod's address
+        help="address to bind (default 0.0.0.0, every interface; 127.0.0.1 on a laptop)",
+    )
     p.add_argument("--port", type=positive_int, default=8000, help="TCP port (default 8000)")
     return p
 

@@ -3,9 +3,11 @@
 It waits for the API's ``/healthz`` (polling, up to ``--ready-timeout``), then sends
 ``--requests`` predictions from ``--users`` concurrent users, each with its own
 ``x-user-id``.  A few requests are bad on purpose, so the model-API dashboard has
-client errors to show: about 5 % leave out a feature (422) and 2 % ask for an
-unknown model (404).  It prints its progress and a summary by status, and exits 1
-if any request failed to connect, timed out or got a 5xx.
+client errors to show: about 5 % leave out a feature (422), 2 % ask for an unknown
+model (404), 2 % send a body that is not JSON (400) and 2 % go to a path no route
+serves (404, counted under the handler ``none``).  It prints its progress and a
+summary by status, and exits 1 if any request failed to connect, timed out or got
+a 5xx.
 """
 
 from __future__ import annotations
@@ -25,8 +27,14 @@ from dataclasses import dataclass
 from ._cli import positive_float, positive_int
 from .data import FEATURES, SERVED
 
-MISSING_FEATURE = 0.05  # share of requests without one feature
-UNKNOWN_MODEL = 0.02  # share of requests for a model that is not served
+# The bad requests, by kind: the share of all requests, and the status the API answers.
+BAD = {
+    "missing-feature": (0.05, 422),  # a feature left out
+    "unknown-model": (0.02, 404),  # a model that is not served
+    "bad-json": (0.02, 400),  # a body that is not JSON
+    "unknown-path": (0.02, 404),  # a path no route serves
+}
+BROKEN_JSON = b'{"tenure_months": 12, "monthly_charges": '  # what a "bad-json" request sends
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,14 @@ class Request:
     user: str
     model: str
     body: dict[str, float]
+    kind: str = "good"  # or one of BAD
+
+    @property
+    def path(self) -> str:
+        return f"/v1/predict/{self.model}" if self.kind == "unknown-path" else f"/predict/{self.model}"
+
+    def data(self) -> bytes:
+        return BROKEN_JSON if self.kind == "bad-json" else json.dumps(self.body).encode()
 
 
 def plan(requests: int, users: int, seed: int) -> list[Request]:
@@ -47,15 +63,16 @@ def plan(requests: int, users: int, seed: int) -> list[Request]:
             "monthly_charges": round(rng.uniform(20, 120), 2),
             "support_calls": float(rng.randint(0, 6)),
         }
-        draw = rng.random()
-        if draw < MISSING_FEATURE:
+        draw, kind = rng.random(), "good"
+        for bad, (share, _) in BAD.items():
+            if draw < share:
+                kind = bad
+                break
+            draw -= share
+        if kind == "missing-feature":
             del body[rng.choice(FEATURES)]
-        model = (
-            "churn-unknown"
-            if MISSING_FEATURE <= draw < MISSING_FEATURE + UNKNOWN_MODEL
-            else rng.choice(served)
-        )
-        out.append(Request(f"user-{rng.randint(1, users * 4)}", model, body))
+        model = "churn-unknown" if kind == "unknown-model" else rng.choice(served)
+        out.append(Request(f"user-{rng.randint(1, users * 4)}", model, body, kind))
     return out
 
 
@@ -78,8 +95,8 @@ def wait_ready(url: str, timeout: float) -> None:
 def send(url: str, request: Request, timeout: float) -> str:
     """The outcome of one request: its HTTP status, or the transport error's class."""
     req = urllib.request.Request(  # noqa: S310 - http(s) only, checked in main
-        f"{url}/predict/{request.model}",
-        data=json.dumps(request.body).encode(),
+        url + request.path,
+        data=request.data(),
         headers={"content-type": "application/json", "x-user-id": request.user},
         method="POST",
     )

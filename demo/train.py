@@ -13,6 +13,7 @@ import argparse
 import logging
 import math
 import sys
+import time
 
 import pipeline_sdk
 
@@ -25,12 +26,28 @@ DIVERGING_LR = 1000.0  # the learning rate of --fail
 DIVERGED = 10.0  # loss above this many times the first epoch's counts as diverged
 
 
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is invalid: must be a finite number of seconds, 0 or more")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demo.train", description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=positive_int, default=5, help="passes over the data (default 5)")
     p.add_argument("--lr", type=positive_float, default=0.5, help="learning rate (default 0.5)")
     p.add_argument("--rows", type=positive_int, default=2000, help="customers in the dataset (default 2000)")
     p.add_argument("--seed", type=int, default=7, help="dataset seed (default 7)")
+    p.add_argument(
+        "--sleep",
+        type=seconds,
+        default=0.2,
+        help="seconds each epoch also waits, so the run has a duration to show (default 0.2)",
+    )
     p.add_argument("--fail", action="store_true", help=f"diverge on purpose (learning rate {DIVERGING_LR:g})")
     return p
 
@@ -59,10 +76,15 @@ def train(args: argparse.Namespace) -> Model:
                     f" lower the learning rate {lr:g}"
                 )
             accuracy = model.accuracy(xs[split:], ys[split:])
-            run.log_metrics({"loss": loss, "val_accuracy": accuracy}, step=epoch)
+            run.log_metrics({"loss": loss, "accuracy": accuracy}, step=epoch)
             log.info(
-                "epoch %d: loss %.4f, validation accuracy %.3f", epoch, loss, accuracy, extra={"epoch": epoch}
+                "epoch %d: loss %.4f, validation accuracy %.3f",
+                epoch,
+                loss,
+                accuracy,
+                extra={"epoch": epoch, "loss": round(loss, 6), "accuracy": round(accuracy, 6)},
             )
+            time.sleep(args.sleep)
         run.log_metric("val_accuracy", model.accuracy(xs[split:], ys[split:]))
         run.log_metric("train_loss", loss)
         run.log_output(

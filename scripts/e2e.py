@@ -1,10 +1,13 @@
 """make e2e: assertions against the live kind cluster, after ``make up`` and ``make demo``.
 
 Each check in ``CHECKS`` asks one component's API a question and is polled, every
-``--interval`` seconds, until it passes or its deadline passes; nothing waits blindly.
-The checks:
+``--interval`` seconds, until it passes, fails for good, or the overall ``--timeout``
+passes; nothing waits blindly.  It prints ``[wait]`` while a check waits (each new
+reason once), ``[PASS]`` or ``[FAIL]`` when it is decided, then a summary, and exits 1
+if any check failed.  The checks:
 
-* Prometheus: every active scrape target is up, and every component has one;
+* Prometheus: every active scrape target is up, every component has one, and
+  ``up == 1`` for our own jobs (exporter, Fluentd, model API, InfluxDB);
 * InfluxDB (Flux through its HTTP API): the demo runs ended as they should, the
   training run's params, metrics, list metrics, inputs/outputs and logs are there,
   and so are the model API's requests and predictions;
@@ -13,8 +16,10 @@ The checks:
 * Mailpit: the failure emails of the failing and the OOM-killed demo runs arrived
   within 2 minutes of the run's end.
 
-Credentials are read from the Secrets the chart generated (``kubectl get secret``),
-unless ``MLOBS_E2E_INFLUXDB_TOKEN``, ``MLOBS_E2E_GRAFANA_USER`` and
+The URLs default to kind's port mappings on localhost, or ``MLOBS_PROMETHEUS_URL``,
+``MLOBS_GRAFANA_URL``, ``MLOBS_INFLUXDB_URL`` and ``MLOBS_MAILPIT_URL``; flags override
+both.  Credentials are read from the Secrets the chart generated (``kubectl get
+secret``), unless ``MLOBS_E2E_INFLUXDB_TOKEN``, ``MLOBS_E2E_GRAFANA_USER`` and
 ``MLOBS_E2E_GRAFANA_PASSWORD`` are set.  Every Flux query is built with
 ``dashboards.flux``, so it can name only what the contract defines.
 """
@@ -47,6 +52,14 @@ from pipeline_sdk import contract as c
 ROOT = Path(__file__).resolve().parents[1]
 EMAIL_BUDGET_S = 120.0  # a failure email must arrive within this long of the run's end
 SINCE = "-6h"  # how far back the InfluxDB checks look for the demo's runs
+DEFAULT_TIMEOUT_S = 300.0  # the whole of make e2e, every check's polling included
+# The components' URLs: kind's port mappings (kind-config.yaml), or these variables, or the flags.
+URL_ENV = {
+    "prometheus": ("MLOBS_PROMETHEUS_URL", "http://localhost:9090"),
+    "grafana": ("MLOBS_GRAFANA_URL", "http://localhost:3000"),
+    "influxdb": ("MLOBS_INFLUXDB_URL", "http://localhost:8086"),
+    "mailpit": ("MLOBS_MAILPIT_URL", "http://localhost:8025"),
+}
 
 # Scrape jobs of kube-prometheus-stack 88.5.3 for release "mlobs" (its ServiceMonitors: the job is
 # the Service's jobLabel value, else the Service's name), then ours (pipeline_sdk.contract).
@@ -59,6 +72,7 @@ TRAIN, DIVERGE, OOM = "demo-train", "demo-diverge", "demo-oom"
 TRAIN_EPOCHS = 5
 SERVICE = "churn-api"
 FAILED_ALERT = "MLPipelineRunFailed"
+FAILED_SUBJECT = f"[FIRING] {FAILED_ALERT}"  # how its email's subject starts (alerting/templates/email.tmpl)
 
 
 class ProbeError(Exception):
@@ -304,7 +318,23 @@ def check_targets(settings: Settings) -> Outcome:
     if missing or down:
         parts = ([f"no target for jobs {missing}"] if missing else []) + down
         return Outcome(False, "; ".join(parts))
+    ours = [job for job in settings.expected_jobs() if job in OUR_JOBS]
+    not_up = up_series_not_one(settings, ours) if ours else []
+    if not_up:
+        return Outcome(False, "; ".join(not_up))
     return Outcome(True, f"{len(targets)} targets of {len(by_job)} jobs up")
+
+
+def up_series_not_one(settings: Settings, jobs: list[str]) -> list[str]:
+    """What keeps ``up{job=~"<jobs>"} == 1`` from holding for each of ``jobs``, by the query API."""
+    selector = "up{job=~" + json.dumps("|".join(re.escape(job) for job in jobs)) + "}"
+    answer = http_json(f"{settings.prometheus}/api/v1/query?{urllib.parse.urlencode({'query': selector})}")
+    values: dict[str, list[str]] = {}
+    for sample in answer["data"]["result"]:
+        values.setdefault(sample["metric"].get("job", "?"), []).append(sample["value"][1])
+    problems = [f"no up series of job {job}" for job in jobs if job not in values]
+    problems += [f"up of job {job} is {vals}" for job, vals in sorted(values.items()) if set(vals) != {"1"}]
+    return problems
 
 
 def dashboard_uids(folder: Path) -> dict[str, str]:
@@ -369,7 +399,7 @@ def email_check(pipeline: str, what: str) -> Callable[[Settings], Outcome]:
         # pipeline, alerts grouped by Alertmanager) is named in the body, not in the subject.
         search = urllib.parse.urlencode({"query": f'"{run_id}"'})  # quoted: the id as one phrase
         found_mails = http_json(f"{settings.mailpit}/api/v1/search?{search}")
-        mails = [m for m in found_mails["messages"] if FAILED_ALERT in m["Subject"]]
+        mails = [m for m in found_mails["messages"] if m["Subject"].startswith(FAILED_SUBJECT)]
         if mails:
             first = min(mails, key=lambda m: parse_time(m["Created"]))
             delay = parse_time(first["Created"]) - ended
@@ -419,11 +449,15 @@ def run_checks(
     interval: float = 2.0,
     out: Callable[[str], None] = print,
 ) -> list[tuple[Check, Outcome]]:
-    """Poll each check until it passes, fails for good, or ``timeout`` seconds pass."""
+    """Poll each check in turn until it passes, fails for good, or ``timeout`` seconds pass in all.
+
+    The deadline is the whole run's: a check that waits takes time from the ones after
+    it, which have had that time to come true.  Each check is probed at least once.
+    """
     results = []
+    deadline = time.monotonic() + timeout
     for check in checks:
         started = time.monotonic()
-        deadline = started + timeout
         shown = ""
         while True:
             try:
@@ -439,19 +473,24 @@ def run_checks(
             if outcome.detail != shown:
                 out(f"[wait] {check.name}: {outcome.detail}")
                 shown = outcome.detail
-            time.sleep(interval)  # the poll interval: the loop re-checks the condition
+            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))  # the poll interval
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make e2e", description=__doc__.splitlines()[0])
     defaults = Settings()
-    for name in ("prometheus", "grafana", "influxdb", "mailpit"):
-        parser.add_argument(f"--{name}", default=getattr(defaults, name), help=f"{name} URL")
+    for name, (env, url) in URL_ENV.items():
+        parser.add_argument(
+            f"--{name}", default=os.environ.get(env) or url, help=f"{name}'s URL (${env}, else {url})"
+        )
     parser.add_argument("--namespace", default=os.environ.get("NAMESPACE", defaults.namespace))
     parser.add_argument("--release", default=defaults.release)
     parser.add_argument(
-        "--timeout", type=float, default=180.0, help="seconds each check may take (default 180)"
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds all the checks may take together (default {DEFAULT_TIMEOUT_S:g})",
     )
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
     args = parser.parse_args(argv)
@@ -465,10 +504,12 @@ def main(argv: list[str] | None = None) -> int:
         namespace=args.namespace,
         release=args.release,
     )
-    print(f"==> e2e: {len(CHECKS)} checks against the cluster (each polled for up to {args.timeout:g} s)")
+    print(f"==> e2e: {len(CHECKS)} checks against the cluster (polled for up to {args.timeout:g} s in all)")
     results = run_checks(CHECKS, settings, timeout=args.timeout, interval=args.interval)
-    failed = [check.name for check, outcome in results if not outcome.ok]
+    failed = [(check, outcome) for check, outcome in results if not outcome.ok]
     print(f"==> e2e: {len(results) - len(failed)} passed, {len(failed)} failed")
+    for check, outcome in failed:
+        print(f"    failed: {check.name}: {outcome.detail}")
     return 1 if failed else 0
 
 

@@ -8,6 +8,7 @@ OOM kill is the kernel's SIGKILL, sent here by the test once the step is allocat
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
@@ -17,8 +18,11 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ import pytest
 from demo import model_api, oom, traffic, train
 from demo.data import FEATURES, SERVED, Model, features_of, make_dataset
 from pipeline_sdk import contract as c
+from pipeline_sdk.local_store import LocalStore, Point
 
 from .conftest import ROOT, ForwardServerProcess, wait_for
 from .test_chart import objects
@@ -48,6 +53,8 @@ def demo_env(home: Path, server: ForwardServerProcess | None, **extra: str) -> d
 def run_demo(
     module: str, *args: str, env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
+    if module == "demo.train" and "--sleep" not in args:
+        args = (*args, "--sleep", "0")  # no need to wait here
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=ROOT,
@@ -87,7 +94,7 @@ def test_training_records_params_list_metrics_io_and_logs(tmp_path: Path, forwar
     params = {r[c.TAG_NAME]: r[c.FIELD_VALUE] for r in events(server, c.PARAM)}
     assert params == {"epochs": "4", "lr": "0.5", "rows": "2000", "seed": "7", "model": "logreg"}
 
-    loss, accuracy = series(server, "loss"), series(server, "val_accuracy")
+    loss, accuracy = series(server, "loss"), series(server, "accuracy")
     assert sorted(loss) == sorted(accuracy) == [0, 1, 2, 3]
     assert all(loss[i + 1] < loss[i] for i in range(3)), f"the loss should fall every epoch: {loss}"
     simple = {r[c.TAG_NAME]: r[c.FIELD_VALUE] for r in events(server, c.METRIC)}
@@ -100,8 +107,9 @@ def test_training_records_params_list_metrics_io_and_logs(tmp_path: Path, forwar
     assert json.loads(io["input", "dataset"][c.FIELD_VALUE])["rows"] == 2000
     assert len(json.loads(io["output", "model"][c.FIELD_VALUE])["weights"]) == len(FEATURES)
 
-    epochs = [json.loads(r[c.FIELD_EXTRA])["epoch"] for r in events(server, c.LOG) if c.FIELD_EXTRA in r]
-    assert epochs == [0, 1, 2, 3]
+    extras = [json.loads(r[c.FIELD_EXTRA]) for r in events(server, c.LOG) if c.FIELD_EXTRA in r]
+    assert [e["epoch"] for e in extras] == [0, 1, 2, 3]
+    assert [e["loss"] for e in extras] == [round(loss[i], 6) for i in range(4)]
 
 
 def test_a_diverging_run_fails_with_the_exception(tmp_path: Path, forward_server: Any) -> None:
@@ -132,16 +140,52 @@ def test_the_run_identity_comes_from_the_chart_environment(tmp_path: Path, forwa
     assert identities == {("demo-train", "fit", "demo-train-104500")}
 
 
+def local_points(home: Path, run_id: str) -> dict[str, list[Point]]:
+    """The points of one run in the local store under ``home``, by measurement."""
+    store = LocalStore(home / "mlobs.db")
+    try:
+        by_measurement: dict[str, list[Point]] = {}
+        for point in store.points(run_id=run_id):
+            by_measurement.setdefault(point.measurement, []).append(point)
+        return by_measurement
+    finally:
+        store.close()
+
+
 def test_the_steps_write_the_local_store_without_fluentd(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    done = run_demo("demo.train", "--epochs", "2", env=demo_env(home, None))
+    env = demo_env(home, None, MLOBS_RUN_ID="local-ok")
+    done = run_demo("demo.train", "--epochs", "3", "--sleep", "0.01", env=env)
     assert done.returncode == 0, done.stderr
     assert f"the local store {home / 'mlobs.db'}" in done.stderr
 
-    from pipeline_sdk.local_store import LocalStore
+    points = local_points(home, "local-ok")
+    assert [p.tags[c.TAG_STATUS] for p in points["run"]] == ["started", "succeeded"]
+    assert points["run"][-1].fields[c.FIELD_DURATION_MS] >= 30  # three epochs of --sleep 0.01
+    for name in ("loss", "accuracy"):
+        values = [p for p in points["list_metric"] if p.tags[c.TAG_NAME] == name]
+        assert [p.fields[c.FIELD_INDEX] for p in values] == [0, 1, 2], name
+    assert {p.tags[c.TAG_NAME] for p in points["metric"]} == {"val_accuracy", "train_loss"}
+    assert {(p.tags[c.TAG_DIRECTION], p.tags[c.TAG_NAME]) for p in points["io"]} == {
+        ("input", "dataset"),
+        ("output", "model"),
+    }
+    epochs = [
+        json.loads(p.fields[c.FIELD_EXTRA])["epoch"] for p in points["log"] if c.FIELD_EXTRA in p.fields
+    ]
+    assert epochs == [0, 1, 2]
+    assert {p.tags[c.TAG_LEVEL] for p in points["log"]} == {"INFO"}
 
-    points = list(LocalStore(home / "mlobs.db").points())
-    assert {p.measurement for p in points} >= {"run", "param", "list_metric", "metric", "io", "log"}
+    failing = demo_env(home, None, MLOBS_RUN_ID="local-fail")
+    done = run_demo("demo.train", "--fail", "--epochs", "5", env=failing)
+    assert done.returncode == 1
+    points = local_points(home, "local-fail")
+    [end] = [p for p in points["run"] if p.tags[c.TAG_STATUS] != "started"]
+    assert end.tags[c.TAG_STATUS] == "failed"
+    assert end.tags[c.TAG_PIPELINE] == "demo-diverge"
+    assert end.fields[c.FIELD_ERROR_TYPE] == "FloatingPointError"
+    assert end.fields[c.FIELD_ERROR_MESSAGE].startswith("training diverged at epoch 1: loss ")
+    assert [p.fields[c.FIELD_INDEX] for p in points["list_metric"] if p.tags[c.TAG_NAME] == "loss"] == [0]
 
 
 # ---- the OOM-killed step -------------------------------------------------------------------------
@@ -167,13 +211,49 @@ def test_an_oom_killed_step_delivered_its_progress_and_no_end(tmp_path: Path, fo
     assert [allocated[i] for i in sorted(allocated)] == [4.0 * i for i in range(len(allocated))]
 
 
-def test_without_a_memory_limit_the_oom_step_fails_by_itself(tmp_path: Path, forward_server: Any) -> None:
-    server = forward_server()
-    done = run_demo("demo.oom", "--chunk-mb", "2", "--max-mb", "6", env=demo_env(tmp_path / "home", server))
-    assert done.returncode == 1
-    assert "MemoryError: allocated 6 MiB without being OOM-killed" in done.stderr
-    assert statuses(server) == ["started", "failed"]
-    assert sorted(series(server, "allocated_mb")) == [0, 1, 2]
+def test_with_max_mb_the_oom_step_stops_there_and_exits_0(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    done = run_demo("demo.oom", "--max-mb", "64", env=demo_env(home, None, MLOBS_RUN_ID="oom-bounded"))
+    assert done.returncode == 0, done.stderr
+    progress = re.findall(r"demo\.oom: holding (\d+) MiB, allocating 8 more", done.stderr)
+    assert [int(mb) for mb in progress] == list(range(0, 64, 8))
+    assert "reached --max-mb=64 with 64 MiB held and was not killed" in done.stderr
+
+    points = local_points(home, "oom-bounded")
+    assert [p.tags[c.TAG_STATUS] for p in points["run"]] == ["started", "succeeded"]
+    assert (points["run"][0].tags[c.TAG_PIPELINE], points["run"][0].tags[c.TAG_STEP]) == ("demo-oom", "embed")
+    allocated = {p.fields[c.FIELD_INDEX]: p.fields[c.FIELD_VALUE] for p in points["list_metric"]}
+    assert allocated == {i: 8.0 * i for i in range(9)}
+    assert sum(1 for p in points["log"] if "holding" in p.fields[c.FIELD_MESSAGE]) == 8
+
+
+def test_without_max_mb_the_oom_step_needs_a_memory_limit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(oom, "memory_limit", lambda: None)
+    with pytest.raises(SystemExit) as exited:
+        oom.main([])
+    assert exited.value.code == 2
+    assert "no cgroup memory limit is set for this process" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("files", "limit"),
+    [
+        ({"memory.max": "67108864\n"}, 64 * 1024 * 1024),  # cgroup v2, the chart's 64Mi
+        ({"memory.max": "max\n"}, None),
+        ({"memory/memory.limit_in_bytes": "268435456\n"}, 256 * 1024 * 1024),  # cgroup v1
+        ({"memory/memory.limit_in_bytes": "9223372036854771712\n"}, None),  # v1's "unlimited"
+        ({}, None),
+    ],
+)
+def test_the_memory_limit_is_read_from_the_cgroup(
+    tmp_path: Path, files: dict[str, str], limit: int | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert oom.memory_limit(tmp_path) == limit
 
 
 # ---- the model API and its traffic ---------------------------------------------------------------
@@ -238,11 +318,15 @@ def test_traffic_is_counted_by_the_middleware_and_recorded(api: tuple[str, Forwa
     )
     assert done.returncode == 0, done.stderr
     plan = traffic.plan(150, 8, 11)
-    valid = [r for r in plan if r.model in SERVED and set(r.body) == set(FEATURES)]
-    unknown = sum(1 for r in plan if r.model not in SERVED)
-    missing = len(plan) - len(valid) - unknown
-    assert unknown and missing, "the plan should hold bad requests of both kinds"
-    assert f"(200: {len(valid)}, 404: {unknown}, 422: {missing})" in done.stdout
+    kinds = Counter(r.kind for r in plan)
+    assert set(kinds) == {"good", *traffic.BAD}, "the plan should hold bad requests of every kind"
+    valid = [r for r in plan if r.kind == "good"]
+    assert all(r.model in SERVED and set(r.body) == set(FEATURES) for r in valid)
+    not_found = kinds["unknown-model"] + kinds["unknown-path"]
+    summary = (
+        f"(200: {len(valid)}, 400: {kinds['bad-json']}, 404: {not_found}, 422: {kinds['missing-feature']})"
+    )
+    assert summary in done.stdout
     assert "traffic: 150/150 sent" in done.stdout
 
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
@@ -251,6 +335,8 @@ def test_traffic_is_counted_by_the_middleware_and_recorded(api: tuple[str, Forwa
         r'http_requests_total\{handler="/predict/\{model\}",method="POST",status="2xx"\} (\S+)', metrics
     )
     assert counted and float(counted.group(1)) == len(valid)
+    unmatched = re.search(r'http_requests_total\{handler="none",method="POST",status="4xx"\} (\S+)', metrics)
+    assert unmatched and float(unmatched.group(1)) == kinds["unknown-path"]
 
     def delivered() -> bool:
         return len(events(server, c.PREDICTION)) == len(valid)
@@ -262,12 +348,13 @@ def test_traffic_is_counted_by_the_middleware_and_recorded(api: tuple[str, Forwa
     }
     expected = sorted(round(SERVED["churn-logreg"].score(features_of(r.body)), 9) for r in valid)
     assert sorted(round(p[c.FIELD_SCORE], 9) for p in predictions) == expected
+    routed = 150 - kinds["unknown-path"]
     wait_for(
         lambda: (
-            sum(1 for r in events(server, c.API_REQUEST) if r[c.TAG_ENDPOINT] == "/predict/{model}") == 150
+            sum(1 for r in events(server, c.API_REQUEST) if r[c.TAG_ENDPOINT] == "/predict/{model}") == routed
         ),
         20,
-        "150 api_request events",
+        f"{routed} api_request events of /predict/{{model}}",
     )
     users = {r[c.FIELD_USER] for r in events(server, c.API_REQUEST) if c.FIELD_USER in r}
     assert len(users) == len({r.user for r in plan})  # one hash per simulated user, none raw
@@ -455,3 +542,341 @@ def test_dockerignore_sends_what_every_dockerfile_copies() -> None:
             assert dockerignore_admits(str(file.relative_to(ROOT))), f"{file} is not sent to docker build"
     assert not dockerignore_admits(".venv/bin/python")
     assert not dockerignore_admits(".git/HEAD")
+
+
+# ---- the model API in-process, on port 0, into the local store ------------------------------------
+
+
+def test_traffic_to_the_api_lands_in_the_local_store(tmp_path: Path) -> None:
+    from pipeline_sdk import Client, LocalTransport
+
+    from .test_model_api import Server
+
+    db = tmp_path / "mlobs.db"
+    app = model_api.create_app(Client(LocalTransport(db)), version="2")
+    server = Server(app, lifespan="on")  # the lifespan's end closes (flushes) the client
+
+    def predicted() -> float:
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        found = re.search(
+            r'http_requests_total\{handler="/predict/\{model\}",method="POST",status="2xx"\} (\S+)', text
+        )
+        return float(found.group(1)) if found else 0.0
+
+    try:
+        before = predicted()  # the middleware's counters live in the process-wide registry
+        done = run_demo(
+            "demo.traffic", "--url", server.url, "--requests", "60", "--users", "4", env=dict(os.environ)
+        )
+        assert done.returncode == 0, done.stderr
+        good = [r for r in traffic.plan(60, 4, 11) if r.kind == "good"]
+        assert predicted() - before == len(good)
+    finally:
+        server.stop()
+    store = LocalStore(db)
+    try:
+        predictions = list(store.points(c.PREDICTION.measurement))
+        requests = list(store.points(c.API_REQUEST.measurement))
+    finally:
+        store.close()
+    assert len(predictions) == len(good)
+    assert {(p.tags[c.TAG_MODEL], p.tags[c.TAG_MODEL_VERSION]) for p in predictions} == {
+        ("churn-logreg", "2")
+    }
+    assert {p.fields[c.FIELD_OUTCOME] for p in predictions} <= {"churn", "stay"}
+    assert len(requests) == 60 + 1  # the traffic's, and the /healthz it waited on
+    assert {p.tags[c.TAG_SERVICE] for p in requests} == {"churn-api"}
+    assert {p.tags[c.TAG_ENDPOINT] for p in requests} == {"/predict/{model}", "/healthz", "none"}
+
+
+# ---- scripts/e2e.py against canned answers in the real wire formats ------------------------------
+
+
+def load_e2e() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mlobs_e2e_for_demo", ROOT / "scripts" / "e2e.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+e2e = load_e2e()
+TOKEN, GRAFANA_USER, GRAFANA_PASSWORD = "canned-token", "admin", "canned-password"
+NOW = float(int(time.time()))  # whole seconds, as the canned Mailpit times are
+
+
+def rows_of_the_demo() -> dict[str, list[dict[str, str]]]:
+    """What InfluxDB holds after make demo, by measurement: tags and fields as CSV cells."""
+
+    def ident(pipeline: str, step: str = "fit") -> dict[str, str]:
+        return {c.TAG_RUN_ID: f"{pipeline}-1", c.TAG_PIPELINE: pipeline, c.TAG_STEP: step}
+
+    train = ident("demo-train")
+    ended = str(int((NOW - 60) * 1e9))
+    return {
+        c.RUN.measurement: [
+            {**train, c.TAG_STATUS: "succeeded", c.FIELD_DURATION_MS: "1200.5"},
+            {
+                **ident("demo-diverge"),
+                c.TAG_STATUS: "failed",
+                c.FIELD_DURATION_MS: "300.0",
+                c.FIELD_ERROR_TYPE: "FloatingPointError",
+                c.FIELD_ERROR_MESSAGE: "training diverged at epoch 1: loss 1e+03, see below",
+            },
+        ],
+        c.RUN_RECORD.measurement: [
+            {
+                **train,
+                c.TAG_STATUS: "succeeded",
+                c.TAG_REASON: "Completed",
+                c.FIELD_EXIT_CODE: "0",
+                c.FIELD_END_NS: ended,
+            },
+            {
+                **ident("demo-diverge"),
+                c.TAG_STATUS: "failed",
+                c.TAG_REASON: "Error",
+                c.FIELD_EXIT_CODE: "1",
+                c.FIELD_END_NS: ended,
+            },
+            {
+                **ident("demo-oom", "embed"),
+                c.TAG_STATUS: "failed",
+                c.TAG_REASON: "OOMKilled",
+                c.FIELD_EXIT_CODE: "137",
+                c.FIELD_END_NS: ended,
+            },
+        ],
+        c.PARAM.measurement: [
+            {**train, c.TAG_NAME: n, c.FIELD_VALUE: "1"} for n in ("epochs", "lr", "rows", "seed", "model")
+        ],
+        c.LIST_METRIC.measurement: [
+            {**train, c.TAG_NAME: "loss", c.FIELD_VALUE: str(1 / (i + 1)), c.FIELD_INDEX: str(i)}
+            for i in range(5)
+        ],
+        c.METRIC.measurement: [
+            {**train, c.TAG_NAME: n, c.FIELD_VALUE: "0.8"} for n in ("val_accuracy", "train_loss")
+        ],
+        c.IO.measurement: [
+            {**train, c.TAG_DIRECTION: "input", c.TAG_NAME: "dataset", c.FIELD_VALUE: '{"rows": 2000}'},
+            {**train, c.TAG_DIRECTION: "output", c.TAG_NAME: "model", c.FIELD_VALUE: '{"bias": 0.1}'},
+        ],
+        c.LOG.measurement: [{**train, c.TAG_LEVEL: "INFO", c.FIELD_MESSAGE: f"epoch {i}"} for i in range(6)],
+        c.API_REQUEST.measurement: [{c.TAG_SERVICE: "churn-api", c.FIELD_STATUS_CODE: "200"}] * 3,
+        c.PREDICTION.measurement: [{c.TAG_SERVICE: "churn-api", c.FIELD_SCORE: "0.4"}] * 3,
+    }
+
+
+def annotated_csv(measurement: str, rows: list[dict[str, str]]) -> str:
+    """InfluxDB's annotated CSV: one table per row (their columns differ), each with its annotations."""
+    tables = []
+    for i, row in enumerate(rows):
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(NOW - 60 - i)) + f".{i:09d}Z"
+        header = ["", "result", "table", "_time", "_measurement", *row]
+        values = ["", "", str(i), stamp, measurement, *row.values()]
+        kinds = ["#datatype", "string", "long", "dateTime:RFC3339", "string", *["string"] * len(row)]
+        group = ["#group", "false", "false", "false", "true", *["false"] * len(row)]
+        default = ["#default", "_result", *[""] * (len(header) - 2)]
+        quoted = [f'"{v}"' if "," in v or '"' in v else v for v in values]
+        tables.append(
+            "\r\n".join(",".join(line) for line in (kinds, group, default, header, quoted)) + "\r\n"
+        )
+    return "\r\n".join(tables)
+
+
+class Canned:
+    """One HTTP server on 127.0.0.1 that answers as Prometheus, Grafana, Mailpit and InfluxDB do."""
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()  # scrape jobs whose targets are down
+        self.rows = rows_of_the_demo()
+        self.queries: list[str] = []
+        canned = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.reply(*canned.answer("GET", self.path, self.headers, b""))
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.reply(*canned.answer("POST", self.path, self.headers, body))
+
+            def reply(self, status: int, ctype: str, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def answer(  # noqa: PLR0911 - a return per API it stands in for
+        self, method: str, path: str, headers: Any, body: bytes
+    ) -> tuple[int, str, bytes]:
+        url = urllib.parse.urlsplit(path)
+        query = urllib.parse.parse_qs(url.query)
+        as_json = "application/json"
+        if url.path == "/api/v1/targets":
+            targets = [
+                {
+                    "labels": {"job": job},
+                    "scrapeUrl": f"http://{job}:80/metrics",
+                    "health": "down" if job in self.down else "up",
+                    "lastError": "connection refused" if job in self.down else "",
+                }
+                for job in e2e.Settings().expected_jobs()
+            ]
+            return (
+                200,
+                as_json,
+                json.dumps({"status": "success", "data": {"activeTargets": targets}}).encode(),
+            )
+        if url.path == "/api/v1/query":
+            [jobs] = re.findall(r'^up\{job=~"(.+)"\}$', query["query"][0])
+            result = [
+                {"metric": {"__name__": "up", "job": job}, "value": [NOW, "0" if job in self.down else "1"]}
+                for job in jobs.replace("\\\\", "\\").replace("\\-", "-").split("|")
+            ]
+            data = {"resultType": "vector", "result": result}
+            return 200, as_json, json.dumps({"status": "success", "data": data}).encode()
+        if url.path.startswith("/api/search") or url.path.startswith("/api/datasources/"):
+            expected = base64.b64encode(f"{GRAFANA_USER}:{GRAFANA_PASSWORD}".encode()).decode()
+            if headers.get("Authorization") != f"Basic {expected}":
+                return 401, as_json, b'{"message": "Invalid username or password"}'
+            if url.path == "/api/search":
+                uids = [
+                    json.loads(p.read_text())["uid"] for p in (ROOT / "dashboards" / "json").glob("*.json")
+                ]
+                return 200, as_json, json.dumps([{"uid": u, "type": "dash-db"} for u in uids]).encode()
+            return 200, as_json, b'{"status": "OK", "message": "Data source is working"}'
+        if url.path == "/api/v1/search":  # Mailpit
+            [phrase] = query["query"]
+            run_id = phrase.strip('"')
+            pipeline, step = (
+                ("demo-oom", "embed") if run_id.startswith("demo-oom") else ("demo-diverge", "fit")
+            )
+            created = time.strftime("%Y-%m-%dT%H:%M:%S.123Z", time.gmtime(NOW - 40))
+            subject = f"[FIRING] MLPipelineRunFailed {pipeline}/{step} run {run_id}: Error"
+            messages = [{"ID": "m1", "Subject": subject, "Created": created}]
+            return 200, as_json, json.dumps({"total": 1, "count": 1, "messages": messages}).encode()
+        if url.path == "/api/v2/query" and method == "POST":
+            if headers.get("Authorization") != f"Token {TOKEN}" or query.get("org") != ["mlobs"]:
+                return 401, as_json, b'{"code": "unauthorized", "message": "unauthorized access"}'
+            flux = json.loads(body)["query"]
+            self.queries.append(flux)
+            [measurement] = re.findall(r'r\._measurement == "([^"]+)"', flux)
+            assert measurement in {s.measurement for s in c.STREAMS}, measurement
+            equal = {k: v for k, v in re.findall(r'r\.(\w+) == "([^"]*)"', flux) if not k.startswith("_")}
+            rows = [r for r in self.rows.get(measurement, []) if all(r.get(k) == v for k, v in equal.items())]
+            if "limit(n: 1)" in flux:
+                rows = rows[:1]
+            return 200, "text/csv; charset=utf-8", annotated_csv(measurement, rows).encode()
+        return 404, as_json, b'{"message": "not found"}'
+
+
+@pytest.fixture
+def canned() -> Iterator[Canned]:
+    server = Canned()
+    yield server
+    server.close()
+
+
+def make_e2e(canned: Canned, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
+    for name in ("PROMETHEUS", "GRAFANA", "INFLUXDB", "MAILPIT"):
+        env[f"MLOBS_{name}_URL"] = canned.url
+    env.update(
+        MLOBS_E2E_INFLUXDB_TOKEN=TOKEN,
+        MLOBS_E2E_GRAFANA_USER=GRAFANA_USER,
+        MLOBS_E2E_GRAFANA_PASSWORD=GRAFANA_PASSWORD,
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "scripts/e2e.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done, time.monotonic() - started
+
+
+def test_make_e2e_passes_on_a_healthy_stack(canned: Canned) -> None:
+    done, _ = make_e2e(canned, "--timeout", "20", "--interval", "0.2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    passed = [line for line in done.stdout.splitlines() if line.startswith("[PASS] ")]
+    assert len(passed) == len(e2e.CHECKS)
+    assert "==> e2e: 8 passed, 0 failed" in done.stdout
+    assert "demo-train succeeded, demo-diverge failed (FloatingPointError), demo-oom OOMKilled" in done.stdout
+    assert (
+        "run demo-train-1: 5 params, 5 list metric loss, 2 simple metrics, 2 inputs and outputs, 6 log"
+        in done.stdout
+    )
+    assert (
+        "'[FIRING] MLPipelineRunFailed demo-diverge/fit run demo-diverge-1: Error' 20 s after" in done.stdout
+    )
+    assert any(f'r._measurement == "{c.RUN_RECORD.measurement}"' in q for q in canned.queries)
+
+
+def test_make_e2e_fails_at_its_deadline_and_names_what_is_down(canned: Canned) -> None:
+    canned.down = {c.PROM_JOB_FLUENTD}
+    done, took = make_e2e(canned, "--timeout", "1.5", "--interval", "0.2")
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert f"[wait] prometheus: every scrape target is up: {c.PROM_JOB_FLUENTD} http://" in done.stdout
+    assert sum(1 for line in lines if line.startswith("[wait] prometheus")) == 1  # each reason once
+    [fail] = [line for line in lines if line.startswith("[FAIL] ")]
+    assert fail.startswith("[FAIL] prometheus: every scrape target is up (")
+    assert fail.endswith("/metrics is down: connection refused")
+    assert "==> e2e: 7 passed, 1 failed" in done.stdout
+    assert lines[-1].startswith("    failed: prometheus: every scrape target is up: mlobs-fluentd http://")
+    assert took < 15  # the deadline is the whole run's
+
+
+def test_the_up_series_of_our_jobs_must_be_1(canned: Canned) -> None:
+    settings = e2e.Settings(prometheus=canned.url)
+    assert e2e.check_targets(settings).ok
+    assert e2e.up_series_not_one(settings, [c.PROM_JOB_EXPORTER, c.PROM_JOB_MODEL_API]) == []
+    canned.down = {c.PROM_JOB_MODEL_API}
+    assert e2e.up_series_not_one(settings, [c.PROM_JOB_EXPORTER, c.PROM_JOB_MODEL_API]) == [
+        f"up of job {c.PROM_JOB_MODEL_API} is ['0']"
+    ]
+
+
+def test_the_overall_deadline_is_shared_by_the_checks() -> None:
+    lines: list[str] = []
+    never = [e2e.Check(f"never {i}", lambda s: e2e.Outcome(False, "not yet")) for i in range(3)]
+    started = time.monotonic()
+    results = e2e.run_checks(never, e2e.Settings(), timeout=0.6, interval=0.05, out=lines.append)
+    assert time.monotonic() - started < 1.5  # not 3 x 0.6 s
+    assert [outcome.ok for _, outcome in results] == [False, False, False]
+    assert [line.split(" (")[0] for line in lines if line.startswith("[FAIL]")] == [
+        "[FAIL] never 0",
+        "[FAIL] never 1",
+        "[FAIL] never 2",
+    ]
+
+
+def test_parse_csv_reads_annotated_csv_with_many_tables() -> None:
+    rows = rows_of_the_demo()[c.RUN.measurement]
+    parsed = e2e.parse_csv(annotated_csv(c.RUN.measurement, rows))
+    assert [r[c.TAG_STATUS] for r in parsed] == ["succeeded", "failed"]
+    assert parsed[1][c.FIELD_ERROR_MESSAGE] == "training diverged at epoch 1: loss 1e+03, see below"
+    assert parsed[1]["_measurement"] == c.RUN.measurement and parsed[1]["table"] == "1"
+    assert "#datatype" not in str(parsed)
+    assert e2e.parse_csv("\r\n") == []
