@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import contract as c
 from ..config import ReadSettings
@@ -36,6 +36,8 @@ from .query import (
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped, unused-ignore]
+
+T = TypeVar("T")
 
 RUNNING = "running"  # the status of a run that has started and not (yet) ended
 RUN_STATUSES = (RUNNING, c.RunStatus.SUCCEEDED.value, c.RunStatus.FAILED.value, c.RunStatus.CANCELLED.value)
@@ -75,14 +77,7 @@ class Rows:
         """Lists of at most ``size`` rows; only one batch is held at a time."""
         if type(size) is not int or size < 1:
             raise ValueError(f"size={size!r} is invalid: must be a whole number, 1 or more")
-        batch: list[dict[str, Any]] = []
-        for row in self:
-            batch.append(row)
-            if len(batch) == size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        return _chunks(self, size)
 
     def frames(self, size: int = 100_000) -> Iterator[pandas.DataFrame]:
         """pandas DataFrames of at most ``size`` rows (pip install 'mlobs[pandas]')."""
@@ -505,8 +500,9 @@ class ReadClient:
         return Rows(produce, columns)
 
 
-def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of at most ``size`` items, only one held at a time."""
+    batch: list[T] = []
     for item in items:
         batch.append(item)
         if len(batch) == size:
