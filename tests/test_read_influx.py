@@ -8,10 +8,13 @@ SDK into a local store, is read through both backends: every call must agree.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -266,3 +269,101 @@ def test_cli_reads_influxdb_from_the_environment(server: InfluxServer) -> None:
     assert refused.returncode == 1
     answer = f"InfluxDB at {server.url} answered HTTP 401: unauthorized access; check MLOBS_INFLUXDB_TOKEN"
     assert refused.stderr == f"mlobs: error: {answer}\n"
+
+
+# ---- a body written out by hand, in the shape InfluxDB 2 answers -------------------------------------
+
+# Two tables of different schemas (the second lacks ``number``), so two annotation
+# blocks, then the error table InfluxDB appends when a query fails after it has
+# started streaming (``error,reference``).  Written from InfluxDB's documented
+# annotated CSV, not by the stand-in, so the parsing is checked on its own.
+HAND_WRITTEN = (
+    "#datatype,string,long,dateTime:RFC3339,dateTime:RFC3339,dateTime:RFC3339,string,string,string,"
+    "string,string,string,double,long\r\n"
+    "#group,false,false,true,true,false,true,true,true,true,true,false,false,false\r\n"
+    "#default,_result,,,,,,,,,,,,\r\n"
+    ",result,table,_start,_stop,_time,_measurement,name,pipeline,run_id,step,value,number,_ns\r\n"
+    ",,0,1970-01-01T00:00:00Z,2026-11-22T12:00:00Z,2026-11-22T09:00:00.123456789Z,param,lr,train,"
+    'r1,fit,"0,5",0.5,1795338000123456789\r\n'
+    "\r\n"
+    "#datatype,string,long,dateTime:RFC3339,dateTime:RFC3339,dateTime:RFC3339,string,string,string,"
+    "string,string,string,long\r\n"
+    "#group,false,false,true,true,false,true,true,true,true,true,false,false\r\n"
+    "#default,_result,,,,,,,,,,,\r\n"
+    ",result,table,_start,_stop,_time,_measurement,name,pipeline,run_id,step,value,_ns\r\n"
+    ",,1,1970-01-01T00:00:00Z,2026-11-22T12:00:00Z,2026-11-22T09:00:01Z,param,optimizer,train,r1,fit,"
+    '"say ""adam""",1795338001000000000\r\n'
+    "\r\n"
+    "#datatype,string,string\r\n"
+    "#group,true,true\r\n"
+    "#default,,\r\n"
+    ",error,reference\r\n"
+    ',"query terminated: reached maximum allowed memory limits",576\r\n'
+    "\r\n"
+)
+
+
+@contextlib.contextmanager
+def _answering(body: str) -> Iterator[InfluxBackend]:
+    """An InfluxBackend whose server answers every query with ``body``, as InfluxDB sends it."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    backend = InfluxBackend(
+        f"http://127.0.0.1:{httpd.server_address[1]}", TOKEN, c.INFLUXDB_ORG, c.INFLUXDB_BUCKET
+    )
+    try:
+        yield backend
+    finally:
+        backend.close()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+PARAMS_OF_R1 = Select(c.PARAM, (c.FIELD_VALUE, c.FIELD_NUMBER), equal={c.TAG_RUN_ID: "r1"})
+
+
+def test_a_hand_written_body_parses_until_its_error_table() -> None:
+    with _answering(HAND_WRITTEN) as backend:
+        rows = backend.select(PARAMS_OF_R1)
+        first, second = next(rows), next(rows)
+        assert first.time_ns == 1795338000123456789  # the exact _ns, not the microsecond _time
+        assert first.tags == {"pipeline": "train", "step": "fit", "run_id": "r1", "name": "lr"}
+        assert first.fields == {"value": "0,5", "number": 0.5}
+        assert second.tags["name"] == "optimizer"
+        assert second.fields == {"value": 'say "adam"'}  # no number column in its table
+        with pytest.raises(BackendUnavailable) as caught:
+            next(rows)
+        assert str(caught.value) == (
+            f"InfluxDB at {backend.url} could not run the query: "
+            "query terminated: reached maximum allowed memory limits"
+        )
+
+
+def test_an_answer_without_the_exact_time_is_named() -> None:
+    without_ns = (
+        "#datatype,string,long,dateTime:RFC3339,string,string,string,string,string,double\r\n"
+        "#group,false,false,false,true,true,true,true,false,false\r\n"
+        "#default,_result,,,,,,,,\r\n"
+        ",result,table,_time,name,pipeline,run_id,step,value,number\r\n"
+        ",,0,2026-11-22T09:00:00Z,lr,train,r1,fit,0.5,0.5\r\n"
+        "\r\n"
+    )
+    with _answering(without_ns) as backend, pytest.raises(BackendUnavailable) as caught:
+        list(backend.select(PARAMS_OF_R1))
+    assert (
+        str(caught.value) == f"InfluxDB at {backend.url} answered a row without the _ns column the query adds"
+    )

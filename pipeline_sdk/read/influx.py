@@ -138,7 +138,12 @@ class InfluxBackend:
         for values in self._records(select_flux(query, self.bucket)):
             tags = {t: values[t] for t in stream.tags if values.get(t) not in (None, "")}
             fields = {f: values[f] for f in query.fields if values.get(f) is not None}
-            yield Row(int(values[NS_COLUMN]), tags, fields)
+            exact = values.get(NS_COLUMN)
+            if exact is None:  # not what this query asks for: a proxy, or a changed server
+                raise BackendUnavailable(
+                    f"InfluxDB at {self.url} answered a row without the {NS_COLUMN} column the query adds"
+                )
+            yield Row(int(exact), tags, fields)
 
     def reduce(self, query: Reduce) -> Iterator[tuple[dict[str, str], Any]]:
         for values in self._records(reduce_flux(query, self.bucket)):
