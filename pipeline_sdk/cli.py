@@ -14,6 +14,7 @@ with ``--json`` one JSON object per line (a single object for ``runs show``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -160,7 +161,20 @@ def cmd_logs(client: ReadClient, args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_metrics(client: ReadClient, args: argparse.Namespace, out: TextIO) -> int:
     if args.list:
-        write_rows(client.list_metrics(args.run, args.list), args, out, ("step", "value", "time"))
+        points = iter(client.list_metrics(args.run, args.list))
+        first = next(points, None)
+        if first is None:  # an empty series is a mistyped name, more often than not: say which exist
+            names = [row["name"] for row in client.list_metric_names(args.run)]
+            raise ReadError(
+                f"run {args.run} has no list metric {args.list!r}; "
+                + (f"its list metrics: {', '.join(names)}" if names else "it has no list metrics")
+            )
+        series = itertools.chain((first,), points)
+        if args.json:
+            for row in series:
+                out.write(to_json(row) + "\n")
+        else:
+            write_table(series, ("step", "value", "time"), out)
         return 0
     simple, lists = client.metrics(args.run), client.list_metric_names(args.run)
     if args.json:

@@ -306,6 +306,11 @@ def test_cli_show_compare_logs_metrics(data: Dataset) -> None:
         ),
         (["runs", "compare", "train-a", "--sort", "f1"], {}, "mlobs: error: sort='f1' is not a column"),
         (
+            ["runs", "metrics", "train-a", "--list", "los"],
+            {},
+            "mlobs: error: run train-a has no list metric 'los'; its list metrics: ",
+        ),
+        (
             ["runs", "list"],
             {"MLOBS_INFLUXDB_URL": "http://127.0.0.1:9"},
             "mlobs: error: environment variable MLOBS_INFLUXDB_URL is set but MLOBS_INFLUXDB_TOKEN is not",
