@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import pipeline_sdk
 from pipeline_sdk.read import BackendUnavailable, ReadClient, RunNotFound
 from pipeline_sdk.read.query import time_arg
 
@@ -141,6 +142,19 @@ def test_logs_by_level_time_and_limit(client: ReadClient, data: Dataset) -> None
     assert len(client.logs("train-a", limit=2).to_list()) == 2
     assert client.logs("train-a", since=logs[1]["time"], until=logs[3]["time"]).to_list() == logs[1:3]
     assert [r["extra"] for r in client.logs("train-b", level="ERROR")] == [{"lr": 0.5}]
+
+
+def test_a_level_takes_in_logging_aliases_above_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in os.environ if k.startswith("MLOBS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("MLOBS_HOME", str(tmp_path))
+    with pipeline_sdk.run(pipeline="p", step="s", run_id="aliases") as run:
+        for level in ("DEBUG", "INFO", "WARN", "WARNING", "FATAL", "NOTICE"):  # NOTICE: no number known
+            run.log_record(level, f"at {level}")
+    reader = ReadClient(home=tmp_path)
+    assert [r["level"] for r in reader.logs("aliases", level="WARNING")] == ["WARN", "WARNING", "FATAL"]
+    assert [r["level"] for r in reader.logs("aliases", level=50)] == ["FATAL"]
+    assert len(reader.logs("aliases").to_list()) == 6  # no level: every record, whatever its name
 
 
 # ---- compare ---------------------------------------------------------------------------------------------

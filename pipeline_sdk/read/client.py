@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -466,15 +467,10 @@ class ReadClient:
         missing = [r for r in ids if r not in summaries and not self._exists(r)]
         if missing:
             raise RunNotFound(f"runs {missing} not found in {self.describe()}")
+        base = ("run_id", "pipeline", "step", "status", "duration_ms")
         rows: dict[str, dict[str, Any]] = {
-            r: {
-                k: summaries.get(r, {}).get(k)
-                for k in ("run_id", "pipeline", "step", "status", "duration_ms")
-            }
-            for r in ids
+            r: {k: summaries.get(r, {}).get(k) for k in base} | {"run_id": r} for r in ids
         }
-        for r in ids:
-            rows[r]["run_id"] = r
         among = {c.TAG_RUN_ID: tuple(ids)}
         by = (c.TAG_RUN_ID, c.TAG_NAME)
         for row in self.backend.select(Select(c.PARAM, (c.FIELD_VALUE, c.FIELD_NUMBER), among=among)):
@@ -487,7 +483,6 @@ class ReadClient:
             Reduce(Select(c.LIST_METRIC, (c.FIELD_VALUE,), among=among), by, agg)
         ):
             rows[tags[c.TAG_RUN_ID]][f"list.{tags[c.TAG_NAME]}"] = value
-        base = ("run_id", "pipeline", "step", "status", "duration_ms")
         found = sorted({k for row in rows.values() for k in row if k not in base}, key=_column_order)
         columns = (*base, *found)
         table = [{k: row.get(k) for k in columns} for row in rows.values()]
@@ -561,25 +556,15 @@ def _io_row(row: Row, location: str) -> dict[str, Any]:
     }
 
 
-_LEVEL_NUMBERS = {
-    "DEBUG": 10,
-    "INFO": 20,
-    "WARNING": 30,
-    "WARN": 30,
-    "ERROR": 40,
-    "CRITICAL": 50,
-    "FATAL": 50,
-}
-
-
 def _levels_from(level: str | int) -> tuple[str, ...]:
-    """The level names at ``level`` or above: the minimum level of a logs query."""
+    """The level names at ``level`` or above (logging's, aliases included): the minimum level of a query."""
     if isinstance(level, bool):
         raise TypeError("level must be a level name or number, got bool")
-    number = level if isinstance(level, int) else _LEVEL_NUMBERS.get(str(level).upper())
+    numbers = logging.getLevelNamesMapping()  # what logging stores as levelname, and its aliases
+    number = level if isinstance(level, int) else numbers.get(str(level).upper())
     if number is None:
         raise ValueError(f"level={level!r} is invalid: must be one of {', '.join(LEVELS)} (or a number)")
-    return tuple(name for name in LEVELS if _LEVEL_NUMBERS[name] >= number) or (LEVELS[-1],)
+    return tuple(sorted(name for name, n in numbers.items() if n >= number)) or (LEVELS[-1],)
 
 
 _PREFIXES = ("param.", "metric.", "list.")
