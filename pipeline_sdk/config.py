@@ -72,6 +72,14 @@ class EnvVar(Generic[T]):
 FLUENTD_HOST = EnvVar(c.ENV_FLUENTD_HOST, _text)
 FLUENTD_PORT = EnvVar(c.ENV_FLUENTD_PORT, _port, c.DEFAULT_FLUENTD_PORT)
 HOME = EnvVar(c.ENV_HOME, lambda raw: Path(_text(raw)).expanduser())
+
+
+def home_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The local store's directory: MLOBS_HOME, else ~/.mlobs (writer and reader alike)."""
+    home = HOME.get(environ)
+    return home if home is not None else Path("~/.mlobs").expanduser()
+
+
 PIPELINE = EnvVar(c.ENV_PIPELINE, _text)
 STEP = EnvVar(c.ENV_STEP, _text)
 RUN_ID = EnvVar(c.ENV_RUN_ID, _text)
@@ -112,14 +120,13 @@ class Settings:
                 f"set {c.ENV_FLUENTD_HOST} too, or unset both to use the local store"
             )
         port = FLUENTD_PORT.get(environ)
-        home = HOME.get(environ)
         timeout = FLUSH_TIMEOUT.get(environ)
         spool_mb = SPOOL_MAX_MB.get(environ)
         assert port is not None and timeout is not None and spool_mb is not None  # defaults
         return cls(
             fluentd_host=host,
             fluentd_port=port,
-            home=home if home is not None else Path("~/.mlobs").expanduser(),
+            home=home_dir(environ),
             flush_timeout=timeout,
             spool_max_bytes=spool_mb * 1024 * 1024,
         )
@@ -145,12 +152,12 @@ class ReadSettings:
                 "set the API token too (kubectl -n mlobs get secret mlobs-influxdb-auth "
                 "-o jsonpath='{.data.admin-token}' | base64 -d), or unset both to read the local store"
             )
-        org, bucket, home = INFLUXDB_ORG.get(environ), INFLUXDB_BUCKET.get(environ), HOME.get(environ)
+        org, bucket = INFLUXDB_ORG.get(environ), INFLUXDB_BUCKET.get(environ)
         assert org is not None and bucket is not None  # defaults
         return cls(
             influxdb_url=url,
             influxdb_token=token,
             influxdb_org=org,
             influxdb_bucket=bucket,
-            home=home if home is not None else Path("~/.mlobs").expanduser(),
+            home=home_dir(environ),
         )

@@ -9,6 +9,7 @@ building one with another name raises at once.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -138,7 +139,7 @@ def time_arg(arg: str, value: datetime | str | int | None, now_ns: int | None = 
         text = value.strip()
         match = _DURATION.fullmatch(text)
         if match:
-            now = now_ns if now_ns is not None else time_ns_now()
+            now = now_ns if now_ns is not None else time.time_ns()
             return now - int(float(match.group(1)) * _UNITS[match.group(2)] * 1_000_000_000)
         try:
             return _datetime_ns(datetime.fromisoformat(text.replace("Z", "+00:00")))
@@ -155,7 +156,7 @@ def time_range(
     since: datetime | str | int | None, until: datetime | str | int | None
 ) -> tuple[int | None, int | None]:
     """(start, stop) in ns from ``since``/``until``; ValueError when the range is empty."""
-    now = time_ns_now()
+    now = time.time_ns()
     start, stop = time_arg("since", since, now), time_arg("until", until, now)
     if start is not None and stop is not None and start >= stop:
         raise ValueError(
@@ -169,12 +170,6 @@ def _datetime_ns(value: datetime) -> int:
         value = value.astimezone()  # local time, as datetime.timestamp() reads it
     delta = value - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta // timedelta(microseconds=1)) * 1000
-
-
-def time_ns_now() -> int:
-    import time  # noqa: PLC0415 - a tiny import, kept next to its one use
-
-    return time.time_ns()
 
 
 def ns_datetime(ns: int) -> datetime:
