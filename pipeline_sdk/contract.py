@@ -293,6 +293,15 @@ PROM_EXPORTER_RECORDS: Final = "mlobs_exporter_run_records_total"  # counter of 
 PROM_EXPORTER_RECORDS_DROPPED: Final = (
     "mlobs_exporter_run_records_dropped_total"  # counter of run records the transport dropped
 )
+PROM_EXPORTER_OBJECT_ERRORS: Final = (
+    "mlobs_exporter_object_errors_total"  # counter of malformed API objects skipped, by resource
+)
+PROM_EXPORTER_TRACKED_STEPS: Final = (
+    "mlobs_exporter_tracked_pipeline_steps"  # gauge: pipeline/step pairs with series (bounded by a cap)
+)
+PROM_EXPORTER_REFUSED_STEPS: Final = (
+    "mlobs_exporter_refused_pipeline_steps_total"  # counter of runs of pairs refused (cap or allow-list)
+)
 
 # Model-API metrics: the names and labels prometheus-fastapi-instrumentator made common.
 PROM_HTTP_REQUESTS: Final = "http_requests_total"  # counter by handler, method, status ("2xx"...)
@@ -370,6 +379,8 @@ ENV_STEP: Final = "MLOBS_STEP"  # run identity: step name
 ENV_RUN_ID: Final = "MLOBS_RUN_ID"  # run identity: run id
 ENV_FLUSH_TIMEOUT: Final = "MLOBS_FLUSH_TIMEOUT"  # seconds a run waits at exit for delivery (default 10)
 ENV_SPOOL_MAX_MB: Final = "MLOBS_SPOOL_MAX_MB"  # bound of the on-disk spool in MiB (default 512)
+ENV_FLUENTD_SHARED_KEY: Final = "MLOBS_FLUENTD_SHARED_KEY"  # Forward-protocol shared key; unset: no auth
+ENV_USER_HASH_KEY: Final = "MLOBS_USER_HASH_KEY"  # HMAC key of model-API user ids; unset: unkeyed
 ENV_INFLUXDB_URL: Final = "MLOBS_INFLUXDB_URL"  # InfluxDB the read API queries; unset: the local store
 ENV_INFLUXDB_TOKEN: Final = "MLOBS_INFLUXDB_TOKEN"  # noqa: S105 - the name of the variable holding the API token
 ENV_INFLUXDB_ORG: Final = "MLOBS_INFLUXDB_ORG"  # its organization (default INFLUXDB_ORG)
