@@ -7,10 +7,12 @@ and every recorder it hands out writes through it.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import TracebackType
 
 from .config import Settings
+from .files import usable_home
 from .model_api import ServiceRecorder
 from .recorder import RunRecorder
 from .shipper import Shipper, ShipperStats
@@ -35,9 +37,12 @@ class Client:
         max_queue: int = 262_144,
         linger: float = 0.01,
     ) -> None:
-        self.settings = settings if settings is not None else Settings.from_env()
+        settings = settings if settings is not None else Settings.from_env()
+        # An unusable home (read-only, full, no permission) never fails the step: the spool and
+        # the local store then go to a private temporary directory, with a warning naming both.
+        self.home = usable_home(Path(home) if home is not None else settings.home)
+        self.settings = dataclasses.replace(settings, home=self.home)
         self.transport = transport if transport is not None else transport_from_settings(self.settings)
-        self.home = Path(home) if home is not None else self.settings.home
         self.shipper = Shipper(
             self.transport,
             self.home,

@@ -10,6 +10,7 @@ set, time), as in InfluxDB, so writing a point twice is harmless.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any
 
 from . import contract as c
 from .encoding import decode_entries
+from .files import make_private_dirs, open_private
 
 DB_NAME = "mlobs.db"
 
@@ -75,7 +77,9 @@ class LocalStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.path.parent)
+        # SQLite gives its -wal and -shm files the mode of the database file: 0600 for all three.
+        os.close(open_private(self.path))
         self._local = threading.local()
         with self._connection() as db:
             db.executescript(_SCHEMA)

@@ -13,10 +13,17 @@ commit.  Two daemon threads do the rest:
   in the spool and retries with capped exponential backoff.
 
 So the caller's cost does not depend on the transport's state, and nothing
-logged is lost unless a bound is hit: a deque (``max_queue`` events) or the
-spool (``spool_max_bytes``).  Order is kept within each stream; across streams
-it does not matter, as every event carries its own timestamp.  Drops at either bound are counted in
-:class:`ShipperStats` and logged, never silent.
+logged is lost unless a bound is hit or the disk refuses it: a deque
+(``max_queue`` events), the spool (``spool_max_bytes``), or an ``OSError``
+writing the spool (a full or read-only disk, no file descriptors left).  Order
+is kept within each stream; across streams it does not matter, as every event
+carries its own timestamp.  Every drop is counted in :class:`ShipperStats` and
+logged (rate-limited), never silent.
+
+Both threads are supervised: an unexpected exception is logged and counted, the
+events the spooler held are counted as dropped, and the loop starts again after
+a backoff.  Nothing ever escapes a background thread, and once the disk has room
+again the spool takes events again by itself.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +61,7 @@ BACKOFF_MIN = 0.05  # seconds before the first retry of a failed delivery
 BACKOFF_MAX = 2.0  # cap of the exponential backoff
 WARN_EVERY = 10.0  # seconds between repeated warnings of one kind
 JOIN_TIMEOUT = 5.0  # seconds close() waits for each thread once its flush deadline passed
+SPOOL_RETRY = 1.0  # seconds between attempts to create the spool directory while it cannot be
 
 
 @dataclass
@@ -64,11 +73,23 @@ class ShipperStats:
     adopted_events: int = 0  # of those, events left behind by earlier processes
     dropped_queue_full: int = 0  # events refused because the in-memory queue was at its bound
     dropped_spool_full: int = 0  # events refused because the spool was at its bound
+    dropped_spool_error: int = 0  # events the disk refused (full, read-only, no fds) or a crash held
     lost_corrupt_bytes: int = 0  # spool bytes found corrupt and skipped (after a disk fault)
+    spool_errors: int = 0  # disk errors that lost nothing (an ack or unlink that failed): lived with
     delivery_failures: int = 0  # failed delivery attempts (each one retried)
+    thread_restarts: int = 0  # times a background thread crashed and was started again
     queued_events: int = 0  # events in memory, not yet spooled
     pending_bytes: int = 0  # spooled bytes not yet delivered
+    spooler_alive: bool = False  # the spooler thread runs
+    delivery_alive: bool = False  # the delivery thread runs
     last_error: str | None = None  # the last delivery error, if any
+    last_spool_error: str | None = None  # the last disk error of the spool, if any
+    last_thread_error: str | None = None  # the last crash of a background thread, if any
+
+    @property
+    def dropped_events(self) -> int:
+        """Every event counted as lost: logged, but never to be delivered."""
+        return self.dropped_queue_full + self.dropped_spool_full + self.dropped_spool_error
 
 
 class _RateLimitedWarning:
@@ -76,12 +97,12 @@ class _RateLimitedWarning:
         self._last = 0.0
         self._suppressed = 0
 
-    def __call__(self, msg: str, *args: object) -> None:
+    def __call__(self, msg: str, *args: object, exc_info: bool = False) -> None:
         now = time.monotonic()
         if now - self._last >= WARN_EVERY:
             if self._suppressed:
                 msg += f" ({self._suppressed} similar warnings suppressed)"
-            log.warning(msg, *args)
+            log.warning(msg, *args, exc_info=exc_info)
             self._last, self._suppressed = now, 0
         else:
             self._suppressed += 1
@@ -110,27 +131,61 @@ class Shipper:
         self._spool_max_bytes = spool_max_bytes
         self._linger = linger
         self._exit_timeout = exit_timeout
+        self._closed = False
+        self._atexit = _atexit_closer(self)
+        self._init_state()
+        self._start()
+        atexit.register(self._atexit)
+        os.register_at_fork(after_in_child=_after_fork_closer(self))
+
+    def _init_state(self) -> None:
         self._stats = ShipperStats()
         self._lock = threading.Lock()  # guards _stats updates from the threads
         self._progress = threading.Condition()  # notified on every drain and ack
         self._wake = threading.Event()  # wakes the spooler early
         self._stopping = threading.Event()
-        self._closed = False
         self._draining = False  # the spooler holds entries it popped but has not written yet
         self._warn_drop = _RateLimitedWarning()
         self._warn_delivery = _RateLimitedWarning()
-        self._start()
-        self._atexit = _atexit_closer(self)
-        atexit.register(self._atexit)
-        os.register_at_fork(after_in_child=_after_fork_closer(self))
+        self._warn_thread = _RateLimitedWarning()
+        self._orphans_done = threading.Event()
+        self._orphans: list[SpoolDir] | None = None  # adopted leftover spools not yet delivered
+        self._sink: Sink | None = None
+        self._spool: SpoolDir | None = None
+        self._spool_tried = 0.0
 
     def _start(self) -> None:
-        self._spool = SpoolDir.create(self._spool_root)
-        self._orphans_done = threading.Event()
-        self._spooler = threading.Thread(target=self._spool_loop, name="mlobs-spooler", daemon=True)
-        self._delivery = threading.Thread(target=self._delivery_loop, name="mlobs-delivery", daemon=True)
+        self._ensure_spool()
+        self._spooler = threading.Thread(
+            target=self._supervise, args=(self._spool_loop,), name="mlobs-spooler", daemon=True
+        )
+        self._delivery = threading.Thread(
+            target=self._supervise, args=(self._delivery_loop,), name="mlobs-delivery", daemon=True
+        )
         self._spooler.start()
         self._delivery.start()
+
+    def _ensure_spool(self) -> SpoolDir | None:
+        """This process's spool directory, created on first use and retried while it cannot be."""
+        if self._spool is not None:
+            return self._spool
+        now = time.monotonic()
+        if self._spool_tried and now - self._spool_tried < SPOOL_RETRY:
+            return None
+        self._spool_tried = now
+        try:
+            self._spool = SpoolDir.create(self._spool_root)
+        except OSError as exc:
+            self._spool_failed(f"cannot create a spool directory in {self._spool_root}: {exc}")
+            return None
+        with self._progress:
+            self._progress.notify_all()
+        return self._spool
+
+    def _spool_failed(self, what: str) -> None:
+        with self._lock:
+            self._stats.last_spool_error = what
+        self._warn_drop("mlobs: %s; events are dropped and counted until it can", what)
 
     # ---- the caller's side --------------------------------------------------------------
 
@@ -152,7 +207,7 @@ class Shipper:
                 "the spool at %s cannot keep up",
                 self.max_queue,
                 dropped,
-                self._spool.path,
+                self.spool_path,
             )
             return False
         self._wake.set()
@@ -163,15 +218,23 @@ class Shipper:
         with self._lock:
             snapshot = ShipperStats(**vars(self._stats))
         snapshot.queued_events = self._queued()
-        snapshot.pending_bytes = self._spool.pending_bytes()
+        snapshot.pending_bytes = self._pending_bytes()
+        snapshot.spooler_alive = self._spooler.is_alive()
+        snapshot.delivery_alive = self._delivery.is_alive()
         return snapshot
 
     @property
     def spool_path(self) -> Path:
-        return self._spool.path
+        """This process's spool directory (its parent while none could be created)."""
+        spool = self._spool
+        return spool.path if spool is not None else self._spool_root
+
+    def _pending_bytes(self) -> int:
+        spool = self._spool
+        return spool.pending_bytes() if spool is not None else 0
 
     def wait_spooled(self, timeout: float) -> bool:
-        """Wait until everything queued so far is on disk (not necessarily delivered)."""
+        """Wait until everything queued so far is on disk (or counted as dropped), not yet delivered."""
         deadline = time.monotonic() + timeout
         self._wake.set()
         with self._progress:
@@ -189,10 +252,7 @@ class Shipper:
         self._wake.set()
         with self._progress:
             while (
-                self._queued()
-                or self._draining
-                or self._spool.pending_bytes()
-                or not self._orphans_done.is_set()
+                self._queued() or self._draining or self._pending_bytes() or not self._orphans_done.is_set()
             ):
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -225,8 +285,9 @@ class Shipper:
         if stuck:
             log.warning("mlobs: %s did not stop within %.0f s; leaving them behind", stuck, JOIN_TIMEOUT)
             return False
-        pending = self._spool.pending_bytes()
-        self._spool.release()
+        pending = self._pending_bytes()
+        if self._spool is not None:
+            self._spool.release()
         if not delivered or pending:
             log.warning(
                 "mlobs: %d bytes of events not delivered to %s within %.1f s; they are kept in %s "
@@ -234,9 +295,28 @@ class Shipper:
                 pending,
                 self.transport.describe(),
                 timeout,
-                self._spool.path,
+                self.spool_path,
             )
         return delivered and not pending
+
+    # ---- supervision ----------------------------------------------------------------------
+
+    def _supervise(self, loop: Callable[[], None]) -> None:
+        """Run ``loop`` until it returns (on close), starting it again after any crash."""
+        backoff = 0.0
+        while True:
+            try:
+                loop()
+                return
+            except Exception as exc:  # noqa: BLE001 - nothing may escape a background thread: count, restart
+                backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, backoff * 2))
+                what = f"{threading.current_thread().name}: {type(exc).__name__}: {exc}"
+                with self._lock:
+                    self._stats.thread_restarts += 1
+                    self._stats.last_thread_error = what
+                self._warn_thread("mlobs: %s; restarting in %.2f s", what, backoff, exc_info=True)
+                if self._stopping.wait(backoff):
+                    return
 
     # ---- the spooler thread -------------------------------------------------------------
 
@@ -244,11 +324,7 @@ class Shipper:
         while True:
             self._wake.wait(self._linger)
             self._wake.clear()
-            try:
-                self._drain()
-            except Exception:  # a bug must not stop the spooling for good
-                log.exception("mlobs: spooler error; retrying")
-                time.sleep(BACKOFF_MIN)
+            self._drain()
             if self._stopping.is_set() and not self._queued():
                 return
 
@@ -268,13 +344,17 @@ class Shipper:
         while True:
             frames: list[list[bytes]] = []
             events = 0
-            for tag, queue in self.queues.items():
-                budget = SLICE - events
-                while queue and budget > 0:
-                    entries = self._pop_frame(tag, queue, min(budget, FRAME_EVENTS))
-                    frames.append(frame_bytes(tag, len(entries), b"".join(entries)))
-                    events += len(entries)
-                    budget -= len(entries)
+            try:
+                for tag, queue in self.queues.items():
+                    budget = SLICE - events
+                    while queue and budget > 0:
+                        entries = self._pop_frame(tag, queue, min(budget, FRAME_EVENTS))
+                        events += len(entries)
+                        budget -= len(entries)
+                        frames.append(frame_bytes(tag, len(entries), b"".join(entries)))
+            except BaseException:
+                self._dropped(events, "the spooler crashed holding them")
+                raise
             if not frames:
                 return
             self._write(frames, events)
@@ -300,54 +380,98 @@ class Shipper:
 
     def _write(self, frames: list[list[bytes]], events: int) -> None:
         size = sum(len(part) for frame in frames for part in frame)
-        written = 0
-        if self._spool.disk_bytes() + size <= self._spool_max_bytes:
-            written = self._spool.append(frames)
-        with self._lock:
-            if written:
-                self._stats.spooled_events += events
-            else:
+        spool = self._ensure_spool()
+        if spool is None:
+            self._dropped(events, f"no spool directory could be created in {self._spool_root}")
+        elif spool.disk_bytes() + size > self._spool_max_bytes:
+            with self._lock:
                 self._stats.dropped_spool_full += events
                 dropped = self._stats.dropped_spool_full
-        if not written:
             self._warn_drop(
-                "mlobs: spool %s full or not writable (bound %d bytes): %d events dropped "
-                "(%d so far); %s is not taking them",
-                self._spool.path,
+                "mlobs: spool %s full (bound %d bytes): %d events dropped (%d so far); %s is not taking them",
+                spool.path,
                 self._spool_max_bytes,
                 events,
                 dropped,
                 self.transport.describe(),
             )
+        else:
+            try:
+                spool.append(frames)
+            except OSError as exc:
+                self._dropped(events, f"writing the spool {spool.path} failed: {exc}")
+            else:
+                with self._lock:
+                    self._stats.spooled_events += events
         with self._progress:
             self._progress.notify_all()
+
+    def _dropped(self, events: int, why: str) -> None:
+        """Count ``events`` the spool could not take (a disk error or a crash), and say so."""
+        if not events:
+            return
+        with self._lock:
+            self._stats.dropped_spool_error += events
+            self._stats.last_spool_error = why
+            dropped = self._stats.dropped_spool_error
+        self._warn_drop("mlobs: %d events dropped (%d so far): %s", events, dropped, why)
 
     # ---- the delivery thread --------------------------------------------------------------
 
     def _delivery_loop(self) -> None:
-        sink = self.transport.open()
-        orphans = SpoolDir.adopt_orphans(self._spool_root, exclude=self._spool.path.name)
+        """Deliver what earlier processes left, then follow this process's spool until close().
+
+        Its state lives on the shipper, so after a crash the supervisor starts it again
+        where it was: the adopted spools are kept (and stay locked), and what was handed
+        out but not acknowledged is handed out again.
+        """
         try:
-            for orphan in orphans:
+            if self._sink is None:
+                self._sink = self.transport.open()
+            sink = self._sink
+            if self._orphans is None:
+                own = self._spool.path.name if self._spool is not None else ""
+                self._orphans = SpoolDir.adopt_orphans(self._spool_root, exclude=own)
+            while self._orphans:
+                orphan = self._orphans[0]
+                orphan.rewind()
                 log.info(
                     "mlobs: delivering %d bytes left in %s by an earlier process",
                     orphan.pending_bytes(),
                     orphan.path,
                 )
                 if not self._deliver_all(sink, orphan, adopted=True):
-                    break
-            for orphan in orphans:  # removes the delivered ones, unlocks the others
-                orphan.release()
-            orphans = []
+                    return
+                self._orphans.pop(0)
+                orphan.release()  # removes it when it was delivered to the end
+                self._collect_spool_counts(orphan)
             self._orphans_done.set()
-            self._deliver_all(sink, self._spool, adopted=False)
+            while (spool := self._spool) is None:
+                if self._stopping.is_set():
+                    return
+                with self._progress:
+                    self._progress.wait(SPOOL_RETRY)
+            spool.rewind()
+            self._deliver_all(sink, spool, adopted=False)
+        except BaseException:
+            if self._sink is not None:
+                self._sink.close()
+                self._sink = None
+            raise
         finally:
-            for orphan in orphans:
-                orphan.release()
-            self._orphans_done.set()
-            sink.close()
+            if self._stopping.is_set():
+                self._stop_delivery()
             with self._progress:
                 self._progress.notify_all()
+
+    def _stop_delivery(self) -> None:
+        for orphan in self._orphans or ():
+            orphan.release()  # unlocked and kept for a later process
+        self._orphans = []
+        self._orphans_done.set()
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
 
     def _deliver_all(self, sink: Sink, spool: SpoolDir, adopted: bool) -> bool:
         """Deliver ``spool`` in order until it is empty (adopted) or until close() (our own).
@@ -382,22 +506,19 @@ class Shipper:
                 jitter = random.uniform(0.8, 1.2)  # noqa: S311 - spreads retries, not a secret
                 self._stopping.wait(backoff * jitter)
                 continue
-            except Exception:  # a bug in a sink: keep the chunk, keep the thread
-                log.exception("mlobs: unexpected error delivering to %s", self.transport.describe())
-                self._stopping.wait(BACKOFF_MAX)
-                continue
             if backoff:
                 log.info("mlobs: delivery to %s recovered", self.transport.describe())
                 backoff = 0.0
             for frame in chunk.frames:
                 spool.ack(frame)
+            self._collect_spool_counts(spool)
             self._on_delivered(chunk.count, adopted)
             chunk = None
 
     def _next_chunk(self, spool: SpoolDir, carry: Frame | None) -> tuple[Chunk | None, Frame | None]:
         """The next frames of one tag, up to CHUNK_EVENTS events; and a frame read ahead."""
         first = carry if carry is not None else spool.next_frame()
-        self._count_lost(spool)
+        self._collect_spool_counts(spool)
         if first is None:
             return None, None
         frames, count, size = [first], first.count, len(first.entries)
@@ -420,11 +541,15 @@ class Shipper:
         with self._progress:
             self._progress.notify_all()
 
-    def _count_lost(self, spool: SpoolDir) -> None:
-        if spool.lost_bytes:
+    def _collect_spool_counts(self, spool: SpoolDir) -> None:
+        """Move a spool's counts of corrupt bytes and harmless disk errors into the stats."""
+        if spool.lost_bytes or spool.errors:
             with self._lock:
                 self._stats.lost_corrupt_bytes += spool.lost_bytes
-            spool.lost_bytes = 0
+                self._stats.spool_errors += spool.errors
+                if spool.errors:
+                    self._stats.last_spool_error = spool.last_error
+            spool.lost_bytes = spool.errors = 0
 
     # ---- process lifecycle ------------------------------------------------------------------
 
@@ -432,11 +557,7 @@ class Shipper:
         """In a forked child: the parent's queues and threads are not ours; start afresh."""
         for queue in self.queues.values():
             queue.clear()
-        self._lock = threading.Lock()
-        self._progress = threading.Condition()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._stats = ShipperStats()
+        self._init_state()  # the parent's spool stays the parent's: the child makes its own
         if not self._closed:
             self._start()
 
