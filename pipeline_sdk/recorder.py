@@ -10,6 +10,12 @@ API's :class:`~pipeline_sdk.model_api.ServiceRecorder`.
 ``log_metric`` is called hundreds of thousands of times a run, so its common
 case (a float or int value, a name seen before) is kept to a handful of
 operations; everything unusual falls back to the validators.
+
+``log_record`` and ``log_status`` are the exceptions to "a bad argument
+raises": the log handler and the run's exit call them on paths that must not
+raise, so their text is stored with :func:`~pipeline_sdk.validation.safe_text`
+(lone surrogates as backslash escapes, long text cut with a marker), and a log
+record's ``extra`` that cannot be JSON-encoded loses only the extra.
 """
 
 from __future__ import annotations
@@ -26,12 +32,18 @@ from .validation import (
     MAX_TEXT_LENGTH,
     check_identity,
     check_index,
+    check_json,
     check_name,
     check_number,
     check_tag_value,
     check_text,
+    describe_error,
+    escape_surrogates,
     escape_text,
+    json_dumps,
     param_value,
+    safe_text,
+    truncate_text,
 )
 
 if TYPE_CHECKING:
@@ -41,18 +53,40 @@ _time_ns = time.time_ns
 _MAX_LOCATION = 2048
 
 
-def _json_value(arg: str, value: Any) -> str:
+# Keys of the JSON object stored as a log record's extra when the extra itself could not be.
+EXTRA_ERROR_KEY = "mlobs_extra_error"  # why the extra could not be JSON-encoded (it is not stored)
+EXTRA_TRUNCATED_KEY = "mlobs_extra_truncated"  # the extra's JSON text, cut to fit MAX_TEXT_LENGTH
+MAX_LEVEL_LENGTH = 32  # a log record's level name (a tag)
+MAX_LOGGER_LENGTH = 256  # a log record's logger name
+_MAX_EXTRA_ERROR = 1024  # characters of the reason stored under EXTRA_ERROR_KEY
+
+
+def encode_extra(extra: Mapping[Any, Any]) -> str:
+    """A log record's ``extra`` as a JSON object of at most MAX_TEXT_LENGTH characters; never raises.
+
+    Values JSON has no form for are stored as their ``repr()``, and lone surrogates as JSON
+    escapes (so they read back as they were).  An extra that still cannot be encoded (circular,
+    nested too deep, a ``repr()`` that raises) becomes ``{EXTRA_ERROR_KEY: "<why>"}``; one whose
+    JSON text is too long becomes ``{EXTRA_TRUNCATED_KEY: "<that text, cut with the marker>"}``.
+    """
     try:
-        text = json.dumps(value, allow_nan=False, sort_keys=True, ensure_ascii=False)
-    except ValueError as exc:  # NaN or infinity somewhere inside
-        raise ValueError(f"{arg} is invalid: {exc}") from None
-    except TypeError as exc:
-        raise TypeError(f"{arg} must be JSON-serialisable: {exc}") from None
-    if len(text) > MAX_TEXT_LENGTH:
-        raise ValueError(
-            f"{arg} is invalid: {len(text)} characters once JSON-encoded, more than {MAX_TEXT_LENGTH}"
+        # NaN and infinity stay as Python's json writes and reads them (a NaN loss is worth a log line).
+        text = escape_surrogates(json_dumps(extra, default=repr, allow_nan=True))
+    except Exception as exc:  # noqa: BLE001 - only the extra is lost, and the reason is stored instead
+        return json.dumps(
+            {EXTRA_ERROR_KEY: safe_text(describe_error(exc), _MAX_EXTRA_ERROR)}, ensure_ascii=False
         )
-    return text
+    if len(text) <= MAX_TEXT_LENGTH:
+        return text
+    budget = MAX_TEXT_LENGTH
+    for _ in range(8):  # JSON-encoding the cut text escapes its quotes: shrink the cut until it fits
+        capped = json.dumps({EXTRA_TRUNCATED_KEY: truncate_text(text, budget)}, ensure_ascii=False)
+        over = len(capped) - MAX_TEXT_LENGTH
+        if over <= 0:
+            return capped
+        budget -= over
+    reason = f"{len(text)} characters once JSON-encoded, more than {MAX_TEXT_LENGTH}"
+    return json.dumps({EXTRA_ERROR_KEY: reason})
 
 
 class EventWriter:
@@ -188,7 +222,13 @@ class RunRecorder(EventWriter):
         self._emit(c.PARAM.tag, record)
 
     def log_input(self, name: str, value: Any, source: str | None = None) -> None:
-        """Record an input of the step: any JSON-serialisable value, and where it came from."""
+        """Record an input of the step: any JSON-serialisable value, and where it came from.
+
+        ``value`` is stored as JSON text of at most 32,768 characters, its containers nested at
+        most :data:`~pipeline_sdk.validation.MAX_JSON_DEPTH` (64) deep (``[]`` is 1, ``[[]]`` 2);
+        NaN, infinity, a circular reference or text that is not valid Unicode is a ``ValueError``
+        naming ``value``, a type JSON cannot hold a ``TypeError``.
+        """
         self._io(
             c.IODirection.INPUT,
             name,
@@ -199,7 +239,10 @@ class RunRecorder(EventWriter):
         )
 
     def log_output(self, name: str, value: Any, destination: str | None = None) -> None:
-        """Record an output of the step: any JSON-serialisable value, and where it went."""
+        """Record an output of the step: any JSON-serialisable value, and where it went.
+
+        ``value`` is checked as in :meth:`log_input`.
+        """
         self._io(
             c.IODirection.OUTPUT,
             name,
@@ -224,7 +267,7 @@ class RunRecorder(EventWriter):
             **self._identity,
             c.TAG_DIRECTION: direction.value,
             c.TAG_NAME: name,
-            c.FIELD_VALUE: escape_text(_json_value("value", value)),
+            c.FIELD_VALUE: escape_text(check_json("value", value)),
         }
         if location is not None:
             record[location_field] = escape_text(check_text(location_arg, location, _MAX_LOCATION))
@@ -235,22 +278,25 @@ class RunRecorder(EventWriter):
     def log_record(
         self,
         level: str,
-        message: str,
-        logger: str = "",
-        extra: Mapping[str, Any] | None = None,
+        message: object,
+        logger: object = "",
+        extra: Mapping[Any, Any] | None = None,
         time_ns: int | None = None,
     ) -> None:
-        """Record one log line with the run's identity; ``extra`` is stored as a JSON object."""
+        """Record one log line with the run's identity; ``extra`` is stored as a JSON object.
+
+        Only ``level`` (a tag of at most 32 characters) can be refused.  The text is always kept:
+        ``message`` and ``logger`` go through :func:`~pipeline_sdk.validation.safe_text` (cut
+        to 32,768 and 256 characters), and ``extra`` through :func:`encode_extra`.
+        """
         record: dict[str, Any] = {
             **self._identity,
-            c.TAG_LEVEL: check_tag_value("level", level, 32),
-            c.FIELD_MESSAGE: escape_text(check_text("message", message)),
-            c.FIELD_LOGGER: escape_text(check_text("logger", logger, 256)),
+            c.TAG_LEVEL: check_tag_value("level", level, MAX_LEVEL_LENGTH),
+            c.FIELD_MESSAGE: escape_text(safe_text(message)),
+            c.FIELD_LOGGER: escape_text(safe_text(logger, MAX_LOGGER_LENGTH)),
         }
         if extra:
-            record[c.FIELD_EXTRA] = escape_text(
-                json.dumps(extra, sort_keys=True, default=repr, ensure_ascii=False)
-            )
+            record[c.FIELD_EXTRA] = escape_text(encode_extra(extra))
         self._emit(c.LOG.tag, record, time_ns)
 
     def log_status(
@@ -259,9 +305,13 @@ class RunRecorder(EventWriter):
         fields: Mapping[str, Any],
         time_ns: int | None = None,
     ) -> None:
-        """Record a lifecycle event (started, succeeded, failed, cancelled)."""
+        """Record a lifecycle event (started, succeeded, failed, cancelled).
+
+        The run's exit calls this: a string field's value is stored with
+        :func:`~pipeline_sdk.validation.safe_text`, so no text makes it raise.
+        """
         record: dict[str, Any] = {**self._identity, c.TAG_STATUS: status.value}
         for key, value in fields.items():
             is_text = c.RUN.fields.get(key) is c.FieldType.STRING
-            record[key] = escape_text(value) if is_text else value
+            record[key] = escape_text(safe_text(value)) if is_text else value
         self._emit(c.RUN.tag, record, time_ns)

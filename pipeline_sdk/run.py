@@ -5,6 +5,14 @@ injects, else generated), records ``started``, then exactly one of
 ``succeeded``, ``failed`` (with the exception type and message) or
 ``cancelled`` (SIGTERM or Ctrl-C), each with the run's duration.  On the way
 out it flushes with a bounded timeout.
+
+The exit cannot fail the caller: the exception's type and message are stored
+with :func:`~pipeline_sdk.validation.safe_text` (lone surrogates as backslash
+escapes, a ``str()`` that raises described instead), and every cleanup step
+(detach logging, record the end, restore the SIGTERM handler, clear
+``current_run()``, close or flush the client) runs even when another one
+raised; a step that raises is logged as a warning on the ``mlobs`` logger.
+The caller's own exception propagates unchanged.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
@@ -30,7 +38,7 @@ from ._version import __version__
 from .client import Client
 from .logs import RunLogHandler
 from .recorder import RunRecorder
-from .validation import check_identity, check_name, param_value, truncate_text
+from .validation import check_identity, check_name, describe, describe_error, param_value, safe_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("mlobs")
@@ -62,6 +70,25 @@ def _default_pipeline() -> str:
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.path.splitext(script)[0]).strip("-_.")
     return stem[:63].strip("-_.") or "notebook"
+
+
+def _type_name(exc_type: type[BaseException]) -> str:
+    """``KeyError`` for a builtin, else ``module.QualName``; never raises."""
+    qualname = describe(getattr(exc_type, "__qualname__", None) or getattr(exc_type, "__name__", "?"))
+    module = getattr(exc_type, "__module__", None)
+    return qualname if module in (None, "builtins") else f"{describe(module)}.{qualname}"
+
+
+def _succeeded(exc: BaseException | None) -> bool:
+    if exc is None:
+        return True
+    if isinstance(exc, SystemExit) and not isinstance(exc, RunCancelled):
+        code = exc.code
+        return code is None or (isinstance(code, int) and code == 0)
+    return False
+
+
+_Step = tuple[str, Callable[[], None]]
 
 
 def _pick(arg: str, given: str | None, env: config.EnvVar[str], default: Callable[[], str]) -> str:
@@ -106,6 +133,13 @@ class Run:
         self.recorder: RunRecorder | None = None
         self.status: c.RunStatus | None = None  # set when the run ends
         self.duration_ms: float | None = None
+        # What __enter__ set up, so that cleanup undoes exactly that.
+        self._owned = False
+        self._token: contextvars.Token[RunRecorder | None] | None = None
+        self._sigterm_installed = False
+        self._previous_handler: Any = None
+        self._handler: RunLogHandler | None = None
+        self._root_level = logging.NOTSET
 
     def __enter__(self) -> RunRecorder:
         if self.recorder is not None:
@@ -118,17 +152,27 @@ class Run:
         )
         self._owned = self._client is None
         client = self._client if self._client is not None else Client()
-        self.recorder = rec = client.recorder(*identity)
-        self._t0 = time.perf_counter_ns()
-        rec.log_status(
-            c.RunStatus.STARTED,
-            {c.FIELD_HOST: socket.gethostname(), c.FIELD_PID: os.getpid(), c.FIELD_SDK_VERSION: __version__},
-        )
-        if params:
-            rec.log_params(params)  # checked in __init__
-        self._token = _current.set(rec)
-        self._install_sigterm()
-        self._attach_logging(rec)
+        try:
+            self.recorder = rec = client.recorder(*identity)
+            self._t0 = time.perf_counter_ns()
+            rec.log_status(
+                c.RunStatus.STARTED,
+                {
+                    c.FIELD_HOST: socket.gethostname(),
+                    c.FIELD_PID: os.getpid(),
+                    c.FIELD_SDK_VERSION: __version__,
+                },
+            )
+            if params:
+                rec.log_params(params)  # checked in __init__
+            self._token = _current.set(rec)
+            self._install_sigterm()
+            self._attach_logging(rec)
+        except BaseException:
+            # Nothing of the run is left behind: no handler, no current run, no client threads.
+            self.recorder = None
+            self._cleanup(identity[2], self._undo_steps(identity[2], client, end=None))
+            raise
         return rec
 
     def __exit__(
@@ -141,29 +185,84 @@ class Run:
         assert rec is not None, "__exit__ without __enter__"
         self.duration_ms = (time.perf_counter_ns() - self._t0) / 1e6
         fields: dict[str, Any] = {c.FIELD_DURATION_MS: self.duration_ms}
-        if exc is None or (
-            isinstance(exc, SystemExit) and not isinstance(exc, RunCancelled) and exc.code in (0, None)
-        ):
+        if _succeeded(exc):
             self.status = c.RunStatus.SUCCEEDED
         elif isinstance(exc, (RunCancelled, KeyboardInterrupt)):
             self.status = c.RunStatus.CANCELLED
         else:
             self.status = c.RunStatus.FAILED
-            assert exc_type is not None
-            module = exc_type.__module__
-            name = exc_type.__qualname__ if module == "builtins" else f"{module}.{exc_type.__qualname__}"
-            fields[c.FIELD_ERROR_TYPE] = truncate_text(name, 256)
-            fields[c.FIELD_ERROR_MESSAGE] = truncate_text(str(exc))
-        self._detach_logging()
-        rec.log_status(self.status, fields)
-        self._restore_sigterm()
-        _current.reset(self._token)
-        client = rec.client
-        timeout = self._flush_timeout
+            failed_type = type(exc) if exc is not None else exc_type
+            assert failed_type is not None
+            fields[c.FIELD_ERROR_TYPE] = safe_text(_type_name(failed_type), 256)
+            fields[c.FIELD_ERROR_MESSAGE] = safe_text(exc)
+        status = self.status
+        end: _Step = ("record the end of the run", lambda: self._record_end(rec, status, fields))
+        self._cleanup(rec.run_id, self._undo_steps(rec.run_id, rec.client, end=end))
+
+    def _undo_steps(self, run_id: str, client: Client, *, end: _Step | None) -> list[_Step]:
+        """The steps that undo __enter__, in order; each is a no-op when its part was not set up.
+
+        With ``end`` (the run ran), the end is recorded once logging is detached, and a client
+        the caller lent is flushed; without it (the start failed), only a client of our own is closed.
+        """
+        steps: list[_Step] = [("stop capturing logs", self._detach_logging)]
+        if end is not None:
+            steps.append(end)
+        return [
+            *steps,
+            ("restore the SIGTERM handler", self._restore_sigterm),
+            ("clear the current run", self._clear_current),
+            (
+                "close its client" if self._owned else "flush its client",
+                lambda: self._release(run_id, client, flush=end is not None),
+            ),
+        ]
+
+    def _cleanup(self, run_id: str, steps: Sequence[_Step]) -> None:
+        """Run every step, whichever raises: an error is logged, an interrupt re-raised at the end."""
+        interrupt: BaseException | None = None
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # logged; the next steps must still run
+                log.warning(
+                    "mlobs: run %s: could not %s: %s", run_id, what, describe_error(exc), exc_info=exc
+                )
+            except BaseException as exc:  # noqa: BLE001 - Ctrl-C or SIGTERM: finish cleaning up, re-raise below
+                interrupt = interrupt if interrupt is not None else exc
+        if interrupt is not None:
+            raise interrupt
+
+    def _record_end(self, rec: RunRecorder, status: c.RunStatus, fields: Mapping[str, Any]) -> None:
+        try:
+            rec.log_status(status, fields)
+        except Exception as exc:
+            if len(fields) == 1:
+                raise
+            # Without the error's text, the run's end (its status and duration) may still be written.
+            log.warning(
+                "mlobs: run %s: could not record its end in full (%s); recording its status only",
+                rec.run_id,
+                describe_error(exc),
+            )
+            rec.log_status(status, {c.FIELD_DURATION_MS: self.duration_ms})
+
+    def _clear_current(self) -> None:
+        token, self._token = self._token, None
+        if token is None:
+            return
+        try:
+            _current.reset(token)
+        except ValueError:  # exited in another context than it was entered in
+            old = token.old_value
+            _current.set(None if old is contextvars.Token.MISSING else old)
+
+    def _release(self, run_id: str, client: Client, *, flush: bool) -> None:
+        """Close the client the run made; flush one the caller lent (bounded), if ``flush``."""
         if self._owned:
-            client.close(timeout)
-        elif not client.flush(timeout):
-            log.warning("mlobs: run %s not fully delivered yet; its client keeps trying", rec.run_id)
+            client.close(self._flush_timeout)
+        elif flush and not client.flush(self._flush_timeout):
+            log.warning("mlobs: run %s not fully delivered yet; its client keeps trying", run_id)
 
     def __call__(self, func: F) -> F:
         """Use as a decorator: each call of ``func`` is a new run (a fresh run id)."""
@@ -189,7 +288,6 @@ class Run:
     # ---- SIGTERM ------------------------------------------------------------------------
 
     def _install_sigterm(self) -> None:
-        self._previous_handler: Any = None
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
         previous = signal.getsignal(signal.SIGTERM)
@@ -199,33 +297,36 @@ class Run:
                 previous(signum, frame)
             raise RunCancelled(128 + signum)
 
-        self._previous_handler = previous
         signal.signal(signal.SIGTERM, on_sigterm)
+        self._previous_handler = previous
+        self._sigterm_installed = True
 
     def _restore_sigterm(self) -> None:
-        if self._previous_handler is not None:
-            signal.signal(signal.SIGTERM, self._previous_handler)
+        if self._sigterm_installed:
+            self._sigterm_installed = False
+            # None: a handler not set from Python, which cannot be put back; the default is closest.
+            previous = self._previous_handler if self._previous_handler is not None else signal.SIG_DFL
             self._previous_handler = None
+            signal.signal(signal.SIGTERM, previous)
 
     # ---- logging ------------------------------------------------------------------------
 
     def _attach_logging(self, rec: RunRecorder) -> None:
-        self._handler: RunLogHandler | None = None
         if not self._capture_logs:
             return
         root = logging.getLogger()
+        self._root_level = root.level
         self._handler = RunLogHandler(rec, self._log_level)
         root.addHandler(self._handler)
-        self._root_level = root.level
         if root.getEffectiveLevel() > self._log_level:
             root.setLevel(self._log_level)  # so records at log_level reach the handler
 
     def _detach_logging(self) -> None:
-        if self._handler is not None:
+        handler, self._handler = self._handler, None
+        if handler is not None:
             root = logging.getLogger()
-            root.removeHandler(self._handler)
+            root.removeHandler(handler)
             root.setLevel(self._root_level)
-            self._handler = None
 
 
 def run(

@@ -3,11 +3,14 @@
 The line protocol is produced by influxdb-client's own ``Point`` (the same escaping
 rules the Fluentd output applies) and read back by a strict parser of InfluxDB's
 rules (tests/lineproto.py).  The "needs the validator" tests show that influxdb-client
-alone corrupts or drops exactly what the validators refuse.
+alone corrupts or drops exactly what the validators refuse.  The boundary tests pin each
+limit on both sides (n and n + 1) with the exact error message.  (One file for one module's
+validators, so over 400 lines.)
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -26,14 +29,23 @@ from pipeline_sdk.encoding import decode_entries
 from pipeline_sdk.local_store import split_record
 from pipeline_sdk.validation import (
     INT64_MAX,
+    INT64_MIN,
+    MAX_JSON_DEPTH,
+    MAX_TEXT_LENGTH,
     check_identity,
     check_index,
+    check_json,
     check_name,
     check_number,
     check_tag_value,
     check_text,
+    describe,
+    escape_surrogates,
     escape_text,
     param_value,
+    safe_text,
+    short_repr,
+    truncate_text,
     unescape_text,
 )
 from tests.lineproto import LineProtocolError, parse_line
@@ -333,8 +345,210 @@ def test_recorder_rejects_at_the_call_site(quiet_client: Client) -> None:
         rec.log_metrics({"a": 1.0, "b": float("inf")})
     with pytest.raises(TypeError, match="value must be JSON-serialisable"):
         rec.log_input("model", object())
-    with pytest.raises(ValueError, match="value is invalid: Out of range float"):
+    with pytest.raises(ValueError, match=re.escape("value=[1.0, nan] is invalid: Out of range float values")):
         rec.log_output("scores", [1.0, float("nan")])
     with pytest.raises(ValueError, match="run_id='bad id' is invalid"):
         quiet_client.recorder("pipe", "step", "bad id")
     assert take_points(quiet_client) == [], "a rejected call must record nothing (log_metrics included)"
+
+
+# ---- boundaries, pinned exactly ----------------------------------------------------------------
+
+
+def shown(text: str) -> str:
+    """How an error message shows a long string: its repr cut to 60 characters."""
+    return short_repr(text)
+
+
+@pytest.mark.parametrize(
+    ("check", "arg", "limit"),
+    [(check_tag_value, "reason", 256), (check_identity, "pipeline", 63), (check_name, "name", 250)],
+)
+def test_length_limits_are_exact(check, arg: str, limit: int) -> None:  # type: ignore[no-untyped-def]
+    assert check(arg, "a" * (limit - 1)) == "a" * (limit - 1)
+    assert check(arg, "a" * limit) == "a" * limit
+    too_long = "a" * (limit + 1)
+    with pytest.raises(ValueError) as info:
+        check(arg, too_long)
+    assert shown(too_long) == "'" + "a" * 56 + "..."
+    assert (
+        str(info.value) == f"{arg}={shown(too_long)} is invalid: longer than {limit} characters ({limit + 1})"
+    )
+
+
+def test_text_length_limit_is_exact() -> None:
+    assert MAX_TEXT_LENGTH == 32_768
+    assert check_text("message", "x" * MAX_TEXT_LENGTH) == "x" * MAX_TEXT_LENGTH
+    with pytest.raises(ValueError) as info:
+        check_text("message", "x" * (MAX_TEXT_LENGTH + 1))
+    assert str(info.value) == (f"message='{'x' * 56}... is invalid: longer than 32768 characters (32769)")
+    assert param_value("v", "p" * 4096) == ("p" * 4096, None)
+    with pytest.raises(ValueError, match=r"^v='p+\.\.\. is invalid: longer than 4096 characters \(4097\)$"):
+        param_value("v", "p" * 4097)
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted_as"),
+    [(-1, None), (0, 0), (1, 1), (INT64_MAX, INT64_MAX), (INT64_MAX + 1, None)],
+)
+def test_index_bounds_are_exact(value: int, accepted_as: int | None) -> None:
+    if accepted_as is not None:
+        assert check_index("step", value) == accepted_as
+        return
+    with pytest.raises(ValueError) as info:
+        check_index("step", value)
+    assert str(info.value) == f"step={value} is invalid: must be from 0 to 2**63-1"
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(2**63 - 1, True), (2**63, False), (-(2**63), True), (-(2**63) - 1, False)],
+)
+def test_int64_bounds_are_exact(value: int, ok: bool) -> None:
+    assert (INT64_MIN, INT64_MAX) == (-(2**63), 2**63 - 1)
+    if ok:
+        assert check_number("value", value) == float(value)
+        return
+    with pytest.raises(ValueError) as info:
+        check_number("value", value)
+    assert str(info.value) == f"value={value} is invalid: integer outside the int64 range"
+
+
+def test_truncate_text_boundary() -> None:
+    at_limit = "a" * 50
+    assert truncate_text(at_limit, 50) is at_limit
+    assert truncate_text("a" * 51, 50) == "a" * 12 + "... [39 characters truncated by mlobs]"
+    assert truncate_text("a" * 20, 10) == "a" * 10, "no room for the marker: a plain cut"
+
+
+@given(st.integers(min_value=0, max_value=200_000), st.integers(min_value=50, max_value=40_000))
+def test_truncate_text_is_exactly_the_limit_and_counts_what_it_cut(length: int, limit: int) -> None:
+    value = "b" * length
+    cut = truncate_text(value, limit)
+    if length <= limit:
+        assert cut == value
+        return
+    assert len(cut) == limit
+    match = re.fullmatch(r"(b*)\.\.\. \[(\d+) characters truncated by mlobs\]", cut)
+    assert match is not None
+    assert len(match.group(1)) + int(match.group(2)) == length
+
+
+# ---- text on paths that must not raise ----------------------------------------------------------
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_describe_never_raises() -> None:
+    assert describe("as is") == "as is"
+    assert describe(3.5) == "3.5"
+    assert describe(Unprintable()) == "<unprintable Unprintable: str() raised RuntimeError>"
+
+
+def test_surrogates_become_six_character_escapes() -> None:
+    escaped = escape_surrogates("bad \udcff")
+    assert escaped == "bad \\udcff" and len(escaped) == 10
+    assert escape_surrogates("caf\u00e9 \U0001f600") == "caf\u00e9 \U0001f600", "valid text is unchanged"
+
+
+@given(any_text, st.integers(min_value=40, max_value=100))
+def test_safe_text_always_encodes_and_keeps_valid_text(value: str, limit: int) -> None:
+    out = safe_text(value, limit)
+    out.encode("utf-8")  # never raises
+    assert len(out) <= limit
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return
+    if len(value) <= limit:
+        assert out == value
+
+
+# ---- JSON values (inputs and outputs) -------------------------------------------------------------
+
+
+def nested_lists(depth: int) -> list[object]:
+    value: list[object] = []  # 1 deep
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def nested_dicts(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("build", [nested_lists, nested_dicts])
+def test_json_depth_limit_is_exact(build) -> None:  # type: ignore[no-untyped-def]
+    assert MAX_JSON_DEPTH == 64
+    for depth in (63, 64):
+        assert check_json("value", build(depth)) == json.dumps(build(depth))
+    for depth in (65, 10_000):
+        with pytest.raises(ValueError) as info:
+            check_json("value", build(depth))
+        assert str(info.value) == f"value={short_repr(build(depth))} is invalid: nested more than 64 deep"
+
+
+def test_json_refuses_circular_values() -> None:
+    loop: list[object] = [1]
+    loop.append(loop)
+    with pytest.raises(ValueError) as info:
+        check_json("value", loop)
+    assert str(info.value) == "value=[1, [1, [1, [...]]]] is invalid: contains a circular reference"
+    same_twice = [[1], [1]]
+    same_twice[1] = same_twice[0]  # shared, not circular
+    assert check_json("value", same_twice) == "[[1], [1]]"
+
+
+@pytest.mark.parametrize("value", [["bad \udcff"], {"bad \udcff": 1}])
+def test_json_refuses_text_that_is_not_unicode(value: object) -> None:
+    with pytest.raises(ValueError) as info:
+        check_json("value", value)
+    assert str(info.value) == (
+        f"value={short_repr(value)} is invalid: holds text that is not valid Unicode (surrogates not allowed)"
+    )
+
+
+def test_json_keeps_mixed_key_types_unsorted() -> None:
+    assert check_json("value", {"b": 2, 1: "a"}) == '{"b": 2, "1": "a"}'
+    assert check_json("value", {"b": 2, "a": 1}) == '{"a": 1, "b": 2}'
+
+
+def test_json_length_limit_is_exact() -> None:
+    overhead = len(json.dumps(""))
+    assert check_json("value", "z" * (MAX_TEXT_LENGTH - overhead)) == json.dumps(
+        "z" * (MAX_TEXT_LENGTH - overhead)
+    )
+    with pytest.raises(ValueError, match=r"is invalid: 32769 characters once JSON-encoded, more than 32768$"):
+        check_json("value", "z" * (MAX_TEXT_LENGTH - overhead + 1))
+
+
+def test_recorder_refuses_bad_inputs_and_outputs_naming_the_argument(quiet_client: Client) -> None:
+    rec = quiet_client.recorder("pipe", "step", "run-1")
+    loop: dict[str, object] = {}
+    loop["self"] = loop
+    refusals = {
+        "deep": (nested_lists(10_000), "value=[[[[...]]]] is invalid: nested more than 64 deep"),
+        "loop": (loop, "value={'self': {'self': {'self': {...}}}} is invalid: contains a circular reference"),
+        "text": (
+            {"path": "bad \udcff"},
+            "value={'path': 'bad \\udcff'} is invalid: holds text that is not valid Unicode "
+            "(surrogates not allowed)",
+        ),
+    }
+    for log in (rec.log_input, rec.log_output):
+        for name, (value, message) in refusals.items():
+            with pytest.raises(ValueError) as info:
+                log(name, value)
+            assert str(info.value) == message
+    assert take_points(quiet_client) == [], "a refused value records nothing"
+    rec.log_input("deep", nested_lists(64))
+    [(measurement, tags, fields)] = take_points(quiet_client)
+    assert (measurement, tags[c.TAG_NAME]) == (c.IO.measurement, "deep")
+    assert unescape_text(str(fields[c.FIELD_VALUE])) == json.dumps(nested_lists(64))
