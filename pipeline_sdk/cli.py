@@ -1,4 +1,4 @@
-"""``mlobs``: read runs back from the terminal.
+r"""``mlobs``: read runs back from the terminal.
 
     mlobs runs list [--pipeline P] [--step S] [--status failed] [--since 7d] [--limit 20]
     mlobs runs show RUN
@@ -9,6 +9,15 @@
 It reads what the SDK reads: InfluxDB when MLOBS_INFLUXDB_URL (and MLOBS_INFLUXDB_TOKEN)
 are set, else the local store under MLOBS_HOME (~/.mlobs).  Output is a table, or
 with ``--json`` one JSON object per line (a single object for ``runs show``).
+
+What is read back was written by code the reader does not control, so nothing
+reaches the terminal as a control character.  Tables, log lines and error
+messages show C0 and C1 controls, DEL, line and paragraph separators and bidi
+controls escaped (``\x1b``, ``\x9b``, ``\r``, ``\u202e``); a log message's line
+breaks (a traceback) start continuation lines indented by four spaces, so no
+message can pose as another record.  ``--json`` stays exact: JSON escapes C0
+itself, and DEL, C1 and the rest are written as ``\u`` escapes, which decode to
+the same text.  Error messages mask credentials of URLs (``https://***@host``).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import itertools
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -25,12 +35,39 @@ from typing import Any, TextIO
 
 from .config import SettingError
 from .read import AGGREGATIONS, LEVELS, RUN_STATUSES, ReadClient, ReadError, Rows
+from .read.redact import redact
 
 TABLE_BATCH = 1000  # rows whose widths set a streamed table's columns
 CELL_MAX = 60  # characters of a table cell; longer text is cut with an ellipsis
+CONTINUATION = "    "  # starts each further line of a multi-line log message
+
+# What a terminal acts on or reorders rather than shows: C0, DEL, C1, the line and paragraph
+# separators, and the bidi controls (U+061C, U+200E-F, U+202A-E, U+2066-9).
+_UNSAFE_OTHER = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSAFE_RE = re.compile(f"[\x00-\x1f{_UNSAFE_OTHER}]")
+_UNSAFE_BUT_NEWLINE_RE = re.compile(f"[\x00-\x09\x0b-\x1f{_UNSAFE_OTHER}]")
+_SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
 # ---- formatting ----------------------------------------------------------------------------------------
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    short = _SHORT_ESCAPES.get(ch)
+    if short is not None:
+        return short
+    return f"\\x{ord(ch):02x}" if ord(ch) <= 0xFF else f"\\u{ord(ch):04x}"
+
+
+def visible(text: str) -> str:
+    """``text`` with every character a terminal would act on shown as an escape (``\\x1b``, ``\\n``)."""
+    return _UNSAFE_RE.sub(_escape, text)
+
+
+def visible_lines(text: str) -> str:
+    """As :func:`visible`, but a line break stays one, the next line indented by CONTINUATION."""
+    return _UNSAFE_BUT_NEWLINE_RE.sub(_escape, text).replace("\n", "\n" + CONTINUATION)
 
 
 def _json_default(value: Any) -> Any:
@@ -39,8 +76,18 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def to_json(value: Any) -> str:
-    return json.dumps(value, default=_json_default, ensure_ascii=False, allow_nan=False)
+    """JSON of ``value``, non-ASCII text as it is but for the characters a terminal acts on.
+
+    json escapes C0 itself; DEL, C1 and the rest of ``_UNSAFE_OTHER`` can only occur
+    in its strings, where a ``\\u`` escape decodes to the same character.
+    """
+    text = json.dumps(value, default=_json_default, ensure_ascii=False, allow_nan=False)
+    return _UNSAFE_RE.sub(_json_escape, text)
 
 
 def cell(value: Any) -> str:
@@ -54,8 +101,7 @@ def cell(value: Any) -> str:
     elif isinstance(value, dict | list):
         text = to_json(value)
     else:
-        text = str(value)
-    text = text.replace("\n", "\\n")
+        text = visible(str(value))
     return text if len(text) <= CELL_MAX else text[: CELL_MAX - 1] + "…"
 
 
@@ -67,11 +113,12 @@ def write_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], out: Tex
         batch = [next(it, None) for _ in range(TABLE_BATCH)]
         batch_rows = [r for r in batch if r is not None]
         if count == 0:
-            widths = [len(col) for col in columns]
+            heads = [visible(col) for col in columns]
+            widths = [len(head) for head in heads]
             cells = [[cell(r.get(col)) for col in columns] for r in batch_rows]
             for line in cells:
                 widths = [max(w, len(v)) for w, v in zip(widths, line, strict=True)]
-            out.write("  ".join(col.ljust(w) for col, w in zip(columns, widths, strict=True)).rstrip() + "\n")
+            out.write("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip() + "\n")
         else:
             cells = [[cell(r.get(col)) for col in columns] for r in batch_rows]
         for line in cells:
@@ -108,7 +155,7 @@ def cmd_list(client: ReadClient, args: argparse.Namespace, out: TextIO) -> int:
     columns = ("run_id", "pipeline", "step", "status", "reason", "started", "duration_ms", "error")
     count = write_rows(rows, args, out, columns)
     if not args.json and count == 0:
-        out.write(f"(no runs in {client.describe()})\n")
+        out.write(f"(no runs in {visible(client.describe())})\n")
     return 0
 
 
@@ -121,7 +168,7 @@ def cmd_show(client: ReadClient, args: argparse.Namespace, out: TextIO) -> int:
     width = max(len(k) for k in scalars)
     for key, value in scalars.items():
         if value is not None:
-            out.write(f"{key.ljust(width)}  {cell(value) if key != 'error' else value}\n")
+            out.write(f"{key.ljust(width)}  {cell(value) if key != 'error' else visible(value)}\n")
     for title, items, columns in (
         ("params", [{"name": k, "value": v} for k, v in run["params"].items()], ("name", "value")),
         ("inputs", run["inputs"], ("name", "value", "source", "time")),
@@ -152,10 +199,11 @@ def cmd_logs(client: ReadClient, args: argparse.Namespace, out: TextIO) -> int:
     for row in rows:
         stamp = row["time"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         extra = f"  {to_json(row['extra'])}" if row["extra"] else ""
-        out.write(f"{stamp} {row['level']:<8} {row['logger']}: {row['message']}{extra}\n")
+        level, logger = visible(str(row["level"])), visible(row["logger"])
+        out.write(f"{stamp} {level:<8} {logger}: {visible_lines(row['message'])}{extra}\n")
         count += 1
     if count == 0:
-        out.write(f"(no log records of run {args.run} match)\n")
+        out.write(f"(no log records of run {visible(args.run)} match)\n")
     return 0
 
 
@@ -216,7 +264,10 @@ def parser() -> argparse.ArgumentParser:
     groups = top.add_subparsers(dest="group", required=True, metavar="runs")
     runs = groups.add_parser("runs", help="list, show, compare runs; their logs and metrics")
     sub = runs.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    time_help = "an ISO 8601 time (2026-11-22T10:00:00Z) or a duration before now (30m, 2h, 7d)"
+    time_help = (
+        "an ISO 8601 time (2026-11-22T10:00:00Z; UTC when it names no zone) "
+        "or a duration before now (30m, 2h, 7d)"
+    )
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -270,7 +321,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             code: int = args.handler(client, args, out)
             return code
     except (ReadError, SettingError, ValueError, TypeError, ImportError) as exc:
-        sys.stderr.write(f"mlobs: error: {exc}\n")
+        sys.stderr.write(f"mlobs: error: {visible(redact(str(exc)))}\n")
         return 1
     except BrokenPipeError:  # `mlobs ... | head`: the reader left; say nothing more
         devnull = os.open(os.devnull, os.O_WRONLY)

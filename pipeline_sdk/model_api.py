@@ -15,16 +15,21 @@ non-blocking queue hand-off as every other event.
   (``2xx``); an unknown HTTP method is counted as ``OTHER``, so neither label can
   be grown by a client;
 * records one ``api_request`` event with the exact status, the duration and a
-  salted hash of the user id taken from a request header.
+  keyed hash of the user id taken from a request header (see :class:`ServiceRecorder`).
 
 Both are recorded just before the end of the response is handed to the server
 (its last body message, or its head when it has no body), so by the time a
 client has read the response it is counted.  Nothing in the request path does I/O.
+
+The module is longer than the SDK's others (about 550 lines) and kept whole: the
+recorder, its user hash, route matching and the middleware are one concern, the
+model API's events, and change together.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import threading
 import time
@@ -33,6 +38,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Mu
 from typing import TYPE_CHECKING, Any
 
 from . import contract as c
+from .config import USER_HASH_KEY, SettingError
 from .recorder import EventWriter
 from .validation import check_identity, check_index, check_number, check_tag_value, check_text, escape_text
 
@@ -49,7 +55,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("mlobs")
 
-USER_HASH_HEX = 16  # hex characters kept of the salted SHA-256 of a user id (64 bits)
+USER_HASH_HEX = 16  # hex characters kept of the HMAC-SHA256 (or salted SHA-256) of a user id (64 bits)
+USER_HASH_KEY_MIN = 16  # bytes of a user-hash key, at least (128 bits: not guessable)
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
 OTHER_METHOD = c.PROM_HTTP_OTHER_METHOD  # method label of a request whose method is not in HTTP_METHODS
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")  # created at 0 for every known handler and method
@@ -78,6 +85,55 @@ def _check_version(value: object) -> str:
     return check_tag_value("version", value)
 
 
+_unkeyed_lock = threading.Lock()
+_unkeyed_warned: set[str] = set()  # services whose unkeyed hashing was warned of, in this process
+
+
+def _warn_unkeyed(service: str) -> None:
+    with _unkeyed_lock:
+        if service in _unkeyed_warned:
+            return
+        _unkeyed_warned.add(service)
+    log.warning(
+        "mlobs: %s is not set, so the user ids of service %s are hashed with a salt anyone who knows "
+        "the service name can recompute: the stored hashes are pseudonymous, not anonymous (a list of "
+        "candidate ids reverses them). Set %s to a random secret of %d bytes or more to key the hash "
+        "(HMAC-SHA256).",
+        c.ENV_USER_HASH_KEY,
+        service,
+        c.ENV_USER_HASH_KEY,
+        USER_HASH_KEY_MIN,
+    )
+
+
+def _check_key(key: object) -> bytes:
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    if not isinstance(key, bytes):
+        raise TypeError(f"key must be a str, bytes or None, got {type(key).__name__}")
+    if not key:
+        raise ValueError(f"key is invalid: must not be empty (leave it None to read {c.ENV_USER_HASH_KEY})")
+    if len(key) < USER_HASH_KEY_MIN:  # the length only: a key is never echoed
+        raise ValueError(
+            f"key is invalid: {len(key)} bytes, must be at least {USER_HASH_KEY_MIN} "
+            "(a random secret, e.g. openssl rand -hex 32)"
+        )
+    return key
+
+
+def _key_from_env() -> bytes | None:
+    raw = USER_HASH_KEY.get()
+    if raw is None:
+        return None
+    key = raw.encode("utf-8")
+    if len(key) < USER_HASH_KEY_MIN:
+        raise SettingError(
+            f"environment variable {c.ENV_USER_HASH_KEY} is {len(key)} bytes long: must be at least "
+            f"{USER_HASH_KEY_MIN} (a random secret, e.g. openssl rand -hex 32)"
+        )
+    return key
+
+
 class ServiceRecorder(EventWriter):
     """Records the requests and predictions of one long-running service, e.g. a model API.
 
@@ -86,16 +142,33 @@ class ServiceRecorder(EventWriter):
     times unique: CPython 3.11's GIL happens to make the read-and-bump of the last
     time atomic, a free-threaded build does not.
 
-    User ids are stored as ``sha256(salt + user)``, cut to 16 hex characters: the
-    distinct values count unique users without storing who they are.  The default
-    salt is derived from the service name; it is **not a secret** (anyone who knows a
-    user id and the service can recompute the hash), it only keeps raw ids out of
-    the store and makes the same user's hash differ between services.  Pass the same
-    ``salt`` to several services to count users across them.
+    User ids are stored hashed, cut to 16 hex characters (64 bits): the distinct
+    values count unique users without storing who they are.  The hash is
+
+    * ``HMAC-SHA256(key, salt + user)`` with a key: ``key``, else the environment
+      variable ``MLOBS_USER_HASH_KEY`` (a Secret in the cluster), at least 16 bytes.
+      Without the key nobody can recompute a user's hash, so a small id space (a
+      customer number) cannot be enumerated back;
+    * ``SHA-256(salt + user)`` without one.  Anyone who knows the service name can
+      recompute these, so they are pseudonymous, not anonymous: a list of candidate
+      ids reverses them in a second.  The recorder warns of it once per service and
+      process (logger ``mlobs``), unless ``salt`` was chosen explicitly.
+
+    ``salt`` defaults to ``"mlobs:<service>:"``, so the same user hashes differently
+    in each service; pass one ``salt`` to several services to count users across them.
+    Setting a key changes every hash: users counted before and after are not the same.
     """
 
-    def __init__(self, client: Client, service: str, *, salt: str | bytes | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        service: str,
+        *,
+        salt: str | bytes | None = None,
+        key: str | bytes | None = None,
+    ) -> None:
         self.service = check_identity("service", service)
+        explicit_salt = salt is not None
         if salt is None:
             salt = f"mlobs:{service}:"
         if isinstance(salt, str):
@@ -104,15 +177,19 @@ class ServiceRecorder(EventWriter):
             raise TypeError(f"salt must be a str, bytes or None, got {type(salt).__name__}")
         if not salt:
             raise ValueError("salt is invalid: must not be empty (leave it None for the per-service default)")
+        secret = _check_key(key) if key is not None else _key_from_env()
         super().__init__(client)
-        self._salted = hashlib.sha256(salt)
+        self._salted = hmac.new(secret, salt, hashlib.sha256) if secret is not None else hashlib.sha256(salt)
+        self.keyed = secret is not None  # whether the user hash is keyed (HMAC) or only salted
         self._lock = threading.Lock()
+        if secret is None and not explicit_salt:
+            _warn_unkeyed(self.service)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} service={self.service}>"
 
     def user_hash(self, user: str) -> str:
-        """The stored form of a user id: hex of its salted SHA-256, 16 characters."""
+        """The stored form of a user id: 16 hex characters of its HMAC-SHA256 (salted SHA-256 unkeyed)."""
         if type(user) is not str:
             raise TypeError(f"user must be a str, got {type(user).__name__}")
         if not user:
@@ -331,7 +408,8 @@ class MLObsMiddleware:
     :meth:`close` closes it (an interpreter exit flushes it too, bounded by
     ``MLOBS_FLUSH_TIMEOUT``).  ``registry`` defaults to prometheus_client's global
     ``REGISTRY``.  The user id comes from the ``user_header`` request header (None:
-    no user), and is stored hashed with ``salt`` (see :class:`ServiceRecorder`).
+    no user), and is stored hashed with ``key`` (default ``MLOBS_USER_HASH_KEY``) and
+    ``salt`` (see :class:`ServiceRecorder`).
     ``metrics_path`` is served by the middleware in the Prometheus text format and
     not counted (None: not served).  Lifespan and websocket scopes pass through.
 
@@ -354,6 +432,7 @@ class MLObsMiddleware:
         user_header: str | None = "x-user-id",
         metrics_path: str | None = "/metrics",
         salt: str | bytes | None = None,
+        key: str | bytes | None = None,
     ) -> None:
         import prometheus_client  # noqa: PLC0415 - 60 ms of imports that only model APIs pay
 
@@ -379,7 +458,7 @@ class MLObsMiddleware:
             client = Client()
         self.client = client
         try:
-            self.recorder = client.service(service, salt=salt)
+            self.recorder = ServiceRecorder(client, service, salt=salt, key=key)
         except (TypeError, ValueError):
             if self._owns_client:
                 client.close(0)

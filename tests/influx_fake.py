@@ -296,7 +296,16 @@ class InfluxFake:
 class InfluxServer:
     """``InfluxFake`` behind HTTP on 127.0.0.1, with InfluxDB's auth and org checks."""
 
-    def __init__(self, fake: InfluxFake, *, token: str, org: str = c.INFLUXDB_ORG, port: int = 0) -> None:
+    def __init__(
+        self,
+        fake: InfluxFake,
+        *,
+        token: str,
+        org: str = c.INFLUXDB_ORG,
+        port: int = 0,
+        echo_auth: bool = False,
+    ) -> None:
+        """``echo_auth``: a 401 quotes the Authorization header it got, as some proxies' errors do."""
         self.fake, self.token, self.org = fake, token, org
         server = self
 
@@ -317,8 +326,10 @@ class InfluxServer:
                 url = urllib.parse.urlsplit(self.path)
                 if url.path != "/api/v2/query":
                     return self._json(404, "not found", "path not found")
-                if self.headers.get("Authorization") != f"Token {server.token}":
-                    return self._json(401, "unauthorized", "unauthorized access")
+                auth = self.headers.get("Authorization")
+                if auth != f"Token {server.token}":
+                    echoed = f" ({auth})" if echo_auth else ""
+                    return self._json(401, "unauthorized", f"unauthorized access{echoed}")
                 org = urllib.parse.parse_qs(url.query).get("org", [""])[0]
                 if org != server.org:
                     return self._json(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
 import math
 import re
@@ -28,8 +29,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
 
-from pipeline_sdk import Client, MLObsMiddleware, ServiceRecorder
+from pipeline_sdk import Client, MLObsMiddleware, ServiceRecorder, model_api
 from pipeline_sdk import contract as c
+from pipeline_sdk.config import SettingError
 from pipeline_sdk.local_store import DB_NAME, LocalStore, Point
 from pipeline_sdk.validation import unescape_text
 from tests.conftest import wait_for
@@ -479,6 +481,177 @@ def test_user_hash_is_salted_sha256(client: Client) -> None:
     assert default.user_hash("alice") != other_service.user_hash("alice"), "the default salt is per service"
     assert default.user_hash("alice") == client.service(SERVICE).user_hash("alice"), "and stable"
     assert client.service(SERVICE, salt=b"pepper").user_hash("alice") == salted.user_hash("alice")
+
+
+KEY = "k3y-0f-th3-cluster-5ecret"
+UNKEYED_WARNING = (
+    "mlobs: MLOBS_USER_HASH_KEY is not set, so the user ids of service churn-api are hashed with a "
+    "salt anyone who knows the service name can recompute: the stored hashes are pseudonymous, not "
+    "anonymous (a list of candidate ids reverses them). Set MLOBS_USER_HASH_KEY to a random secret "
+    "of 16 bytes or more to key the hash (HMAC-SHA256)."
+)
+
+
+@pytest.fixture
+def hash_warnings(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> Callable[[], list[str]]:
+    """The warnings so far of logger "mlobs" about user hashes, in a process that has given none yet."""
+    monkeypatch.setattr(model_api, "_unkeyed_warned", set())
+    caplog.set_level(logging.WARNING, logger="mlobs")
+
+    def messages() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "mlobs" and r.levelno == logging.WARNING and c.ENV_USER_HASH_KEY in r.getMessage()
+        ]
+
+    return messages
+
+
+def expected_hmac(key: bytes, message: bytes) -> str:
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:16]
+
+
+def test_with_a_key_the_user_hash_is_hmac_sha256(
+    client: Client, monkeypatch: pytest.MonkeyPatch, hash_warnings: Callable[[], list[str]]
+) -> None:
+    monkeypatch.setenv("MLOBS_USER_HASH_KEY", KEY)
+    keyed = client.service(SERVICE)
+    assert keyed.user_hash("alice") == expected_hmac(KEY.encode(), b"mlobs:churn-api:alice")
+    assert keyed.user_hash("alice") != hashlib.sha256(b"mlobs:churn-api:alice").hexdigest()[:16]
+    # a salt still names the domain: the same salt counts users across services, under the key
+    assert client.service(SERVICE, salt="shop").user_hash("bob") == expected_hmac(KEY.encode(), b"shopbob")
+    assert client.service("fraud-api", salt="shop").user_hash("bob") == expected_hmac(
+        KEY.encode(), b"shopbob"
+    )
+    other = ServiceRecorder(client, SERVICE, key=b"another key, 16 bytes or more")
+    assert other.user_hash("alice") == expected_hmac(
+        b"another key, 16 bytes or more", b"mlobs:churn-api:alice"
+    )
+    assert other.user_hash("alice") != keyed.user_hash("alice"), "two keys, two hashes"
+    assert KEY not in repr(keyed) and KEY not in str(vars(keyed))
+    assert hash_warnings() == []
+
+
+def test_an_explicit_key_wins_over_the_environment(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOBS_USER_HASH_KEY", KEY)
+    explicit = ServiceRecorder(client, SERVICE, key="explicit-key-of-20-by")
+    assert explicit.user_hash("u") == expected_hmac(b"explicit-key-of-20-by", b"mlobs:churn-api:u")
+
+
+@pytest.fixture
+def user_hash_key(home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """MLOBS_USER_HASH_KEY set, as the chart sets it from its Secret (after ``home`` clears MLOBS_*)."""
+    monkeypatch.setenv(c.ENV_USER_HASH_KEY, KEY)
+    return KEY
+
+
+@pytest.mark.usefixtures("user_hash_key")
+def test_the_middleware_hashes_with_the_key_from_the_environment(
+    serve: Callable[..., Server],
+    client: Client,
+    registry: CollectorRegistry,
+    home: Path,
+    hash_warnings: Callable[[], list[str]],
+) -> None:
+    first = serve(instrument(make_app(), client, registry)).url
+    second = serve(instrument(make_app(), client, registry, key=b"the middleware's own key")).url
+    assert fetch(f"{first}/items/1", user="cust-42")[0] == 200
+    assert fetch(f"{second}/items/1", user="cust-42")[0] == 200
+    users = [p.fields[c.FIELD_USER] for p in stored(client, home, c.API_REQUEST)]
+    assert users == [
+        expected_hmac(KEY.encode(), b"mlobs:churn-api:cust-42"),
+        expected_hmac(b"the middleware's own key", b"mlobs:churn-api:cust-42"),
+    ]
+    assert hash_warnings() == []
+
+
+def test_without_a_key_it_warns_once_and_hashes_as_before(
+    serve: Callable[..., Server],
+    client: Client,
+    registry: CollectorRegistry,
+    home: Path,
+    hash_warnings: Callable[[], list[str]],
+) -> None:
+    url = serve(instrument(make_app(), client, registry)).url
+    for n in range(25):
+        assert fetch(f"{url}/items/{n}", user=f"user-{n}")[0] == 200
+    client.service(SERVICE).user_hash("again")  # another recorder of the same service: no second warning
+    assert hash_warnings() == [UNKEYED_WARNING]
+    users = [p.fields[c.FIELD_USER] for p in stored(client, home, c.API_REQUEST)]
+    assert users == [hashlib.sha256(f"mlobs:churn-api:user-{n}".encode()).hexdigest()[:16] for n in range(25)]
+    client.service("fraud-api")  # another service is named in a warning of its own
+    assert hash_warnings() == [UNKEYED_WARNING, UNKEYED_WARNING.replace("churn-api", "fraud-api")]
+
+
+def test_an_explicit_salt_without_a_key_is_the_callers_choice_and_not_warned(
+    client: Client, hash_warnings: Callable[[], list[str]]
+) -> None:
+    assert (
+        client.service(SERVICE, salt="pepper").user_hash("alice")
+        == hashlib.sha256(b"pepperalice").hexdigest()[:16]
+    )
+    assert hash_warnings() == []
+
+
+def test_an_attacker_with_the_service_name_reverses_the_unkeyed_hash_not_the_keyed_one(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = "73519"  # a numeric customer id: a space of 100,000 candidates
+    unkeyed = client.service(SERVICE).user_hash(user)
+    monkeypatch.setenv("MLOBS_USER_HASH_KEY", KEY)
+    keyed = client.service(SERVICE).user_hash(user)
+
+    def enumerate_ids(stored_hash: str) -> list[str]:
+        """What the attacker tries: every id under the public per-service salt, and the name as a key."""
+        salt = f"mlobs:{SERVICE}:".encode()
+        base = hashlib.sha256(salt)
+        found = []
+        for n in range(100_000):
+            candidate = str(n).encode()
+            digest = base.copy()
+            digest.update(candidate)
+            if digest.hexdigest()[:16] == stored_hash:
+                found.append(str(n))
+            if expected_hmac(SERVICE.encode(), salt + candidate) == stored_hash:
+                found.append(str(n))
+        return found
+
+    assert enumerate_ids(unkeyed) == [user], "the unkeyed hash is reversed by enumeration"
+    assert enumerate_ids(keyed) == [], "the keyed hash is not"
+
+
+@pytest.mark.parametrize(
+    ("key", "error", "message"),
+    [
+        ("", ValueError, "key is invalid: must not be empty"),
+        (b"fifteen bytes!!", ValueError, "key is invalid: 15 bytes, must be at least 16 (a random secret"),
+        (1234, TypeError, "key must be a str, bytes or None, got int"),
+    ],
+)
+def test_a_bad_key_is_named_without_echoing_it(
+    client: Client, key: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as caught:
+        ServiceRecorder(client, SERVICE, key=key)
+    assert str(caught.value).startswith(message)
+    assert "fifteen" not in str(caught.value)
+
+
+def test_a_short_key_in_the_environment_is_named_without_echoing_it(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLOBS_USER_HASH_KEY", "tooshort")
+    with pytest.raises(SettingError) as caught:
+        client.service(SERVICE)
+    assert str(caught.value) == (
+        "environment variable MLOBS_USER_HASH_KEY is 8 bytes long: must be at least 16 "
+        "(a random secret, e.g. openssl rand -hex 32)"
+    )
+    monkeypatch.setenv("MLOBS_USER_HASH_KEY", "x" * 16)  # the boundary: 16 bytes is enough
+    assert client.service(SERVICE).user_hash("u") == expected_hmac(b"x" * 16, b"mlobs:churn-api:u")
 
 
 def test_custom_user_header(

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 import pytest
 
 import pipeline_sdk
+from pipeline_sdk import contract as c
+from pipeline_sdk.local_store import DB_NAME, LocalStore
 from pipeline_sdk.read import BackendUnavailable, ReadClient, RunNotFound
-from pipeline_sdk.read.query import time_arg
+from pipeline_sdk.read.query import Select, format_ns, ns_datetime, time_arg, time_range
 
 from .read_data import Dataset, record_dataset
 
@@ -229,10 +232,132 @@ def test_bad_arguments_name_themselves(client: ReadClient, call: Any, message: s
 def test_time_arguments() -> None:
     now = 1_795_000_000_000_000_000
     assert time_arg("since", "30m", now) == now - 30 * 60 * 10**9
+    assert time_arg("since", " 2h ", now) == now - 2 * 3600 * 10**9
+    assert time_arg("since", "0s", now) == now
+    assert time_arg("since", "8.2s", now) == now - 8_200_000_000  # exact: no float rounding
+    assert time_arg("since", "0.7d", now) == now - 60_480 * 10**9
+    assert time_arg("since", "0.000000001s", now) == now - 1
+    assert time_arg("since", "1w", now) == now - 7 * 86400 * 10**9
     assert time_arg("since", "2026-11-22T10:00:00Z") == 1_795_341_600 * 10**9
     assert time_arg("since", "2026-11-22T11:00:00+01:00") == 1_795_341_600 * 10**9
+    assert time_arg("since", "2026-11-22T10:00:00.123456Z") == 1_795_341_600_123_456_000
     assert time_arg("since", datetime(2026, 11, 22, 10, tzinfo=UTC)) == 1_795_341_600 * 10**9
+    assert time_arg("since", datetime(2026, 11, 22, 10, 0, 0, 1, tzinfo=UTC)) == 1_795_341_600 * 10**9 + 1000
+    assert time_arg("since", datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)) == -1000
     assert time_arg("since", None) is None
+    assert time_arg("since", 2**63 - 1) == 2**63 - 1
+    assert time_arg("since", -(2**63)) == -(2**63)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/St_Johns"])
+def test_a_time_written_without_a_zone_is_utc_as_the_cli_prints_times(
+    zone: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        assert time_arg("since", "2026-11-22T10:00:00") == 1_795_341_600 * 10**9
+        assert time_arg("since", "2026-11-22 10:00:00") == 1_795_341_600 * 10**9  # a table's time, pasted
+        assert time_arg("until", "2026-11-22") == 1_795_305_600 * 10**9  # midnight UTC
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (
+            datetime(2026, 11, 22, 10),
+            ValueError,
+            "since=datetime.datetime(2026, 11, 22, 10, 0) is invalid: a datetime without a time zone is "
+            "ambiguous; give it one, e.g. datetime(..., tzinfo=datetime.UTC)",
+        ),
+        (2**63, ValueError, f"since={2**63} is invalid: nanoseconds must be within the int64 range"),
+        (
+            -(2**63) - 1,
+            ValueError,
+            f"since={-(2**63) - 1} is invalid: nanoseconds must be within the int64 range",
+        ),
+        (
+            "2H",
+            ValueError,
+            "since='2H' is invalid: must be an ISO 8601 time (2026-11-22T10:00:00Z), a duration",
+        ),
+        ("-5m", ValueError, "since='-5m' is invalid: must be an ISO 8601 time"),
+        (True, TypeError, "since must be a datetime, a string or nanoseconds, got bool"),
+        (1.5, TypeError, "since must be a datetime, a string or nanoseconds, got float"),
+    ],
+)
+def test_a_time_argument_that_cannot_be_read_is_refused(
+    value: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as caught:
+        time_arg("since", value, 0)
+    assert str(caught.value).startswith(message)
+
+
+def test_a_time_range_must_hold_at_least_one_nanosecond() -> None:
+    assert time_range(10, 11) == (10, 11)
+    with pytest.raises(ValueError) as caught:
+        time_range(10, 10)
+    assert str(caught.value) == (
+        "bad time range: since (1970-01-01T00:00:00.000000010Z) is not before "
+        "until (1970-01-01T00:00:00.000000010Z)"
+    )
+    assert format_ns(-1) == "1969-12-31T23:59:59.999999999Z"
+    assert ns_datetime(1_999) == datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC)  # floored to the microsecond
+    assert ns_datetime(-1) == datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, 1.0, "3"])
+def test_a_limit_is_a_whole_number_one_or_more(limit: Any) -> None:
+    with pytest.raises(ValueError) as caught:
+        Select(c.LOG, (c.FIELD_MESSAGE,), limit=limit)
+    assert str(caught.value) == f"limit={limit!r} is invalid: must be a whole number, 1 or more"
+
+
+def test_limits_at_the_boundary(client: ReadClient) -> None:
+    assert [len(client.logs("train-a", limit=n).to_list()) for n in (1, 3, 4, 5)] == [1, 3, 4, 4]
+    assert [len(client.runs(limit=n).to_list()) for n in (1, 5, 6, 7)] == [1, 5, 6, 6]
+
+
+def exact_times(data: Dataset, stream: c.Stream, run_id: str) -> list[int]:
+    store = LocalStore(data.home / DB_NAME)
+    try:
+        return [p.time_ns for p in store.points(measurement=stream.measurement, run_id=run_id)]
+    finally:
+        store.close()
+
+
+def test_since_is_inclusive_and_until_exclusive_to_the_nanosecond(client: ReadClient, data: Dataset) -> None:
+    t = exact_times(data, c.LOG, "train-a")
+    assert len(t) == 4
+    messages = [r["message"] for r in client.logs("train-a")]
+    assert [r["message"] for r in client.logs("train-a", since=t[1])] == messages[1:]
+    assert [r["message"] for r in client.logs("train-a", since=t[1] + 1)] == messages[2:]
+    assert [r["message"] for r in client.logs("train-a", until=t[1])] == messages[:1]
+    assert [r["message"] for r in client.logs("train-a", until=t[1] + 1)] == messages[:2]
+    assert [r["message"] for r in client.logs("train-a", since=t[1], until=t[1] + 1)] == [messages[1]]
+    # runs by their start: the SDK's started event, or the exporter's start_ns when only it saw the run
+    [started] = [p.time_ns for p in _points(data, c.RUN, "train-a") if p.tags[c.TAG_STATUS] == "started"]
+    assert "train-a" in ids(client.runs(since=started))
+    assert "train-a" not in ids(client.runs(since=started + 1))
+    assert "train-a" not in ids(client.runs(until=started))
+    assert "train-a" in ids(client.runs(until=started + 1))
+    [record] = _points(data, c.RUN_RECORD, "train-pull")
+    begun = int(record.fields[c.FIELD_START_NS])
+    assert ids(client.runs(since=begun, until=begun + 1)) == ["train-pull"]
+    assert "train-pull" not in ids(client.runs(since=begun + 1))
+    assert "train-pull" not in ids(client.runs(until=begun))
+
+
+def _points(data: Dataset, stream: c.Stream, run_id: str) -> list[Any]:
+    store = LocalStore(data.home / DB_NAME)
+    try:
+        return list(store.points(measurement=stream.measurement, run_id=run_id))
+    finally:
+        store.close()
 
 
 def test_an_empty_home_reads_as_no_runs(tmp_path: Path) -> None:
@@ -299,7 +424,7 @@ def test_cli_show_compare_logs_metrics(data: Dataset) -> None:
     assert "list.loss" in lines[0] and lines[-1] == "(list metrics: max value of each run)"
 
     logs = mlobs(data, "runs", "logs", "train-a", "--level", "warning")
-    assert logs.stdout.split(" WARNING  train: ")[1] == "loss went up at epoch 2\nsee the curve\n"
+    assert logs.stdout.split(" WARNING  train: ")[1] == "loss went up at epoch 2\n    see the curve\n"
     assert len(mlobs(data, "runs", "logs", "train-a", "--limit", "2", "--json").stdout.splitlines()) == 2
 
     metrics = mlobs(data, "runs", "metrics", "train-a").stdout

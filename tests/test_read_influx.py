@@ -76,7 +76,36 @@ CALLS: list[tuple[str, Callable[[ReadClient, Dataset], Any]]] = [
         (f"compare {agg}", lambda r, d, agg=agg: r.compare(RUNS, agg=agg, sort="loss").to_list())
         for agg in ("last", "first", "min", "max", "mean")
     ],
+    # the boundaries, to the nanosecond: since is inclusive, until exclusive (pinned in test_read.py)
+    ("logs since =", lambda r, d: r.logs("train-a", since=exact_ns(d, c.LOG, "train-a")[1]).to_list()),
+    ("logs since +1", lambda r, d: r.logs("train-a", since=exact_ns(d, c.LOG, "train-a")[1] + 1).to_list()),
+    ("logs until =", lambda r, d: r.logs("train-a", until=exact_ns(d, c.LOG, "train-a")[1]).to_list()),
+    ("logs until +1", lambda r, d: r.logs("train-a", until=exact_ns(d, c.LOG, "train-a")[1] + 1).to_list()),
+    (
+        "runs in one ns of a record's start",
+        lambda r, d: r.runs(
+            since=record_start(d, "train-pull"), until=record_start(d, "train-pull") + 1
+        ).to_list(),
+    ),
 ]
+
+
+def exact_ns(data: Dataset, stream: c.Stream, run_id: str) -> list[int]:
+    """The stored times of a run's points of ``stream``, to the nanosecond (the API's datetimes hold µs)."""
+    store = LocalStore(data.home / DB_NAME)
+    try:
+        return [p.time_ns for p in store.points(measurement=stream.measurement, run_id=run_id)]
+    finally:
+        store.close()
+
+
+def record_start(data: Dataset, run_id: str) -> int:
+    store = LocalStore(data.home / DB_NAME)
+    try:
+        [record] = store.points(measurement=c.RUN_RECORD.measurement, run_id=run_id)
+        return int(record.fields[c.FIELD_START_NS])
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize(("name", "call"), CALLS, ids=[n for n, _ in CALLS])

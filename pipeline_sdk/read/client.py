@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import contract as c
-from ..config import ReadSettings
+from ..config import ReadSettings, SettingError
 from ..validation import unescape_text
 from .query import (
     AGGREGATIONS,
@@ -31,9 +31,11 @@ from .query import (
     Row,
     RunNotFound,
     Select,
+    check_limit,
     ns_datetime,
     time_range,
 )
+from .redact import redact
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped, unused-ignore]
@@ -117,6 +119,14 @@ def _pandas() -> Any:
         raise ImportError("DataFrames need pandas: pip install 'mlobs[pandas]' (or use to_list())") from None
 
 
+def _settings_from_env() -> ReadSettings:
+    """The read settings, a bad one named with any credential its value holds masked."""
+    try:
+        return ReadSettings.from_env()
+    except SettingError as exc:
+        raise SettingError(redact(str(exc))) from None
+
+
 def _check_run_id(run_id: object, arg: str = "run_id") -> str:
     if type(run_id) is not str or not run_id.strip():
         raise ValueError(f"{arg}={run_id!r} is invalid: must be a run id (a non-empty string)")
@@ -157,7 +167,7 @@ class ReadClient:
         settings: ReadSettings | None = None,
     ) -> None:
         if backend is None:
-            settings = settings if settings is not None else ReadSettings.from_env()
+            settings = settings if settings is not None else _settings_from_env()
             if settings.influxdb_url is not None and home is None:
                 from .influx import InfluxBackend  # noqa: PLC0415 - needs the optional influxdb-client
 
@@ -209,13 +219,14 @@ class ReadClient:
 
         ``status`` is the run's final status: ``running``, ``succeeded``, ``failed`` or
         ``cancelled``; the exporter's record decides it when there is one (an OOM-killed
-        step cannot report its own end).  ``since``/``until``: a datetime, an ISO 8601
-        time, or a duration before now such as ``2h`` or ``7d``.
+        step cannot report its own end).  ``since``/``until``: an aware datetime, an
+        ISO 8601 time (UTC when it names no zone), a duration before now such as ``2h``
+        or ``7d``, or Unix nanoseconds (see :func:`.query.time_arg`).  ``limit``: a whole
+        number, 1 or more.
         """
         if status is not None and status not in RUN_STATUSES:
             raise ValueError(f"status={status!r} is invalid: must be one of {', '.join(RUN_STATUSES)}")
-        if limit is not None and (type(limit) is not int or limit < 1):
-            raise ValueError(f"limit={limit!r} is invalid: must be a whole number, 1 or more")
+        check_limit(limit)
         start, stop = time_range(since, until)
         equal = {t: v for t, v in ((c.TAG_PIPELINE, pipeline), (c.TAG_STEP, step)) if v is not None}
 
@@ -417,8 +428,7 @@ class ReadClient:
         """The run's log records in time order: ``level`` or above, in [since, until), at most ``limit``."""
         self._require(run_id)
         start, stop = time_range(since, until)
-        if limit is not None and (type(limit) is not int or limit < 1):
-            raise ValueError(f"limit={limit!r} is invalid: must be a whole number, 1 or more")
+        check_limit(limit)
         among = {c.TAG_LEVEL: _levels_from(level)} if level is not None else {}
         query = Select(
             c.LOG,

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .query import BackendUnavailable, Reduce, Row, Select
+from .redact import redact, redact_secret, without_userinfo
 
 if TYPE_CHECKING:
     from influxdb_client.client.influxdb_client import InfluxDBClient
@@ -79,7 +80,14 @@ def reduce_flux(query: Reduce, bucket: str) -> str:
 
 
 class InfluxBackend:
-    """Answers :class:`Select` and :class:`Reduce` from an InfluxDB 2 bucket."""
+    """Answers :class:`Select` and :class:`Reduce` from an InfluxDB 2 bucket.
+
+    ``url`` may carry credentials (userinfo, a token in the query): :attr:`url`,
+    :meth:`describe` and every error show it with them masked (:mod:`.redact`), and
+    an error never quotes ``token``.  Userinfo is dropped before the URL reaches
+    influxdb-client, whose HTTP library would ignore it anyway: InfluxDB 2 takes
+    the token, in a header.
+    """
 
     def __init__(self, url: str, token: str, org: str, bucket: str, *, timeout_s: float = 30.0) -> None:
         try:
@@ -88,7 +96,9 @@ class InfluxBackend:
             raise BackendUnavailable(
                 "reading from InfluxDB needs the influxdb-client package: pip install 'mlobs[influxdb]'"
             ) from None
-        self.url, self.org, self.bucket = url.rstrip("/"), org, bucket
+        raw_url = url.rstrip("/")
+        self.url, self.org, self.bucket = redact(raw_url), org, bucket  # the URL as messages show it
+        self._token = token
         import urllib3  # noqa: PLC0415 - influxdb-client's HTTP library
         from influxdb_client.client.flux_csv_parser import FluxQueryException  # noqa: PLC0415
         from influxdb_client.rest import ApiException  # noqa: PLC0415
@@ -101,7 +111,7 @@ class InfluxBackend:
             OSError,
         )
         self._client: InfluxDBClient = InfluxDBClient(
-            url=self.url, token=token, org=org, timeout=int(timeout_s * 1000)
+            url=without_userinfo(raw_url), token=token, org=org, timeout=int(timeout_s * 1000)
         )
         self._api = self._client.query_api()
 
@@ -113,12 +123,15 @@ class InfluxBackend:
             for record in self._api.query_stream(flux, org=self.org):
                 yield record.values
         except self._errors as exc:
-            raise BackendUnavailable(self._explain(exc)) from None
+            raise BackendUnavailable(redact_secret(self._explain(exc), self._token)) from None
 
     def _explain(self, exc: BaseException) -> str:
+        """What went wrong, in words; the caller masks any credential it quotes."""
         status = getattr(exc, "status", None)
         if status is not None:
             body = getattr(exc, "body", None) or ""
+            if isinstance(body, bytes):
+                body = body.decode("utf-8", "replace")
             message = body
             try:
                 import json  # noqa: PLC0415

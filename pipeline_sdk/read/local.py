@@ -1,8 +1,9 @@
 """The local store as a read backend: SQL over the SQLite file the SDK writes.
 
-It opens the file read-only, so reading never creates or changes anything, and
-it streams: SQLite hands rows over one at a time from its cursor.  A missing file
-reads as an empty store (nothing was recorded there yet).
+It opens the file with every write refused (``query_only``), so reading never
+creates or changes anything (see :meth:`LocalBackend.uri`), and it streams:
+SQLite hands rows over one at a time from its cursor.  A missing file reads as
+an empty store (nothing was recorded there yet).
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ class LocalBackend:
         self.path = Path(home).expanduser() / DB_NAME
         self._db: sqlite3.Connection | None = None
 
+    def uri(self) -> str:
+        """The SQLite URI of the store: percent-encoded, so "#", "?", "%" or a space stay the path's.
+
+        ``mode=rw`` opens the file without ever creating it, and ``query_only`` refuses
+        any write.  Not ``mode=ro``: a read-only connection to a WAL store creates its
+        ``-wal`` and ``-shm`` files and cannot remove them, so each read would leave two
+        files behind; this connection's close removes them when no writer is open.
+        """
+        return f"{self.path.absolute().as_uri()}?mode=rw"
+
     def describe(self) -> str:
         return f"the local store {self.path}" + ("" if self.path.exists() else " (no file yet)")
 
@@ -39,7 +50,8 @@ class LocalBackend:
             if not self.path.exists():
                 return None
             try:
-                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0)
+                self._db = sqlite3.connect(self.uri(), uri=True, timeout=30.0)
+                self._db.execute("PRAGMA query_only=ON")
                 self._db.execute("SELECT 1 FROM points LIMIT 1").fetchall()
             except sqlite3.Error as exc:
                 self._db = None

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any, Literal, Protocol
 
 from .. import contract as c
@@ -48,7 +49,9 @@ class Select:
 
     ``among`` keeps points whose tag is one of several values (run ids, log levels).
     Rows come in time order (``desc`` for newest first), or by a numeric field
-    (``order_by``, e.g. a run record's ``start_ns``); ``limit`` cuts the result.
+    (``order_by``, e.g. a run record's ``start_ns``); ``limit`` (a whole number, 1
+    or more; None for all) cuts the result.  The time range is ``start_ns <= t <
+    stop_ns``: the start is in it, the stop is not.
     """
 
     stream: c.Stream
@@ -75,8 +78,7 @@ class Select:
             )
         if any(not values for values in self.among.values()):
             raise ValueError(f"{where}: an 'among' filter needs at least one value")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit={self.limit} is invalid: must be at least 1")
+        check_limit(self.limit)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,13 @@ class Reduce:
             raise ValueError(f"cannot reduce {stream.measurement!r} by {list(self.by)} over {self.value!r}")
         if self.agg not in AGGREGATIONS:
             raise ValueError(f"agg={self.agg!r} is invalid: must be one of {', '.join(AGGREGATIONS)}")
+
+
+def check_limit(limit: object) -> int | None:
+    """``limit`` as given: None (no limit) or a whole number, 1 or more (0 rows is never asked for)."""
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise ValueError(f"limit={limit!r} is invalid: must be a whole number, 1 or more")
+    return limit
 
 
 class Backend(Protocol):
@@ -119,32 +128,45 @@ class Backend(Protocol):
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d|w)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def time_arg(arg: str, value: datetime | str | int | None, now_ns: int | None = None) -> int | None:
     """Unix nanoseconds of a time argument: a datetime, an ISO 8601 time, a duration ago, or ns.
 
-    A duration such as ``30m``, ``2h`` or ``7d`` means that long before now.  A datetime
-    without a time zone is taken as local time, as :meth:`datetime.timestamp` does.
+    A duration such as ``30m``, ``2h``, ``1.5d`` or ``7d`` means that long before now
+    (exactly: ``8.2s`` is 8,200,000,000 ns).  An ISO 8601 time without a zone
+    (``2026-11-22T10:00:00``, ``2026-11-22``) is UTC, the zone the CLI prints times
+    in.  A datetime must carry its time zone: a naive one is ambiguous (local time?
+    UTC?) and is refused.  Nanoseconds must fit in int64, as InfluxDB's times do.
     """
     if value is None:
         return None
     if isinstance(value, bool):
         raise TypeError(f"{arg} must be a datetime, a string or nanoseconds, got bool")
     if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise ValueError(f"{arg}={value!r} is invalid: nanoseconds must be within the int64 range")
         return value
     if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"{arg}={value!r} is invalid: a datetime without a time zone is ambiguous; "
+                "give it one, e.g. datetime(..., tzinfo=datetime.UTC)"
+            )
         return _datetime_ns(value)
     if isinstance(value, str):
         text = value.strip()
         match = _DURATION.fullmatch(text)
         if match:
             now = now_ns if now_ns is not None else time.time_ns()
-            return now - int(float(match.group(1)) * _UNITS[match.group(2)] * 1_000_000_000)
+            return now - int(Fraction(match.group(1)) * _UNITS[match.group(2)] * 1_000_000_000)
         try:
-            return _datetime_ns(datetime.fromisoformat(text.replace("Z", "+00:00")))
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             pass
+        else:
+            return _datetime_ns(parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC))
         raise ValueError(
             f"{arg}={value!r} is invalid: must be an ISO 8601 time (2026-11-22T10:00:00Z), "
             "a duration before now (30m, 2h, 7d) or a datetime"
@@ -155,7 +177,7 @@ def time_arg(arg: str, value: datetime | str | int | None, now_ns: int | None = 
 def time_range(
     since: datetime | str | int | None, until: datetime | str | int | None
 ) -> tuple[int | None, int | None]:
-    """(start, stop) in ns from ``since``/``until``; ValueError when the range is empty."""
+    """(start, stop) in ns from ``since`` (included) and ``until`` (excluded); ValueError when empty."""
     now = time.time_ns()
     start, stop = time_arg("since", since, now), time_arg("until", until, now)
     if start is not None and stop is not None and start >= stop:
@@ -166,8 +188,6 @@ def time_range(
 
 
 def _datetime_ns(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.astimezone()  # local time, as datetime.timestamp() reads it
     delta = value - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta // timedelta(microseconds=1)) * 1000
 

@@ -1,0 +1,366 @@
+"""The read path against hostile input: terminal escapes, odd store paths, credentials in URLs.
+
+Everything goes through what a user runs: the installed ``mlobs`` executable in a
+subprocess (bytes asserted exactly), :class:`ReadClient` on a real local store, and
+the InfluxDB backend against the stand-in server of ``tests/influx_fake.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pipeline_sdk
+from pipeline_sdk import contract as c
+from pipeline_sdk.config import SettingError
+from pipeline_sdk.encoding import pack_entry
+from pipeline_sdk.local_store import DB_NAME, LocalStore
+from pipeline_sdk.read import BackendUnavailable, ReadClient
+from pipeline_sdk.read.influx import InfluxBackend
+from pipeline_sdk.read.local import LocalBackend
+
+from .influx_fake import InfluxFake, InfluxServer
+
+EXE = Path(sys.executable).parent / "mlobs"  # the console script the package installs
+
+# What a log message, a param value, an io value, a logger name or a metric name can hold once
+# it is read back: SGR colours, a carriage return that overwrites the line, a bell, an OSC that
+# retitles the window, the 8-bit CSI (U+009B), DEL.
+MESSAGE = "\x1b[31mred\x1b[0m\rover\x07bell\x9b2Jcsi\x7fdel"
+MESSAGE_SHOWN = r"\x1b[31mred\x1b[0m\rover\x07bell\x9b2Jcsi\x7fdel"
+LOGGER = "evil\x1b]0;title\x07"
+LOGGER_SHOWN = r"evil\x1b]0;title\x07"
+PARAM = "\x1b[2Jcleared"
+PARAM_SHOWN = r"\x1b[2Jcleared"
+IO_VALUE = "\x9b6nask"  # CSI 6 n: the terminal would answer on the reader's stdin
+IO_SOURCE = "s3://b/\x1b[1m"
+ERROR = "\x1b[31mboom\x9b"
+METRIC = "acc\x1b[8m"  # another writer's name: the SDK itself refuses this one
+METRIC_SHOWN = r"acc\x1b[8m"
+RUN = "evil"
+
+
+def mlobs(
+    home: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, bytes, bytes]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
+    environ["MLOBS_HOME"] = str(home)
+    environ.update(env or {})
+    done = subprocess.run(
+        [str(EXE), *args], env=environ, capture_output=True, timeout=60, check=False, cwd=cwd
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def raw_controls(out: bytes) -> list[str]:
+    """The C0 (but the line feed), DEL and C1 characters in ``out``: what a terminal would act on."""
+    return [ch for ch in out.decode("utf-8") if ch != "\n" and (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F)]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding run ``evil``: control characters in every place a reader shows text from."""
+    home = tmp_path_factory.mktemp("hostile") / "home"
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MLOBS_")}
+    os.environ["MLOBS_HOME"] = str(home)
+    try:
+        with pipeline_sdk.run(pipeline="train", step="fit", run_id=RUN, params={"cmd": PARAM}) as run:
+            run.log_input("data", IO_VALUE, source=IO_SOURCE)
+            run.log_metric("loss", 0.5)
+            logging.getLogger(LOGGER).warning(MESSAGE)
+            raise ValueError(ERROR)
+    except ValueError:
+        pass
+    finally:
+        os.environ.pop("MLOBS_HOME", None)
+        os.environ.update(saved)
+    store = LocalStore(home / DB_NAME)
+    identity = {c.TAG_RUN_ID: RUN, c.TAG_PIPELINE: "train", c.TAG_STEP: "fit"}
+    point = {**identity, c.TAG_NAME: METRIC, c.FIELD_VALUE: 1.0}
+    store.write_entries(c.METRIC.tag, pack_entry(time.time_ns(), point))
+    store.close()
+    return home
+
+
+def stamp_of_log(home: Path) -> str:
+    with ReadClient(home=home) as reader:
+        [row] = reader.logs(RUN).to_list()
+    assert row["message"] == MESSAGE and row["logger"] == LOGGER  # stored and read back as they were
+    stamp: str = row["time"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return stamp
+
+
+# ---- terminal escapes ------------------------------------------------------------------------------------
+
+
+def test_a_log_line_shows_its_control_characters_escaped(hostile: Path) -> None:
+    code, out, err = mlobs(hostile, "runs", "logs", RUN)
+    assert (code, err) == (0, b"")
+    line = f"{stamp_of_log(hostile)} WARNING  {LOGGER_SHOWN}: {MESSAGE_SHOWN}\n"
+    assert out == line.encode("utf-8")
+    assert raw_controls(out) == []
+
+
+def test_a_multi_line_message_continues_indented_so_it_cannot_pose_as_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    forged = "ok\n2026-01-01T00:00:00.000000Z CRITICAL root: forged"
+    for var in list(os.environ):
+        if var.startswith("MLOBS_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("MLOBS_HOME", str(home))
+    with pipeline_sdk.run(pipeline="p", step="s", run_id="r1"):
+        logging.getLogger("app").error(forged)
+    [row] = ReadClient(home=home).logs("r1").to_list()
+    stamp = row["time"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    code, out, _ = mlobs(home, "runs", "logs", "r1")
+    assert code == 0
+    assert out.decode() == (
+        f"{stamp} ERROR    app: ok\n    2026-01-01T00:00:00.000000Z CRITICAL root: forged\n"
+    )
+
+
+def test_show_escapes_the_error_params_and_io(hostile: Path) -> None:
+    code, out, err = mlobs(hostile, "runs", "show", RUN)
+    assert (code, err) == (0, b"")
+    assert raw_controls(out) == []
+    lines = out.decode("utf-8").splitlines()
+    width = len("duration_ms")  # the longest key of the summary
+    assert f"{'error'.ljust(width)}  ValueError: \\x1b[31mboom\\x9b" in lines
+    params = lines.index("params:")
+    assert lines[params + 1 : params + 3] == ["name  value", f"cmd   {PARAM_SHOWN}"]
+    inputs = lines.index("inputs:")
+    [io] = ReadClient(home=hostile).run(RUN)["inputs"]
+    when = io["time"].strftime("%Y-%m-%d %H:%M:%S")
+    assert lines[inputs + 2] == f"data  \\x9b6nask  s3://b/\\x1b[1m  {when}"
+
+
+def test_tables_escape_names_in_cells_and_headers(hostile: Path) -> None:
+    code, out, _ = mlobs(hostile, "runs", "metrics", RUN)
+    assert code == 0 and raw_controls(out) == []
+    rows = {r["name"]: r for r in ReadClient(home=hostile).metrics(RUN)}
+    when = {name: row["time"].strftime("%Y-%m-%d %H:%M:%S") for name, row in rows.items()}
+    assert out.decode().splitlines()[:4] == [
+        "metrics:",
+        f"{'name'.ljust(len(METRIC_SHOWN))}  value  time",
+        f"{METRIC_SHOWN}  1      {when[METRIC]}",
+        f"{'loss'.ljust(len(METRIC_SHOWN))}  0.5    {when['loss']}",
+    ]
+    code, out, _ = mlobs(hostile, "runs", "compare", RUN)
+    assert code == 0 and raw_controls(out) == []
+    assert out.decode().splitlines()[0].split() == [
+        "run_id",
+        "pipeline",
+        "step",
+        "status",
+        "duration_ms",
+        "param.cmd",
+        f"metric.{METRIC_SHOWN}",
+        "metric.loss",
+    ]
+    code, out, _ = mlobs(hostile, "runs", "list")
+    assert code == 0 and raw_controls(out) == []
+    assert out.decode().splitlines()[1].endswith("  ValueError: \\x1b[31mboom\\x9b")
+
+
+def test_an_error_message_is_escaped_too(hostile: Path) -> None:
+    code, out, err = mlobs(hostile, "runs", "compare", RUN, "--sort", "nope")
+    assert (code, out) == (1, b"")
+    assert (
+        err
+        == (
+            "mlobs: error: sort='nope' is not a column of this comparison; columns: run_id, pipeline, step, "
+            f"status, duration_ms, param.cmd, metric.{METRIC_SHOWN}, metric.loss\n"
+        ).encode()
+    )
+
+
+def test_json_stays_exact_with_c1_and_del_escaped_as_json_does_c0(hostile: Path) -> None:
+    code, out, _ = mlobs(hostile, "runs", "logs", RUN, "--json")
+    assert code == 0 and raw_controls(out) == []
+    assert b'"message": "\\u001b[31mred\\u001b[0m\\rover\\u0007bell\\u009b2Jcsi\\u007fdel"' in out
+    [row] = [json.loads(line) for line in out.splitlines()]
+    assert (row["message"], row["logger"]) == (MESSAGE, LOGGER)
+    code, out, _ = mlobs(hostile, "runs", "show", RUN, "--json")
+    assert code == 0 and raw_controls(out) == []
+    run = json.loads(out)
+    assert run["params"] == {"cmd": PARAM} and run["error"] == f"ValueError: {ERROR}"
+    assert [(i["value"], i["source"]) for i in run["inputs"]] == [(IO_VALUE, IO_SOURCE)]
+    code, out, _ = mlobs(hostile, "runs", "compare", RUN, "--json")
+    assert code == 0 and raw_controls(out) == []
+    assert f"metric.{METRIC}" in json.loads(out)
+
+
+# ---- a store path with URI characters -------------------------------------------------------------------
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_a_home_with_uri_characters_is_read_read_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "we#ird?ho%20me dir"
+    home = tmp_path / name
+    for var in list(os.environ):
+        if var.startswith("MLOBS_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("MLOBS_HOME", str(home))
+    with pipeline_sdk.run(pipeline="p", step="s", run_id="r1") as run:
+        run.log_metric("m", 1.0)
+    monkeypatch.delenv("MLOBS_HOME")
+    before = listing(tmp_path)
+    assert before == [name, f"{name}/mlobs.db", f"{name}/spool", f"{name}/spool/local"]
+    with ReadClient(home=home) as reader:
+        assert [r["run_id"] for r in reader.runs()] == ["r1"]
+        assert [(m["name"], m["value"]) for m in reader.metrics("r1")] == [("m", 1.0)]
+    code, out, err = mlobs(home, "runs", "list", "--json")
+    assert (code, err) == (0, b"") and [json.loads(line)["run_id"] for line in out.splitlines()] == ["r1"]
+    code, out, err = mlobs(tmp_path / "elsewhere", "--home", name, "runs", "list", "--json", cwd=tmp_path)
+    assert (code, err) == (0, b"") and [json.loads(line)["run_id"] for line in out.splitlines()] == ["r1"]
+    assert listing(tmp_path) == before, "reading created or removed a file"
+    backend = LocalBackend(home)
+    assert backend.uri() == f"{home.as_uri()}/mlobs.db?mode=rw"
+    assert backend.uri().startswith("file:///") and "we%23ird%3Fho%2520me%20dir/mlobs.db?" in backend.uri()
+    db = backend._connection()
+    assert db is not None
+    with pytest.raises(sqlite3.OperationalError, match="attempt to write a readonly database"):
+        db.execute("DELETE FROM points")
+    backend.close()
+    assert listing(tmp_path) == before, "the reader's close removed the WAL files it made"
+
+
+# ---- credentials in URLs never reach a message -----------------------------------------------------------
+
+SECRET = "pa55-Wd-7f3c"
+QUERY_SECRET = "qs-9e1d-token"
+TOKEN = "read-test-token"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("https://user:pass@influx.example:8086", "https://***@influx.example:8086"),
+        ("http://tokenonly@10.0.0.1:8086/", "http://***@10.0.0.1:8086/"),
+        ("https://u:p@ss@host:1/x", "https://***@host:1/x"),  # the last @ before the path ends userinfo
+        ("https://host:8086/?token=abc&org=ml", "https://host:8086/?token=***&org=ml"),
+        (
+            "https://h/?org=ml&Password=x;secret=y&api_key=z",
+            "https://h/?org=ml&Password=***;secret=***&api_key=***",
+        ),
+        ("url: /?access_token=ab/c==/api/v2/query?org=m", "url: /?access_token=***"),  # a base64 token
+        ("https://u:p/ss@host:1/x", "https://***@host:1/x"),  # a raw "/" in the password
+        ("'admin:hunter2@influx:8086': must be", "'***@influx:8086': must be"),
+        ("see http://user:pw@a:1 and https://b:2/?token=t", "see http://***@a:1 and https://b:2/?token=***"),
+        # no credentials: left exactly as it was
+        ("http://localhost:8086", "http://localhost:8086"),
+        ("http://[::1]:8086/api/v2/query?org=mlobs", "http://[::1]:8086/api/v2/query?org=mlobs"),
+        ("mail alice@example.com at 10:00", "mail alice@example.com at 10:00"),
+        ("the local store /home/a/.mlobs/mlobs.db", "the local store /home/a/.mlobs/mlobs.db"),
+    ],
+)
+def test_redact_hides_userinfo_and_secret_query_values(text: str, shown: str) -> None:
+    from pipeline_sdk.read.redact import redact
+
+    assert redact(text) == shown
+
+
+def assert_hidden(message: str, host: str) -> None:
+    assert SECRET not in message and QUERY_SECRET not in message, message
+    assert host in message, message
+
+
+def test_a_refused_connection_names_the_host_not_the_credentials(refused_port: int) -> None:
+    host = f"127.0.0.1:{refused_port}"
+    url = f"http://admin:{SECRET}@{host}/?token={QUERY_SECRET}"
+    client = ReadClient(InfluxBackend(url, TOKEN, c.INFLUXDB_ORG, c.INFLUXDB_BUCKET, timeout_s=2))
+    with pytest.raises(BackendUnavailable) as caught:
+        client.runs().to_list()
+    assert str(caught.value).startswith(f"InfluxDB at http://***@{host}/?token=*** is unreachable: ")
+    assert_hidden(str(caught.value), host)
+    assert (
+        repr(client)
+        == f"<ReadClient of InfluxDB at http://***@{host}/?token=*** (org 'mlobs', bucket 'mlobs')>"
+    )
+    assert_hidden(client.describe(), host)
+
+
+@pytest.fixture
+def server() -> Iterator[InfluxServer]:
+    srv = InfluxServer(InfluxFake(list), token=TOKEN, echo_auth=True)
+    yield srv
+    srv.close()
+
+
+def test_a_401_names_the_host_not_the_credentials_nor_the_token(server: InfluxServer, tmp_path: Path) -> None:
+    host = server.url.removeprefix("http://")
+    url = f"http://admin:{SECRET}@{host}"
+    wrong = f"wrong-{SECRET}"
+    with pytest.raises(BackendUnavailable) as caught:
+        ReadClient(InfluxBackend(url, wrong, c.INFLUXDB_ORG, c.INFLUXDB_BUCKET)).runs().to_list()
+    # the stand-in echoes the Authorization header it was sent, as some proxies do
+    assert str(caught.value) == (
+        f"InfluxDB at http://***@{host} answered HTTP 401: unauthorized access (Token ***); "
+        "check MLOBS_INFLUXDB_TOKEN"
+    )
+    code, out, err = mlobs(
+        tmp_path, "runs", "list", env={"MLOBS_INFLUXDB_URL": url, "MLOBS_INFLUXDB_TOKEN": wrong}
+    )
+    assert (code, out) == (1, b"")
+    assert err.decode() == f"mlobs: error: {caught.value}\n"
+
+
+def test_the_cli_on_a_refused_url_never_echoes_it(refused_port: int, tmp_path: Path) -> None:
+    host = f"127.0.0.1:{refused_port}"
+    env = {
+        "MLOBS_INFLUXDB_URL": f"http://admin:{SECRET}@{host}/?password={QUERY_SECRET}",
+        "MLOBS_INFLUXDB_TOKEN": "t",
+    }
+    code, out, err = mlobs(tmp_path, "runs", "show", "r1", env=env)
+    assert (code, out) == (1, b"")
+    assert err.decode().startswith(
+        f"mlobs: error: InfluxDB at http://***@{host}/?password=*** is unreachable: "
+    )
+    assert_hidden(err.decode(), host)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"admin:{SECRET}@influx.example:8086",  # the scheme forgotten
+        f"ftp://admin:{SECRET}@influx.example:8086",
+        f"influx.example:8086/?token={QUERY_SECRET}",
+    ],
+)
+def test_a_bad_url_setting_names_the_host_not_the_credentials(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in list(os.environ):
+        if var.startswith("MLOBS_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("MLOBS_INFLUXDB_URL", url)
+    monkeypatch.setenv("MLOBS_INFLUXDB_TOKEN", "t")
+    with pytest.raises(SettingError) as caught:
+        ReadClient()
+    message = str(caught.value)
+    assert re.fullmatch(
+        r"environment variable MLOBS_INFLUXDB_URL='.*': must be an http:// or https:// URL.*", message
+    )
+    assert_hidden(message, "influx.example:8086")
+    code, out, err = mlobs(
+        tmp_path, "runs", "list", env={"MLOBS_INFLUXDB_URL": url, "MLOBS_INFLUXDB_TOKEN": "t"}
+    )
+    assert (code, out) == (1, b"")
+    assert err.decode() == f"mlobs: error: {message}\n"
