@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -111,6 +111,7 @@ class Settings:
     home: Path
     flush_timeout: float
     spool_max_bytes: int
+    fluentd_shared_key: str | None = field(default=None, repr=False)  # Forward handshake key; None: none
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -131,6 +132,7 @@ class Settings:
             home=home_dir(environ),
             flush_timeout=timeout,
             spool_max_bytes=spool_mb * 1024 * 1024,
+            fluentd_shared_key=FLUENTD_SHARED_KEY.get(environ),
         )
 
 

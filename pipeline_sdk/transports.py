@@ -33,15 +33,21 @@ class Transport(Protocol):
 
 
 class FluentTransport:
-    """Fluentd's Forward protocol, each chunk acknowledged."""
+    """Fluentd's Forward protocol, each chunk acknowledged; authenticated with ``shared_key``."""
 
     kind = "fluent"
 
-    def __init__(self, host: str, port: int = 24224, timeout: float = 3.0) -> None:
+    def __init__(
+        self, host: str, port: int = 24224, timeout: float = 3.0, *, shared_key: str | None = None
+    ) -> None:
+        if shared_key is not None and not shared_key.strip():
+            raise ValueError("shared_key must not be blank: pass None to send without authentication")
         self.host, self.port, self.timeout = host, port, timeout
+        self._shared_key = shared_key  # the Forward handshake's key (MLOBS_FLUENTD_SHARED_KEY)
 
     def open(self) -> Sink:
-        return _FluentSink(AckForwardSender(self.host, self.port, self.timeout))
+        sender = AckForwardSender(self.host, self.port, self.timeout, shared_key=self._shared_key)
+        return _FluentSink(sender)
 
     def describe(self) -> str:
         return f"Fluentd at {self.host}:{self.port}"
@@ -94,5 +100,7 @@ class _LocalSink:
 def transport_from_settings(settings: Settings) -> Transport:
     """Fluentd when ``MLOBS_FLUENTD_HOST`` is set, else the local store."""
     if settings.fluentd_host:
-        return FluentTransport(settings.fluentd_host, settings.fluentd_port)
+        return FluentTransport(
+            settings.fluentd_host, settings.fluentd_port, shared_key=settings.fluentd_shared_key
+        )
     return LocalTransport(settings.home / DB_NAME)
