@@ -11,8 +11,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
+MUTATION_STAMP := $(VENV)/.installed-mutation
 
-.PHONY: help all venv tools fmt generate lint pytest rules-test test validate bench up down demo e2e clean
+.PHONY: help all venv tools fmt generate lint pytest rules-test test validate bench mutation up down demo e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -72,6 +73,15 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP) ## benchmarks side by side with the peers; prints tables
 	$(PY) -m bench
+
+$(MUTATION_STAMP): $(STAMP)
+	@echo "==> installing the mutation-testing extra (cosmic-ray)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,mutation]'
+	@touch $@
+
+MUTANTS ?= 60
+mutation: $(MUTATION_STAMP) tools ## mutation score of the modules whose tests must pin values (MUTANTS=0: all)
+	$(PY) scripts/mutation.py --sample $(MUTANTS)
 
 # Minimum versions of the cluster tools `make up` checks (the kind node image is pinned in
 # kind-config.yaml, the upstream charts in charts/mlobs/Chart.yaml).
