@@ -70,6 +70,8 @@ FIELD_IMAGE: Final = "image"  # container image of a run
 FIELD_NODE: Final = "node"  # node a run's last pod ran on
 FIELD_POD: Final = "pod"  # name of a run's last pod
 FIELD_ATTEMPTS: Final = "attempts"  # pods a run's Job started (retries + 1) (int)
+EXTRA_ERROR_KEY: Final = "mlobs_extra_error"  # in a log record's extra JSON: why its extra was not stored
+EXTRA_TRUNCATED_KEY: Final = "mlobs_extra_truncated"  # in a log record's extra JSON: its JSON, cut to fit
 
 
 class FieldType(enum.Enum):

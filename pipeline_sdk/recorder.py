@@ -54,8 +54,8 @@ _MAX_LOCATION = 2048
 
 
 # Keys of the JSON object stored as a log record's extra when the extra itself could not be.
-EXTRA_ERROR_KEY = "mlobs_extra_error"  # why the extra could not be JSON-encoded (it is not stored)
-EXTRA_TRUNCATED_KEY = "mlobs_extra_truncated"  # the extra's JSON text, cut to fit MAX_TEXT_LENGTH
+EXTRA_ERROR_KEY = c.EXTRA_ERROR_KEY
+EXTRA_TRUNCATED_KEY = c.EXTRA_TRUNCATED_KEY
 MAX_LEVEL_LENGTH = 32  # a log record's level name (a tag)
 MAX_LOGGER_LENGTH = 256  # a log record's logger name
 _MAX_EXTRA_ERROR = 1024  # characters of the reason stored under EXTRA_ERROR_KEY
