@@ -50,6 +50,7 @@ class RunLogHandler(logging.Handler):
             self.recorder.log_record(_level(record), _message(self, record), record.name, _extra(record))
         except Exception:  # noqa: BLE001 - logging's contract: report through handleError, never raise
             self.lost_records += 1
+            self.recorder.client.shipper.count_lost_log_record()  # and in Client.stats()
             self.handleError(record)
 
 

@@ -74,6 +74,7 @@ class ShipperStats:
     dropped_queue_full: int = 0  # events refused because the in-memory queue was at its bound
     dropped_spool_full: int = 0  # events refused because the spool was at its bound
     dropped_spool_error: int = 0  # events the disk refused (full, read-only, no fds) or a crash held
+    dropped_log_records: int = 0  # log records a run's logging handler could not record at all
     lost_corrupt_bytes: int = 0  # spool bytes found corrupt and skipped (after a disk fault)
     spool_errors: int = 0  # disk errors that lost nothing (an ack or unlink that failed): lived with
     delivery_failures: int = 0  # failed delivery attempts (each one retried)
@@ -89,7 +90,12 @@ class ShipperStats:
     @property
     def dropped_events(self) -> int:
         """Every event counted as lost: logged, but never to be delivered."""
-        return self.dropped_queue_full + self.dropped_spool_full + self.dropped_spool_error
+        return (
+            self.dropped_queue_full
+            + self.dropped_spool_full
+            + self.dropped_spool_error
+            + self.dropped_log_records
+        )
 
 
 class _RateLimitedWarning:
@@ -213,6 +219,11 @@ class Shipper:
         self._wake.set()
         time.sleep(0.0001)
         return True
+
+    def count_lost_log_record(self) -> None:
+        """A logging handler could not turn a record into an event: count it (it logs why itself)."""
+        with self._lock:
+            self._stats.dropped_log_records += 1
 
     def stats(self) -> ShipperStats:
         with self._lock:

@@ -427,4 +427,6 @@ def test_the_handler_never_raises_into_the_code_that_logs(
         [handler] = run_log_handlers()
         logging.getLogger("app").warning("lost")  # must not raise
         assert handler.lost_records == 1
+        stats = run.client.stats()
+        assert stats.dropped_log_records == 1 and stats.dropped_events == 1  # counted, never silent
     assert "OSError: recorder broke" in capsys.readouterr().err
