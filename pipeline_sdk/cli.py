@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 from .config import SettingError
 from .read import AGGREGATIONS, LEVELS, RUN_STATUSES, ReadClient, ReadError, Rows
-from .read.redact import redact
+from .redact import redact
 
 TABLE_BATCH = 1000  # rows whose widths set a streamed table's columns
 CELL_MAX = 60  # characters of a table cell; longer text is cut with an ellipsis

@@ -63,12 +63,15 @@ class Client:
         """A recorder bound to one run identity (validated here)."""
         return RunRecorder(self, pipeline, step, run_id)
 
-    def service(self, name: str, *, salt: str | bytes | None = None) -> ServiceRecorder:
+    def service(
+        self, name: str, *, salt: str | bytes | None = None, key: str | bytes | None = None
+    ) -> ServiceRecorder:
         """A recorder of a long-running service (a model API): requests and predictions.
 
-        ``salt`` salts the hash of user ids; the default is derived from ``name``.
+        User ids are stored as an HMAC keyed by ``key`` (default: ``MLOBS_USER_HASH_KEY``), salted
+        by ``salt`` (default: derived from ``name``); see :class:`ServiceRecorder`.
         """
-        return ServiceRecorder(self, name, salt=salt)
+        return ServiceRecorder(self, name, salt=salt, key=key)
 
     def stats(self) -> ShipperStats:
         """Counters: spooled, delivered, dropped (never silently), pending."""

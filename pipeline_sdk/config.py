@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from . import contract as c
+from .redact import redact
 
 T = TypeVar("T")
 
@@ -50,6 +51,10 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _hidden(raw: str) -> str:
+    return f"(hidden, {len(raw)} characters)"
+
+
 @dataclass(frozen=True)
 class EnvVar(Generic[T]):
     """One environment variable: its name, how to parse it and its default."""
@@ -57,6 +62,7 @@ class EnvVar(Generic[T]):
     name: str
     parse: Callable[[str], T]
     default: T | None = None
+    show: Callable[[str], str] = repr  # how an error message quotes a bad value (never a secret)
 
     def get(self, environ: Mapping[str, str] | None = None) -> T | None:
         env = os.environ if environ is None else environ
@@ -66,7 +72,7 @@ class EnvVar(Generic[T]):
         try:
             return self.parse(raw)
         except ValueError as exc:
-            raise SettingError(f"environment variable {self.name}={raw!r}: {exc}") from None
+            raise SettingError(f"environment variable {self.name}={self.show(raw)}: {exc}") from None
 
 
 FLUENTD_HOST = EnvVar(c.ENV_FLUENTD_HOST, _text)
@@ -83,8 +89,8 @@ def home_dir(environ: Mapping[str, str] | None = None) -> Path:
 PIPELINE = EnvVar(c.ENV_PIPELINE, _text)
 STEP = EnvVar(c.ENV_STEP, _text)
 RUN_ID = EnvVar(c.ENV_RUN_ID, _text)
-FLUENTD_SHARED_KEY = EnvVar(c.ENV_FLUENTD_SHARED_KEY, _text)
-USER_HASH_KEY = EnvVar(c.ENV_USER_HASH_KEY, _text)
+FLUENTD_SHARED_KEY = EnvVar(c.ENV_FLUENTD_SHARED_KEY, _text, show=_hidden)
+USER_HASH_KEY = EnvVar(c.ENV_USER_HASH_KEY, _text, show=_hidden)
 FLUSH_TIMEOUT = EnvVar(c.ENV_FLUSH_TIMEOUT, _positive_float, 10.0)
 SPOOL_MAX_MB = EnvVar(c.ENV_SPOOL_MAX_MB, _positive_int, 512)
 
@@ -96,8 +102,8 @@ def _http_url(raw: str) -> str:
     return url
 
 
-INFLUXDB_URL = EnvVar(c.ENV_INFLUXDB_URL, _http_url)
-INFLUXDB_TOKEN = EnvVar(c.ENV_INFLUXDB_TOKEN, _text)
+INFLUXDB_URL = EnvVar(c.ENV_INFLUXDB_URL, _http_url, show=lambda raw: repr(redact(raw)))
+INFLUXDB_TOKEN = EnvVar(c.ENV_INFLUXDB_TOKEN, _text, show=_hidden)
 INFLUXDB_ORG = EnvVar(c.ENV_INFLUXDB_ORG, _text, c.INFLUXDB_ORG)
 INFLUXDB_BUCKET = EnvVar(c.ENV_INFLUXDB_BUCKET, _text, c.INFLUXDB_BUCKET)
 
@@ -140,8 +146,8 @@ class Settings:
 class ReadSettings:
     """Where the read API reads from: InfluxDB when MLOBS_INFLUXDB_URL is set, else the local store."""
 
-    influxdb_url: str | None
-    influxdb_token: str | None
+    influxdb_url: str | None = field(repr=False)  # may carry credentials: never in a repr
+    influxdb_token: str | None = field(repr=False)
     influxdb_org: str
     influxdb_bucket: str
     home: Path

@@ -272,7 +272,7 @@ TOKEN = "read-test-token"
     ],
 )
 def test_redact_hides_userinfo_and_secret_query_values(text: str, shown: str) -> None:
-    from pipeline_sdk.read.redact import redact
+    from pipeline_sdk.redact import redact
 
     assert redact(text) == shown
 
@@ -364,3 +364,23 @@ def test_a_bad_url_setting_names_the_host_not_the_credentials(
     )
     assert (code, out) == (1, b"")
     assert err.decode() == f"mlobs: error: {message}\n"
+
+
+@pytest.mark.parametrize("url", [f"ftp://admin:{SECRET}@influx.example:8086", f"x?token={QUERY_SECRET}"])
+def test_settings_themselves_never_echo_credentials(url: str) -> None:
+    """ReadSettings.from_env is public: its errors and its repr hide what the reader masks."""
+    from pipeline_sdk.config import ReadSettings
+
+    with pytest.raises(SettingError) as caught:
+        ReadSettings.from_env({"MLOBS_INFLUXDB_URL": url, "MLOBS_INFLUXDB_TOKEN": "t"})
+    assert SECRET not in str(caught.value) and QUERY_SECRET not in str(caught.value)
+    good = ReadSettings.from_env(
+        {"MLOBS_INFLUXDB_URL": f"https://admin:{SECRET}@influx.example:8086", "MLOBS_INFLUXDB_TOKEN": SECRET}
+    )
+    assert SECRET not in repr(good)
+    with pytest.raises(SettingError) as blank:
+        ReadSettings.from_env({"MLOBS_INFLUXDB_URL": "http://h", "MLOBS_INFLUXDB_TOKEN": "   "})
+    assert (
+        str(blank.value)
+        == "environment variable MLOBS_INFLUXDB_TOKEN=(hidden, 3 characters): must not be blank"
+    )

@@ -539,6 +539,8 @@ def test_an_explicit_key_wins_over_the_environment(client: Client, monkeypatch: 
     monkeypatch.setenv("MLOBS_USER_HASH_KEY", KEY)
     explicit = ServiceRecorder(client, SERVICE, key="explicit-key-of-20-by")
     assert explicit.user_hash("u") == expected_hmac(b"explicit-key-of-20-by", b"mlobs:churn-api:u")
+    through_client = client.service(SERVICE, key="explicit-key-of-20-by")
+    assert through_client.user_hash("u") == explicit.user_hash("u")
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from .query import (
     ns_datetime,
     time_range,
 )
-from .redact import redact
+from ..redact import redact
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped, unused-ignore]
