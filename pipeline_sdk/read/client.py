@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import contract as c
 from ..config import ReadSettings, SettingError
+from ..redact import redact
 from ..validation import unescape_text
 from .query import (
     AGGREGATIONS,
@@ -35,7 +36,6 @@ from .query import (
     ns_datetime,
     time_range,
 )
-from ..redact import redact
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped, unused-ignore]

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .query import BackendUnavailable, Reduce, Row, Select
 from ..redact import redact, redact_secret, without_userinfo
+from .query import BackendUnavailable, Reduce, Row, Select
 
 if TYPE_CHECKING:
     from influxdb_client.client.influxdb_client import InfluxDBClient
