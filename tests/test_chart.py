@@ -50,6 +50,20 @@ def objects(name: str | None, kind: str) -> list[dict[str, Any]]:
     return [d for d in rendered(name) if d["kind"] == kind]
 
 
+def render_values(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """mlobs-core rendered with ``values`` (not cached: every call renders afresh)."""
+    out = helm_python.Chart.load(CORE).render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return [d for text in out.values() for d in yaml.safe_load_all(text) if d]
+
+
+def named(docs: list[dict[str, Any]] | tuple[dict[str, Any], ...], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def env_of(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for c in spec["containers"] for e in c.get("env", [])}
+
+
 def pod_specs(name: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
     for doc in rendered(name):
         if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
@@ -199,6 +213,9 @@ def literal_strings(node: Any) -> Iterator[str]:
         yield node
 
 
+CREDENTIAL_WORDS = ("password", "token", "key")  # a Secret entry whose name has one holds a credential
+
+
 def secret_problems(docs: tuple[dict[str, Any], ...], values_texts: list[Any]) -> list[str]:
     """Secrets whose credential-like entries are literals of the values (or well-known weak ones)."""
     literals = {s for v in values_texts for s in literal_strings(v)} | {
@@ -214,7 +231,7 @@ def secret_problems(docs: tuple[dict[str, Any], ...], values_texts: list[Any]) -
         entries = {k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()}
         entries.update(doc.get("stringData") or {})
         for key, value in entries.items():
-            if any(w in key for w in ("password", "token")) and value in literals:
+            if any(w in key for w in CREDENTIAL_WORDS) and value in literals:
                 problems.append(f"{doc['metadata']['name']}/{key} holds a literal credential")
             if "smtp_auth_password:" in value:
                 problems.append(f"{doc['metadata']['name']}/{key} holds an SMTP password")
@@ -232,7 +249,7 @@ def test_no_secret_holds_a_literal_credential(scenario: str | None) -> None:
     generated = [s for s in objects(scenario, "Secret") if s.get("data")]
     for secret in generated:
         for key, value in secret["data"].items():
-            if "password" in key or "token" in key:
+            if any(w in key for w in CREDENTIAL_WORDS):
                 assert len(base64.b64decode(value)) >= 32, f"{secret['metadata']['name']}/{key} is short"
 
 
@@ -245,6 +262,8 @@ def test_the_secret_check_can_fail() -> None:
     assert secret_problems((leaked,), [{"grafana": {"password": "hunter22"}}]) == [
         "x/admin-password holds a literal credential"
     ]
+    leaked_key = {"kind": "Secret", "metadata": {"name": "y"}, "stringData": {"shared-key": "changeme"}}
+    assert secret_problems((leaked_key,), []) == ["y/shared-key holds a literal credential"]
 
 
 def container_problems(name: str, spec: dict[str, Any]) -> list[str]:
@@ -315,6 +334,145 @@ def test_demo_jobs_get_their_run_identity_from_their_labels() -> None:
         assert job["spec"]["template"]["metadata"]["labels"] == job["metadata"]["labels"]
     [oom] = [j for j in jobs if j["metadata"]["labels"]["mlobs.io/pipeline"] == "demo-oom"]
     assert oom["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "64Mi"
+
+
+# ---- the keys of the Forward protocol and of the user hash ------------------------------------------
+
+FORWARD_SECRET, USER_HASH_SECRET = f"{RELEASE}-fluentd-forward", f"{RELEASE}-user-hash"
+
+
+def secret_ref(env: dict[str, dict[str, Any]], name: str) -> dict[str, Any] | None:
+    ref = env.get(name, {}).get("valueFrom", {}).get("secretKeyRef")
+    return dict(ref) if ref is not None else None
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s or "defaults")
+def test_fluentd_and_every_sdk_pod_read_one_shared_key(scenario: str | None) -> None:
+    from pipeline_sdk import contract as c
+
+    existing = scenario_values(scenario).get("secrets", {}).get("fluentdSharedKey")
+    expected = {"name": existing or FORWARD_SECRET, "key": "shared-key"}
+    sdk_pods = {n for n, spec in pod_specs(scenario) if c.ENV_FLUENTD_HOST in env_of(spec)}
+    for name, spec in pod_specs(scenario):
+        env = env_of(spec)
+        if name in sdk_pods or name.startswith("StatefulSet/mlobs-fluentd"):
+            assert secret_ref(env, c.ENV_FLUENTD_SHARED_KEY) == expected, name
+            assert "value" not in env[c.ENV_FLUENTD_SHARED_KEY], name
+        else:
+            assert c.ENV_FLUENTD_SHARED_KEY not in env, f"{name} does not run the SDK"
+    if scenario == "01-kind-demo-values.yaml":
+        assert sdk_pods == {
+            "Deployment/mlobs-pipeline-exporter",
+            "Deployment/mlobs-model-api",
+            "Job/demo-train-ci1",
+            "Job/demo-diverge-ci1",
+            "Job/demo-oom-ci1",
+        }
+    secrets = named(rendered(scenario), "Secret")
+    assert (FORWARD_SECRET in secrets) is not bool(existing)
+
+
+def test_the_generated_keys_are_long_random_and_kept() -> None:
+    secrets = named(rendered(None), "Secret")
+    for name, key in ((FORWARD_SECRET, "shared-key"), (USER_HASH_SECRET, "user-hash-key")):
+        secret = secrets[name]
+        assert list(secret["data"]) == [key]
+        assert len(base64.b64decode(secret["data"][key])) == 32
+        assert secret["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    # No cluster, no lookup: every render makes a new key (docs/secrets.md: use existing Secrets
+    # with helm template and GitOps tools).
+    first, second = (
+        named(render_values({}), "Secret")[FORWARD_SECRET]["data"]["shared-key"] for _ in range(2)
+    )
+    assert first != second
+
+
+def test_the_model_api_gets_the_user_hash_key() -> None:
+    from pipeline_sdk import contract as c
+
+    for values, secret in (
+        ({"demo": {"enabled": True}}, USER_HASH_SECRET),
+        ({"demo": {"enabled": True}, "secrets": {"userHashKey": "team-user-hash"}}, "team-user-hash"),
+    ):
+        docs = render_values(values)
+        spec = named(docs, "Deployment")[f"{RELEASE}-model-api"]["spec"]["template"]["spec"]
+        assert secret_ref(env_of(spec), c.ENV_USER_HASH_KEY) == {"name": secret, "key": "user-hash-key"}
+        assert (USER_HASH_SECRET in named(docs, "Secret")) is (secret == USER_HASH_SECRET)
+        others = [
+            n
+            for n, s in named(docs, "Deployment").items()
+            if c.ENV_USER_HASH_KEY in env_of(s["spec"]["template"]["spec"])
+        ]
+        assert others == [f"{RELEASE}-model-api"]
+
+
+def test_existing_secrets_replace_every_generated_one() -> None:
+    docs = render_values(
+        {
+            "secrets": {
+                "grafanaAdmin": "a",
+                "influxdb": "b",
+                "fluentdSharedKey": "c",
+                "userHashKey": "d",
+            }
+        }
+    )
+    generated = [n for n, s in named(docs, "Secret").items() if s.get("data")]
+    assert generated == []
+
+
+# ---- Mailpit's UI, NetworkPolicies --------------------------------------------------------------------
+
+
+def test_mailpit_ui_is_a_node_port_only_in_the_kind_values() -> None:
+    for scenario, kind_values in ((None, False), ("01-kind-demo-values.yaml", True)):
+        services = named(rendered(scenario), "Service")
+        smtp, ui = services[f"{RELEASE}-mailpit"], services[f"{RELEASE}-mailpit-ui"]
+        assert smtp["spec"]["type"] == "ClusterIP"
+        assert smtp["spec"]["ports"] == [{"name": "smtp", "port": 1025, "targetPort": "smtp"}]
+        assert ui["spec"]["type"] == ("NodePort" if kind_values else "ClusterIP")
+        [port] = ui["spec"]["ports"]
+        assert (port["port"], port["targetPort"], port.get("nodePort")) == (
+            8025,
+            "http",
+            30825 if kind_values else None,
+        )
+    umbrella = yaml.safe_load((UMBRELLA / "values.yaml").read_text())
+    assert umbrella["mlobs-core"]["mailpit"]["uiServiceType"] == "NodePort"
+    kind = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    mapped = {m["containerPort"]: m["hostPort"] for n in kind["nodes"] for m in n["extraPortMappings"]}
+    assert mapped[30825] == 8025
+
+
+POLICIES = {f"{RELEASE}-fluentd", f"{RELEASE}-influxdb", f"{RELEASE}-pipeline-exporter", f"{RELEASE}-mailpit"}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s or "defaults")
+def test_network_policies_are_on_by_default_and_ingress_only(scenario: str | None) -> None:
+    policies = named(rendered(scenario), "NetworkPolicy")
+    expected = set(POLICIES)
+    if scenario_values(scenario).get("mailpit", {}).get("enabled") is False:
+        expected.discard(f"{RELEASE}-mailpit")
+    assert set(policies) == expected
+    for name, policy in policies.items():
+        assert policy["spec"]["policyTypes"] == ["Ingress"], name
+        assert "egress" not in policy["spec"], name
+        for rule in policy["spec"]["ingress"]:
+            assert rule.get("from"), f"{name}: a rule without sources admits everyone"
+            assert rule.get("ports"), f"{name}: a rule without ports admits every port"
+
+
+def test_network_policies_switch_off_and_follow_the_components() -> None:
+    assert named(render_values({"networkPolicy": {"enabled": False}}), "NetworkPolicy") == {}
+    off = {
+        "exporter": {"enabled": False},
+        "fluentd": {"enabled": False},
+        "mailpit": {"enabled": False},
+        "networkPolicy": {"influxdb": {"enabled": False}},
+    }
+    assert named(render_values(off), "NetworkPolicy") == {}
+    with pytest.raises(helm_python.HelmRenderError, match="set allNamespaces or clientNamespaces, not both"):
+        render_values({"networkPolicy": {"allNamespaces": True, "clientNamespaces": ["ml"]}})
 
 
 # ---- generated copies, pins, the umbrella ------------------------------------------------------------

@@ -38,6 +38,10 @@ ENV_OF = {  # influxdb2 parameter -> the environment variable the chart sets for
     "bucket": "INFLUXDB_BUCKET",
 }
 SECRET_KEYS = ("token", "password", "shared_key", "secret")
+SHARED_KEY_VAR = (
+    c.ENV_FLUENTD_SHARED_KEY
+)  # in_forward's <security> shared_key; the chart sets it from a Secret
+CONF_VARIABLES = {*ENV_OF.values(), SHARED_KEY_VAR}  # every variable fluent.conf reads
 MIN_RETRY_TIMEOUT_S = 24 * 3600  # with retry_forever off, at least a day of retries
 MAX_FLUSH_INTERVAL_S = 5
 
@@ -271,6 +275,8 @@ def problems(conf: Directive, buffer_volume_bytes: int | None = None) -> list[st
     forward = source("forward")
     if not any(s.params.get("port") == FORWARD_PORT and s.params.get("bind") == "0.0.0.0" for s in forward):
         found.append(f"no forward source on 0.0.0.0:{FORWARD_PORT}")
+    for s in forward:
+        found.extend(f"line {s.line}: forward source: {p}" for p in _security_problems(s))
     prometheus = source("prometheus")
     if not any(
         s.params.get("port") == PROMETHEUS_PORT and s.params.get("metrics_path", "/metrics") == "/metrics"
@@ -351,6 +357,22 @@ def problems(conf: Directive, buffer_volume_bytes: int | None = None) -> list[st
     return found
 
 
+def _security_problems(forward: Directive) -> list[str]:
+    """The forward source must require the shared key of the SDK, read from the environment."""
+    security = forward.one("security")
+    if security is None:
+        return ["no <security> section: any pod that reaches the port could write events"]
+    found = []
+    p = security.params
+    if _env_var(p.get("shared_key", "")) != SHARED_KEY_VAR:
+        found.append(f"shared_key must come from {SHARED_KEY_VAR}, got {p.get('shared_key')!r}")
+    if not p.get("self_hostname"):
+        found.append("<security> has no self_hostname (in_forward requires it)")
+    if p.get("user_auth") == "true" and not security.all("user"):
+        found.append("user_auth without <user> sections (in_forward refuses to start)")
+    return found
+
+
 def _output_problems(route: Directive, stream: c.Stream) -> list[str]:
     p = route.params
     found = []
@@ -422,7 +444,7 @@ def test_the_routes_are_the_contracts_streams_in_file_order() -> None:
 
 def test_every_variable_the_config_reads_is_set_by_the_chart() -> None:
     variables = set(re.findall(r"ENV(?:\[|\.fetch\()'(\w+)'", CONF.read_text()))
-    assert variables == set(ENV_OF.values())
+    assert variables == CONF_VARIABLES
     template = "\n".join(p.read_text() for p in sorted(CHART_FLUENTD.glob("*.yaml")))
     for variable in variables:
         assert re.search(rf"-\s*name:\s*{variable}\b", template), f"the chart does not set {variable}"
@@ -454,6 +476,9 @@ def _route_params(text: str, tag: str, old: str, new: str) -> str:
 
 _RUN, _PARAM, _PRED = c.RUN.tag, c.PARAM.tag, c.PREDICTION.tag
 _CATCH_ALL = "\n<match **>\n"  # the top-level catch-all (the one in <label @FLUENT_LOG> is indented)
+_SHARED_KEY = f"shared_key \"#{{ENV.fetch('{SHARED_KEY_VAR}')}}\""
+_SECURITY = f'  <security>\n    self_hostname "#{{Socket.gethostname}}"\n    {_SHARED_KEY}\n  </security>\n'
+
 _TAGS = json.dumps(list(c.PARAM.tags))
 BROKEN: dict[str, tuple[Callable[[str], str], list[str]]] = {
     "missing route": (lambda t: _drop_route(t, _PRED), [f"{_PRED}: no route of its own"]),
@@ -542,6 +567,26 @@ BROKEN: dict[str, tuple[Callable[[str], str], list[str]]] = {
         ["the buffers may hold"],
     ),
     "forward port": (lambda t: _edit(t, "port 24224", "port 24225"), ["no forward source"]),
+    "no security": (
+        lambda t: _edit(t, _SECURITY, ""),
+        ["forward source: no <security> section"],
+    ),
+    "literal shared key": (
+        lambda t: _edit(t, _SHARED_KEY, 'shared_key "s3cr3t-f0rward-key"'),
+        [f"shared_key must come from {SHARED_KEY_VAR}", "shared_key is a literal"],
+    ),
+    "shared key from another variable": (
+        lambda t: _edit(t, _SHARED_KEY, "shared_key \"#{ENV.fetch('INFLUXDB_TOKEN')}\""),
+        [f"shared_key must come from {SHARED_KEY_VAR}, got \"#{{ENV.fetch('INFLUXDB_TOKEN')}}\""],
+    ),
+    "no self_hostname": (
+        lambda t: _edit(t, '    self_hostname "#{Socket.gethostname}"\n', ""),
+        ["<security> has no self_hostname"],
+    ),
+    "user auth without users": (
+        lambda t: _edit(t, _SHARED_KEY, _SHARED_KEY + "\n    user_auth true"),
+        ["user_auth without <user> sections"],
+    ),
     "no prometheus endpoint": (
         lambda t: _edit(t, "@type prometheus\n", "@type monitor_agent\n"),
         ["no prometheus source serving /metrics"],
@@ -730,8 +775,8 @@ def test_the_image_check_reports_a_broken_dockerfile(old: str, new: str, expecte
 def test_the_image_bakes_in_the_checked_config() -> None:
     text = DOCKERFILE.read_text()
     assert "fluentd --dry-run -c /fluentd/etc/fluent.conf" in text
-    variables = set(re.findall(r"\b(INFLUXDB_\w+)=", text))
-    assert variables == set(ENV_OF.values()), "the dry run must set every variable fluent.conf fetches"
+    variables = set(re.findall(r"\b((?:INFLUXDB|MLOBS)_\w+)=", text))
+    assert variables == CONF_VARIABLES, "the dry run must set every variable fluent.conf fetches"
 
 
 def test_readme_names_the_pins() -> None:

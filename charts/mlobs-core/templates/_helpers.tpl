@@ -94,16 +94,61 @@ are the single place a Job states them.
 {{- end -}}
 
 {{/*
-mlobs-core.fluentdEnv: where the SDK sends events in the cluster.
-Why: every workload that uses the SDK needs the same two variables.
+mlobs-core.fluentdEnv: where the SDK sends events in the cluster, and the key it proves itself with.
+Why: every workload that uses the SDK needs the same variables; Fluentd's <security> refuses a
+client without the shared key.
 */}}
 {{- define "mlobs-core.fluentdEnv" -}}
 - name: MLOBS_FLUENTD_HOST
   value: {{ include "mlobs-core.name" (dict "root" . "component" "fluentd") }}
 - name: MLOBS_FLUENTD_PORT
   value: "24224"
+- name: MLOBS_FLUENTD_SHARED_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ include "mlobs-core.forwardSecret" . }}, key: shared-key}
 - name: MLOBS_HOME
   value: /tmp/mlobs
+{{- end -}}
+
+{{/*
+mlobs-core.forwardSecret and mlobs-core.userHashSecret: the Secrets of the Forward shared key
+(key shared-key) and of the model API's user-hash key (key user-hash-key): existing or generated.
+Why: Fluentd and every SDK pod must read the very same key, so its Secret is named in one place.
+*/}}
+{{- define "mlobs-core.forwardSecret" -}}
+{{- include "mlobs-core.secretName" (dict "root" . "component" "fluentd-forward" "existing" .Values.secrets.fluentdSharedKey) -}}
+{{- end -}}
+
+{{- define "mlobs-core.userHashSecret" -}}
+{{- include "mlobs-core.secretName" (dict "root" . "component" "user-hash" "existing" .Values.secrets.userHashKey) -}}
+{{- end -}}
+
+{{/*
+mlobs-core.peer: a NetworkPolicy peer: the pods with the labels .labels in the namespace .namespace
+(empty: the release namespace), named by its kubernetes.io/metadata.name label.
+Why: every policy admits its peers the same way; an explicit namespace keeps a peer from matching
+same-labelled pods of another namespace, and from missing them when the policy moves.
+*/}}
+{{- define "mlobs-core.peer" -}}
+- podSelector:
+    matchLabels: {{- toYaml .labels | nindent 6 }}
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: {{ .namespace | default .root.Release.Namespace }}}
+{{- end -}}
+
+{{/*
+mlobs-core.probeRule: an ingress rule admitting values.networkPolicy.probeFrom on the probed ports
+(.ports, container port names or numbers); include it only when probeFrom is not empty, as an
+empty `from` would admit every source.
+Why: a network plugin that filters a node's own traffic to its pods would fail the kubelet's
+probes; kindnet, Calico and Cilium do not, so by default no rule is added.
+*/}}
+{{- define "mlobs-core.probeRule" -}}
+- ports:
+    {{- range $port := .ports }}
+    - {port: {{ $port }}, protocol: TCP}
+    {{- end }}
+  from: {{- toYaml .root.Values.networkPolicy.probeFrom | nindent 4 }}
 {{- end -}}
 
 {{/*
