@@ -7,6 +7,13 @@ watch events as chunked JSON lines (ADDED, MODIFIED, DELETED, BOOKMARK, and the
 ERROR Status with code 410 when a resourceVersion is too old), and error
 statuses on demand.  The objects it serves are built from the client's own
 model classes (tests/kube_objects.py) and serialised the way the client does.
+
+For fault tests it also serves what a real API server never would: objects of any
+shape (``apply_raw``, listed and streamed like the others, whatever their labels),
+one-off watch events of any shape (``send_event``: an ERROR Status without a code, a
+line that is not JSON...), and list bodies of any shape (``odd_lists``, one per list).
+Every request is recorded with its method, so a test can hold the RBAC rules to the
+calls the exporter really makes.
 """
 
 from __future__ import annotations
@@ -29,7 +36,13 @@ class _Event:
     version: int
     resource: str
     kind: str
-    obj: dict[str, Any]
+    obj: Any
+    raw: bool = False  # an object of any shape: served whatever its labels and namespace
+
+
+def _namespace(obj: Any) -> Any:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    return meta.get("namespace") if isinstance(meta, dict) else None
 
 
 class FakeKube:
@@ -38,12 +51,15 @@ class FakeKube:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._version = 100
-        self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._objects: dict[tuple[str, str, str], Any] = {}
+        self._raw_keys: set[tuple[str, str, str]] = set()  # objects stored by apply_raw
         self._events: list[_Event] = []
         self._versions: list[int] = []  # the events' versions, for bisect
         self._oldest = 0  # events at or before this version are compacted away (410)
+        self._oneoff: dict[str, list[bytes]] = {"jobs": [], "pods": []}  # lines for the next watch
         self.fail_requests = 0  # answer this many next requests with 500
-        self.requests: list[str] = []  # paths with query, in arrival order
+        self.odd_lists: dict[str, list[Any]] = {"jobs": [], "pods": []}  # bodies for the next lists
+        self.requests: list[tuple[str, str]] = []  # (method, path with query), in arrival order
 
     # ---- changing the cluster ----------------------------------------------------------------
 
@@ -55,19 +71,48 @@ class FakeKube:
             kind = "MODIFIED" if key in self._objects else "ADDED"
             self._record(resource, kind, key, copy.deepcopy(obj))
 
+    def apply_raw(self, resource: str, obj: Any, *, set_version: bool = True) -> None:
+        """Store an object of any shape (ADDED): listed, and streamed to watches, as it is.
+
+        Its resourceVersion is set when it has a metadata mapping and ``set_version``.
+        """
+        with self._cond:
+            key = (resource, "", f"raw-{self._version + 1}")
+            self._raw_keys.add(key)
+            self._record(resource, "ADDED", key, copy.deepcopy(obj), raw=True, set_version=set_version)
+
+    def send_event(self, resource: str, event: Any) -> None:
+        """Write one event of any shape (a JSON value, or bytes as they are) to the next watch
+        of ``resource``, once: like an API server's ERROR Status, it is not part of the history."""
+        line = event if isinstance(event, bytes) else json.dumps(event).encode()
+        with self._cond:
+            self._oneoff[resource].append(line)
+            self._cond.notify_all()
+
     def delete(self, resource: str, namespace: str, name: str) -> None:
         with self._cond:
             key = (resource, namespace, name)
             self._record(resource, "DELETED", key, self._objects[key])
 
-    def _record(self, resource: str, kind: str, key: tuple[str, str, str], obj: dict[str, Any]) -> None:
+    def _record(
+        self,
+        resource: str,
+        kind: str,
+        key: tuple[str, str, str],
+        obj: Any,
+        *,
+        raw: bool = False,
+        set_version: bool = True,
+    ) -> None:
         self._version += 1
-        obj["metadata"]["resourceVersion"] = str(self._version)
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        if set_version and isinstance(meta, dict):
+            meta["resourceVersion"] = str(self._version)
         if kind == "DELETED":
             self._objects.pop(key, None)
         else:
             self._objects[key] = obj
-        self._events.append(_Event(self._version, resource, kind, obj))
+        self._events.append(_Event(self._version, resource, kind, obj, raw))
         self._versions.append(self._version)
         self._cond.notify_all()
 
@@ -90,8 +135,12 @@ class FakeKube:
         with self._cond:
             items = [
                 o
-                for (r, ns, _), o in sorted(self._objects.items())
-                if r == resource and (namespace is None or ns == namespace) and _selected(o, selector)
+                for key, o in sorted(self._objects.items())
+                if key[0] == resource
+                and (
+                    key in self._raw_keys
+                    or ((namespace is None or key[1] == namespace) and _selected(o, selector))
+                )
             ]
             return {
                 "kind": kind,
@@ -102,24 +151,31 @@ class FakeKube:
 
     def events_after(
         self, resource: str, namespace: str | None, selector: str | None, version: int, deadline: float
-    ) -> list[_Event] | None:
-        """Events newer than ``version`` (waiting until some come or the deadline); None: 410."""
+    ) -> tuple[list[bytes], list[_Event]] | None:
+        """One-off lines, then events newer than ``version`` (waiting until some come or the
+        deadline); None: 410."""
         with self._cond:
             while True:
                 if version < self._oldest:
                     return None
+                oneoff, self._oneoff[resource] = self._oneoff[resource], []
                 start = bisect.bisect_right(self._versions, version)
                 found = [
                     e
                     for e in self._events[start:]
                     if e.version > version
                     and e.resource == resource
-                    and (namespace is None or e.obj["metadata"]["namespace"] == namespace)
-                    and _selected(e.obj, selector)
+                    and (
+                        e.raw
+                        or (
+                            (namespace is None or _namespace(e.obj) == namespace)
+                            and _selected(e.obj, selector)
+                        )
+                    )
                 ]
                 left = deadline - time.monotonic()
-                if found or left <= 0:
-                    return found
+                if oneoff or found or left <= 0:
+                    return oneoff, found
                 self._cond.wait(min(left, 0.5))
 
     def wake(self) -> None:
@@ -172,7 +228,7 @@ class FakeKubeServer:
 
             def do_GET(self) -> None:
                 url = urlparse(self.path)
-                kube_.requests.append(self.path)
+                kube_.requests.append(("GET", self.path))
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 route = _route(url.path)
                 if route is None:
@@ -184,7 +240,9 @@ class FakeKubeServer:
                 selector = query.get("labelSelector")
                 if query.get("watch") in ("true", "1", "True"):
                     return self._watch(resource, namespace, selector, query)
-                body = json.dumps(kube_.list_body(resource, namespace, selector)).encode()
+                odd = kube_.odd_lists[resource]
+                listed = odd.pop(0) if odd else kube_.list_body(resource, namespace, selector)
+                body = json.dumps(listed).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -216,7 +274,10 @@ class FakeKubeServer:
                             }
                             self._chunk({"type": "ERROR", "object": status})
                             break
-                        for event in events:
+                        oneoff, found = events
+                        for line in oneoff:
+                            self._write_chunk(line + b"\n")
+                        for event in found:
                             self._chunk({"type": event.kind, "object": event.obj})
                             version = event.version
                     self.wfile.write(b"0\r\n\r\n")
@@ -224,9 +285,18 @@ class FakeKubeServer:
                     return
 
             def _chunk(self, event: dict[str, Any]) -> None:
-                data = json.dumps(event).encode() + b"\n"
+                self._write_chunk(json.dumps(event).encode() + b"\n")
+
+            def _write_chunk(self, data: bytes) -> None:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
+
+            def _refuse(self) -> None:
+                """Any other method: recorded, and refused as a read-only API would."""
+                kube_.requests.append((self.command, self.path))
+                self._status(405, "MethodNotAllowed", f"{self.command} is not served")
+
+            do_POST = do_PUT = do_PATCH = do_DELETE = _refuse
 
             def _status(self, code: int, reason: str, message: str) -> None:
                 body = json.dumps(
@@ -252,7 +322,7 @@ class FakeKubeServer:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def close(self) -> None:

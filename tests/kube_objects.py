@@ -8,7 +8,9 @@ functions give the sequence of states a real run goes through.
 
 from __future__ import annotations
 
+import copy
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -257,3 +259,91 @@ def image_pull(run: RunSpec) -> list[Step]:
         ("pods", "apply", pod(run, 0, "Pending", waiting="ErrImagePull")),
         ("pods", "apply", pod(run, 0, "Pending", waiting="ImagePullBackOff")),
     ]
+
+
+# ---- many objects, and malformed ones ------------------------------------------------------------
+
+
+def variant(obj: dict[str, Any], name: str) -> dict[str, Any]:
+    """A copy of a Job or Pod built above under another name, uid and run id (fast: no models)."""
+    out = copy.deepcopy(obj)
+    meta = out["metadata"]
+    meta["name"], meta["uid"] = name, f"uid-{name}"
+    meta["labels"][c.LABEL_RUN_ID] = name
+    template = out.get("spec", {}).get("template")
+    if template is not None:
+        template["metadata"]["labels"][c.LABEL_RUN_ID] = name
+    return out
+
+
+Mutation = Callable[[Any], Any]
+_TERMINATED = ("status", "containerStatuses", 0, "state", "terminated")
+
+
+def _set(*path: str | int, value: Any) -> Mutation:
+    """A mutation that sets the field at ``path`` (keys and list indexes) to ``value``."""
+
+    def mutate(obj: Any) -> Any:
+        node = obj
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+        return obj
+
+    return mutate
+
+
+def _drop(key: str) -> Mutation:
+    def mutate(obj: Any) -> Any:
+        del obj[key]
+        return obj
+
+    return mutate
+
+
+# Shapes no API server validates into existence, but a proxy, a conversion webhook or a
+# hostile tester can: each breaks one field the exporter reads.  Applied to a copy of a good
+# object: a Pod that has terminated, or a Job with a condition.  The flag says whether the
+# object's resourceVersion can still be read.
+MALFORMED_POD_SHAPES: dict[str, tuple[Mutation, bool]] = {
+    "metadata missing": (_drop("metadata"), False),
+    "metadata a string": (_set("metadata", value="ml/p"), False),
+    "labels a list": (_set("metadata", "labels", value=[c.LABEL_PIPELINE]), True),
+    "pipeline label a number": (_set("metadata", "labels", c.LABEL_PIPELINE, value=7), True),
+    "namespace a number": (_set("metadata", "namespace", value=12), True),
+    "ownerReferences a mapping": (_set("metadata", "ownerReferences", value={"kind": "Job"}), True),
+    "status a string": (_set("status", value="Running"), True),
+    "phase a number": (_set("status", "phase", value=3), True),
+    "startTime not a time": (_set("status", "startTime", value="yesterday"), True),
+    "startTime a number": (_set("status", "startTime", value=1_795_000_000), True),
+    "containerStatuses a mapping": (_set("status", "containerStatuses", value={"name": "main"}), True),
+    "containerStatus a string": (_set("status", "containerStatuses", 0, value="main"), True),
+    "exitCode a string": (_set(*_TERMINATED, "exitCode", value="137"), True),
+    "finishedAt not a time": (_set(*_TERMINATED, "finishedAt", value="soon"), True),
+    "restartCount a string": (_set("status", "containerStatuses", 0, "restartCount", value="two"), True),
+    "spec a list": (_set("spec", value=[]), True),
+    "object a list": (lambda obj: [obj], False),
+    "object null": (lambda obj: None, False),
+}
+MALFORMED_JOB_SHAPES: dict[str, tuple[Mutation, bool]] = {
+    "metadata missing": (_drop("metadata"), False),
+    "metadata a list": (_set("metadata", value=[1, 2]), False),
+    "labels a list": (_set("metadata", "labels", value=["a"]), True),
+    "template labels a string": (_set("spec", "template", "metadata", "labels", value="x"), True),
+    "status a string": (_set("status", value="Complete"), True),
+    "backoffLimit a string": (_set("spec", "backoffLimit", value="six"), True),
+    "backoffLimit a bool": (_set("spec", "backoffLimit", value=True), True),
+    "active a string": (_set("status", "active", value="1"), True),
+    "conditions a mapping": (_set("status", "conditions", value={"type": "Complete"}), True),
+    "condition a string": (_set("status", "conditions", 0, value="Complete"), True),
+    "completionTime not a time": (_set("status", "completionTime", value="2026-13-45T99:00:00Z"), True),
+    "containers a string": (_set("spec", "template", "spec", "containers", value="main"), True),
+    "image a number": (_set("spec", "template", "spec", "containers", 0, "image", value=5), True),
+    "object a string": (lambda obj: "job", False),
+}
+
+
+def malformed(resource: str, shape: str, good: dict[str, Any]) -> Any:
+    """A copy of ``good`` (a terminated Pod, or a Job with a condition) broken as ``shape`` says."""
+    shapes = MALFORMED_POD_SHAPES if resource == "pods" else MALFORMED_JOB_SHAPES
+    return shapes[shape][0](copy.deepcopy(good))
