@@ -1,4 +1,8 @@
-"""The pipeline exporter's run tracking and metrics, fed with Jobs and Pods built from client models."""
+"""The pipeline exporter's run tracking and metrics, fed with Jobs and Pods built from client models.
+
+Over 400 lines, one concern: what the tracker makes of runs, pinned value by value
+(outcomes, histogram buckets at their bounds, attempts, start times, waiting states).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from exporters.pipeline_exporter.collectors import ExporterCollector, ExporterStats, RunCollector
 from exporters.pipeline_exporter.config import ConfigError, ExporterConfig, Limits
-from exporters.pipeline_exporter.tracker import FinishedRun, RunTracker
+from exporters.pipeline_exporter.figures import FinishedRun
+from exporters.pipeline_exporter.tracker import RunTracker
 from pipeline_sdk import contract as c
 from tests import kube_objects as k
 
@@ -305,3 +310,119 @@ def test_thresholds_per_pipeline_and_step() -> None:
 def test_config_errors_name_the_key(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", "\\[").replace("]", "\\]")):
         ExporterConfig.parse(raw)
+
+
+# ---- values pinned exactly (the mutation test found these loose) ----------------------------------
+
+
+def duration_samples(registry: CollectorRegistry, status: str = "succeeded") -> dict[str, float]:
+    """The duration histogram of train/fit for ``status``: {le: cumulative count}, _count and _sum."""
+    out: dict[str, float] = {}
+    for metric in registry.collect():
+        for s in metric.samples:
+            if s.labels.get("status") != status or not s.name.startswith(c.PROM_RUN_DURATION):
+                continue
+            key = s.labels["le"] if s.name.endswith("_bucket") else s.name.removeprefix(c.PROM_RUN_DURATION)
+            out[key] = s.value
+    return out
+
+
+def test_duration_buckets_are_cumulative_with_inclusive_bounds() -> None:
+    tracker, registry, _, _ = make()
+    for i, seconds in enumerate((10, 11, 30, 86400, 86401)):
+        play(tracker, k.succeeding(k.RunSpec("train", "fit", f"r{i}"), T0, T0 + seconds))
+    assert duration_samples(registry) == {
+        "10.0": 1,  # exactly 10 s is in le=10
+        "30.0": 3,
+        "60.0": 3,
+        "300.0": 3,
+        "600.0": 3,
+        "1800.0": 3,
+        "3600.0": 3,
+        "7200.0": 3,
+        "14400.0": 3,
+        "28800.0": 3,
+        "86400.0": 4,  # exactly a day is in le=86400
+        "+Inf": 5,
+        "_count": 5,
+        "_sum": 10 + 11 + 30 + 86400 + 86401,
+    }
+    assert duration_samples(registry, "failed") == {}, "no histogram for a status with no runs"
+
+
+def test_finished_total_counts_counted_and_historical_runs_once() -> None:
+    tracker, _, records, _ = make()
+    play(tracker, k.succeeding(k.RunSpec("train", "fit", "a"), T0, T0 + 1))
+    assert tracker.finished_total == 1
+    play(tracker, k.succeeding(k.RunSpec("train", "fit", "a"), T0, T0 + 1)[-1:])  # the same run again
+    assert tracker.finished_total == 1
+    play(tracker, k.succeeding(k.RunSpec("train", "fit", "b"), T0, T0 + 1)[-1:], seen_before=float("inf"))
+    assert tracker.finished_total == 2, "a historical run is finished, though not counted"
+    assert len(records.sent) == 1
+
+
+def test_a_jobs_own_counts_of_attempts_are_its_attempts() -> None:
+    tracker, _, records, _ = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=6)
+    play(tracker, [("jobs", "apply", k.job(run, started=T0, active=1))])
+    done = k.job(run, started=T0, active=1, succeeded=2, failed=3, condition=("Complete", None, T0 + 9))
+    play(tracker, [("jobs", "apply", done)])
+    assert records.sent[0].attempts == 1 + 2 + 3, "active + succeeded + failed, with no pod seen"
+
+
+@pytest.mark.parametrize("order", [(1, 0), (0, 1)], ids=["later first", "earlier first"])
+def test_the_earliest_pod_start_is_the_runs_start(order: tuple[int, int]) -> None:
+    tracker, _, records, _ = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=1)
+    starts = {0: T0 + 5, 1: T0 + 50}
+    play(tracker, [("jobs", "apply", k.job(run, active=1))])  # no startTime of its own
+    for attempt in order:
+        play(tracker, [("pods", "apply", k.pod(run, attempt, "Running", started=starts[attempt]))])
+    play(tracker, [("jobs", "apply", k.job(run, succeeded=1, condition=("Complete", None, T0 + 60)))])
+    assert (records.sent[0].start, records.sent[0].end) == (T0 + 5, T0 + 60)
+
+
+def test_waiting_starts_at_the_first_pending_pull_error_and_fails_at_exactly_the_grace() -> None:
+    tracker, registry, records, clock = make(image_pull_grace=60)
+    run = k.RunSpec("train", "fit", "r1")
+    since = clock.now
+    play(tracker, [("pods", "apply", k.pod(run, 0, "Pending", waiting="ErrImagePull"))])
+    clock.now += 30  # a second report of the same wait does not restart the grace
+    play(tracker, [("pods", "apply", k.pod(run, 0, "Pending", waiting="ImagePullBackOff"))])
+    tracker.tick(since + 59.999)
+    assert records.sent == []
+    tracker.tick(since + 60)
+    [record] = records.sent
+    assert (record.status, record.reason, record.end) == (
+        c.RunStatus.FAILED,
+        c.RunReason.IMAGE_PULL,
+        since + 60,
+    )
+    assert runs(registry, "train", "fit", "failed", "ImagePullBackOff") == 1
+
+
+def test_running_clears_a_wait_and_plain_pending_sets_none() -> None:
+    tracker, _, records, clock = make(image_pull_grace=60)
+    run = k.RunSpec("train", "fit", "r1")
+    play(tracker, [("pods", "apply", k.pod(run, 0, "Pending", waiting="ImagePullBackOff"))])
+    play(tracker, [("pods", "apply", k.pod(run, 0, "Running", started=clock.now))])
+    tracker.tick(clock.now + 3600)
+    assert records.sent == [], "the image came: no failure"
+    other = k.RunSpec("train", "fit", "r2")
+    play(tracker, [("pods", "apply", k.pod(other, 0, "Pending"))])  # scheduling: no waiting reason
+    tracker.tick(clock.now + 3600)
+    assert records.sent == []
+    config = k.RunSpec("train", "fit", "r3")
+    play(tracker, [("pods", "apply", k.pod(config, 0, "Pending", waiting="CreateContainerConfigError"))])
+    tracker.tick(clock.now + 60)
+    assert [r.reason for r in records.sent] == [c.RunReason.CONFIG_ERROR]
+
+
+def test_only_a_pending_pod_waits() -> None:
+    """A failed attempt still showing a pull error does not start the grace: the Job retries."""
+    tracker, _, records, clock = make(image_pull_grace=60)
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=2)
+    play(tracker, [("jobs", "apply", k.job(run, active=1))])
+    play(tracker, [("pods", "apply", k.pod(run, 0, "Failed", waiting="ImagePullBackOff"))])
+    tracker.tick(clock.now + 3600)
+    assert records.sent == []

@@ -17,16 +17,13 @@ from pathlib import Path
 
 from kubernetes import client as k8s
 from kubernetes import config as kube_config
-from prometheus_client.registry import CollectorRegistry
 
 from pipeline_sdk.client import Client
 
-from .collectors import ExporterCollector, ExporterStats, RunCollector
+from .app import ExporterApp
+from .collectors import ExporterStats
 from .config import ConfigError, ExporterConfig
 from .records import RecordSender
-from .server import serve
-from .tracker import RunTracker
-from .watcher import Watcher, list_function
 
 log = logging.getLogger("mlobs.exporter")
 
@@ -42,6 +39,24 @@ def api_client(api_server: str | None) -> k8s.ApiClient:
     return k8s.ApiClient()
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pipeline-exporter", description=__doc__)
     parser.add_argument("--config", type=Path, help="exporter configuration file (YAML)")
@@ -49,6 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-server", help="Kubernetes API URL without auth (tests); default: in-cluster")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds a failed Job waits for its pods")
     parser.add_argument("--watch-timeout", type=int, default=300, help="seconds per watch request")
+    parser.add_argument(
+        "--http-timeout",
+        type=seconds,
+        default=10.0,
+        help="seconds a client has to send a request (and to read it)",
+    )
+    parser.add_argument(
+        "--http-max-connections",
+        type=count,
+        default=256,
+        help="open HTTP connections at most (the rest: closed)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -62,50 +89,25 @@ def main(argv: list[str] | None = None) -> int:
 
     stats = ExporterStats()
     records = Client()
-    tracker = RunTracker(
-        config.thresholds,
+    app = ExporterApp(
+        config,
+        api_client(args.api_server),
         RecordSender(records, stats),
+        stats=stats,
         settle=args.settle,
-        image_pull_grace=config.image_pull_grace,
-        max_finished=config.finished_runs_memory,
+        watch_timeout=args.watch_timeout,
+        host=host,
+        port=int(port),
+        http_timeout=args.http_timeout,
+        http_max_connections=args.http_max_connections,
     )
-    registry = CollectorRegistry()
-    registry.register(RunCollector(tracker))
-    registry.register(ExporterCollector(stats, tracker))
-
-    api = api_client(args.api_server)
-    scopes: list[str | None] = [*config.namespaces] or [None]
-    watchers = [
-        Watcher(
-            resource, list_function(api, resource, ns), handler, stats, timeout_seconds=args.watch_timeout
-        )
-        for ns in scopes
-        for resource, handler in (("jobs", tracker.on_job), ("pods", tracker.on_pod))
-    ]
-
-    def alive() -> bool:
-        return all(w.is_alive() for w in watchers)
-
-    def ready() -> bool:
-        return all(w.synced.is_set() for w in watchers)
-
-    server = serve(host, int(port), registry, alive, ready)
-    print(f"pipeline-exporter: serving on {host}:{server.server_port}", flush=True)
-    for watcher in watchers:
-        watcher.start()
-
+    app.start()
+    print(f"pipeline-exporter: serving on {host}:{app.port}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    settled = False
-    while not stop.wait(0.5):
-        if not settled and ready():
-            tracker.settle_all()  # failed Jobs listed before their pods: both lists are in now
-            settled = True
-        tracker.tick()
-    for watcher in watchers:
-        watcher.stop()
-    server.shutdown()
+    app.run(stop)
+    app.close()
     records.close()
     return 0
 

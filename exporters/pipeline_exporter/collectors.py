@@ -17,7 +17,8 @@ from prometheus_client.registry import Collector
 
 from pipeline_sdk import contract as c
 
-from .tracker import DURATION_BUCKETS, RunTracker
+from .figures import DURATION_BUCKETS
+from .tracker import RunTracker
 
 PS = (c.PROM_LABEL_PIPELINE, c.PROM_LABEL_STEP)
 
@@ -111,6 +112,7 @@ class ExporterStats:
         self.watch_events: Counter[str] = Counter()
         self.watch_errors: Counter[str] = Counter()
         self.relists: Counter[str] = Counter()
+        self.object_errors: Counter[str] = Counter()
         self.records_sent = 0
         self.records_dropped = 0
 
@@ -120,7 +122,8 @@ class ExporterStats:
 
 
 class ExporterCollector(Collector):
-    """The exporter's own health: watch events and errors, relists, memory, run records."""
+    """The exporter's own health: watch events and errors, relists, malformed objects, memory,
+    pipeline/step pairs tracked and refused, run records."""
 
     RESOURCES = ("jobs", "pods")
 
@@ -134,15 +137,27 @@ class ExporterCollector(Collector):
             (c.PROM_EXPORTER_WATCH_EVENTS, "Watch events processed.", s.watch_events),
             (c.PROM_EXPORTER_WATCH_ERRORS, "Errors talking to the Kubernetes API.", s.watch_errors),
             (c.PROM_EXPORTER_RELISTS, "Full lists (at start, and after a watch expired).", s.relists),
+            (c.PROM_EXPORTER_OBJECT_ERRORS, "Malformed API objects skipped.", s.object_errors),
         ):
             family = CounterMetricFamily(_base(name), doc, labels=(c.PROM_LABEL_RESOURCE,))
             for resource in self.RESOURCES:
                 family.add_metric([resource], counter[resource])
             yield family
+        sizes = self._tracker.sizes()
         yield GaugeMetricFamily(
             c.PROM_EXPORTER_TRACKED_RUNS,
             "Runs held in memory (active, and finished ones remembered).",
-            value=self._tracker.snapshot().tracked,
+            value=sizes.runs,
+        )
+        yield GaugeMetricFamily(
+            c.PROM_EXPORTER_TRACKED_STEPS,
+            "Pipeline/step pairs with series (at most max_pipeline_steps).",
+            value=sizes.steps,
+        )
+        yield CounterMetricFamily(
+            _base(c.PROM_EXPORTER_REFUSED_STEPS),
+            "Runs of pipeline/step pairs refused series (the cap was full, or not allow-listed).",
+            value=sizes.refused,
         )
         yield CounterMetricFamily(_base(c.PROM_EXPORTER_RECORDS), "Run records sent.", value=s.records_sent)
         yield CounterMetricFamily(

@@ -13,15 +13,26 @@ Example (the chart renders it from its values)::
           fit: {max_duration: 3h}
     finished_runs_memory: 50000 # finished runs remembered, so late events are not counted twice
     image_pull_grace: 2m        # a run waiting on an image pull this long has failed
+    max_pipeline_steps: 2000    # pipeline/step pairs with metrics; runs of more get run records only
+    idle_expiry: 7d             # a pair with no run in progress or finished for this long loses its series
+    allowed_namespaces: []      # glob patterns (fnmatch, case-sensitive); empty: every namespace
+    allowed_pipelines: []       # glob patterns of pipeline names, e.g. ["team-a-*"]; empty: every one
 
 The thresholds are exported as gauges, so the alert rules stay the same for
 every pipeline and only this file changes.
+
+The last four keys bound the exporter's Prometheus series, whatever labels pods
+carry: each pipeline/step pair has 38 series or more.  A run of a pair refused (the
+cap is full, or the allow-lists do not match) still gets its run record in InfluxDB,
+but no metrics and so no alert; refused runs are counted in
+``mlobs_exporter_refused_pipeline_steps_total`` and logged (at most once a minute).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +101,82 @@ class Thresholds:
     def limits(self, pipeline: str, step: str) -> Limits:
         return self.steps.get((pipeline, step)) or self.pipelines.get(pipeline) or self.defaults
 
+    def longest_success_window(self) -> float:
+        every = [self.defaults, *self.pipelines.values(), *self.steps.values()]
+        return max(limits.success_window for limits in every)
+
+
+def _at_least(where: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: expected a whole number of at least {minimum}, got {value!r}")
+    return value
+
+
+def _patterns(where: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list of glob patterns, got {value!r}")
+    for i, pattern in enumerate(value):
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"{where}[{i}]: expected a non-empty glob pattern, got {pattern!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class SeriesLimits:
+    """What bounds the exporter's series: a cap on pipeline/step pairs, idle expiry, allow-lists.
+
+    The allow-lists are shell-style globs (``fnmatch``, case-sensitive): ``team-a-*``,
+    ``nightly-?``, ``[ab]-train``.  An empty list allows everything.
+    """
+
+    max_pipeline_steps: int = 2000
+    idle_expiry: float = 7 * 86400.0
+    allowed_namespaces: tuple[str, ...] = ()
+    allowed_pipelines: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _at_least("max_pipeline_steps", self.max_pipeline_steps, 1)
+        expiry = self.idle_expiry
+        if isinstance(expiry, bool) or not isinstance(expiry, (int, float)) or expiry <= 0:
+            raise ConfigError(f"idle_expiry: expected a positive number of seconds, got {expiry!r}")
+        _patterns("allowed_namespaces", self.allowed_namespaces)
+        _patterns("allowed_pipelines", self.allowed_pipelines)
+
+    def refusal(self, namespace: str, pipeline: str) -> str | None:
+        """Why the allow-lists refuse a run's pair, or None when they allow it."""
+        if self.allowed_namespaces and not any(fnmatchcase(namespace, p) for p in self.allowed_namespaces):
+            return "the namespace is not in allowed_namespaces"
+        if self.allowed_pipelines and not any(fnmatchcase(pipeline, p) for p in self.allowed_pipelines):
+            return "the pipeline is not in allowed_pipelines"
+        return None
+
+
+_SERIES_KEYS = ("max_pipeline_steps", "idle_expiry", "allowed_namespaces", "allowed_pipelines")
+
+
+def _series(where: str, raw: dict[str, Any], thresholds: Thresholds) -> SeriesLimits:
+    default = SeriesLimits()
+    expiry = (
+        duration(f"{where}.idle_expiry", raw["idle_expiry"]) if "idle_expiry" in raw else default.idle_expiry
+    )
+    window = thresholds.longest_success_window()
+    if expiry <= window:
+        raise ConfigError(
+            f"{where}.idle_expiry: {expiry:.0f} s is not longer than the longest success_window "
+            f"({window:.0f} s): a pipeline would stop being alerted on before MLPipelineNoRecentSuccess "
+            "could fire"
+        )
+    return SeriesLimits(
+        max_pipeline_steps=_at_least(
+            f"{where}.max_pipeline_steps", raw.get("max_pipeline_steps", default.max_pipeline_steps), 1
+        ),
+        idle_expiry=expiry,
+        allowed_namespaces=_patterns(f"{where}.allowed_namespaces", raw.get("allowed_namespaces")),
+        allowed_pipelines=_patterns(f"{where}.allowed_pipelines", raw.get("allowed_pipelines")),
+    )
+
 
 @dataclass(frozen=True)
 class ExporterConfig:
@@ -97,6 +184,7 @@ class ExporterConfig:
     thresholds: Thresholds = Thresholds()
     finished_runs_memory: int = 50_000
     image_pull_grace: float = 120.0
+    series: SeriesLimits = SeriesLimits()
 
     @classmethod
     def load(cls, path: Path | None) -> ExporterConfig:
@@ -112,7 +200,14 @@ class ExporterConfig:
     def parse(cls, raw: Any, where: str = "config") -> ExporterConfig:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: expected a mapping at the top, got {type(raw).__name__}")
-        known = {"namespaces", "defaults", "pipelines", "finished_runs_memory", "image_pull_grace"}
+        known = {
+            "namespaces",
+            "defaults",
+            "pipelines",
+            "finished_runs_memory",
+            "image_pull_grace",
+            *_SERIES_KEYS,
+        }
         unknown = set(raw) - known
         if unknown:
             raise ConfigError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -133,4 +228,5 @@ class ExporterConfig:
                 f"{where}.finished_runs_memory: expected a whole number of runs, got {memory!r}"
             )
         grace = duration(f"{where}.image_pull_grace", raw.get("image_pull_grace", 120))
-        return cls(tuple(namespaces), Thresholds(defaults, pipelines, steps), memory, grace)
+        thresholds = Thresholds(defaults, pipelines, steps)
+        return cls(tuple(namespaces), thresholds, memory, grace, _series(where, raw, thresholds))

@@ -2,7 +2,10 @@
 
 The exporter never builds client model objects on its hot path: deserialising a
 Pod into ``V1Pod`` costs about 30 times a ``json.loads`` of the same bytes.  These
-functions read the few fields a run needs straight from the dicts.
+functions read the few fields a run needs straight from the dicts, and check the
+type of every field they read: an object of another shape raises
+:class:`MalformedObject` naming the field (``status.containerStatuses[0].state``),
+before anything is changed, so the watcher can skip it and count it.
 """
 
 from __future__ import annotations
@@ -25,11 +28,94 @@ WAITING_FAILURES = {  # container waiting reasons that mean the run cannot start
 }
 
 
-def timestamp(value: str | None) -> float | None:
-    """Unix seconds of an RFC 3339 timestamp as the API writes them ("2026-11-22T10:00:00Z")."""
-    if not value:
+class MalformedObject(ValueError):
+    """An API object with a field of the wrong type; the message names the field."""
+
+
+def _got(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def mapping(raw: Raw, key: str, where: str) -> Raw:
+    """``raw[key]`` as a mapping; absent or null reads as empty."""
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MalformedObject(f"{where}{key}: expected a mapping, got {_got(value)}")
+    return value
+
+
+def mappings(raw: Raw, key: str, where: str) -> list[tuple[str, Raw]]:
+    """``raw[key]`` as a list of mappings, each with the path to name it by."""
+    value = raw.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise MalformedObject(f"{where}{key}: expected a list, got {_got(value)}")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise MalformedObject(f"{where}{key}[{i}]: expected a mapping, got {_got(item)}")
+        out.append((f"{where}{key}[{i}].", item))
+    return out
+
+
+def text(raw: Raw, key: str, where: str) -> str | None:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise MalformedObject(f"{where}{key}: expected a string, got {_got(value)}")
+    return value
+
+
+def whole_or_none(raw: Raw, key: str, where: str) -> int | None:
+    value = raw.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise MalformedObject(f"{where}{key}: expected a whole number, got {_got(value)}")
+    return value
+
+
+def whole(raw: Raw, key: str, where: str, default: int = 0) -> int:
+    value = whole_or_none(raw, key, where)
+    return default if value is None else value
+
+
+def when(raw: Raw, key: str, where: str) -> float | None:
+    """Unix seconds of an RFC 3339 time as the API writes them ("2026-11-22T10:00:00Z")."""
+    value = raw.get(key)
+    if value is None or value == "":
         return None
-    return datetime.fromisoformat(value).timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            pass
+    raise MalformedObject(f"{where}{key}: expected an RFC 3339 time, got {_got(value)} {str(value)[:40]!r}")
+
+
+def top(raw: Any) -> Raw:
+    if not isinstance(raw, dict):
+        raise MalformedObject(f"object: expected a mapping, got {_got(raw)}")
+    if not isinstance(raw.get("metadata"), dict):
+        raise MalformedObject(f"metadata: expected a mapping, got {_got(raw.get('metadata'))}")
+    return raw
+
+
+def describe(raw: Any) -> str:
+    """``namespace/name`` of an object, as far as it can be read, for log lines."""
+    meta = raw.get("metadata") if isinstance(raw, dict) else None
+    if not isinstance(meta, dict):
+        return "(no readable name)"
+    namespace, name = meta.get("namespace"), meta.get("name")
+    name = name if isinstance(name, str) and name else "(no name)"
+    return f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
+
+
+def resource_version(raw: Any) -> str | None:
+    """The object's resourceVersion, or None when it cannot be read."""
+    meta = raw.get("metadata") if isinstance(raw, dict) else None
+    version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    return version if isinstance(version, str) and version else None
 
 
 @dataclass(frozen=True)
@@ -42,15 +128,16 @@ class Identity:
 
 def identity(meta: Raw, template_labels: Raw | None = None) -> Identity | None:
     """The run identity from the contract's labels; None when the pipeline label is missing."""
-    labels = {**(template_labels or {}), **(meta.get("labels") or {})}
-    pipeline = labels.get(c.LABEL_PIPELINE)
+    labels = {**(template_labels or {}), **mapping(meta, "labels", "metadata.")}
+    where = "metadata.labels."
+    pipeline = text(labels, c.LABEL_PIPELINE, where)
     if not pipeline:
         return None
     return Identity(
-        namespace=meta.get("namespace", ""),
+        namespace=text(meta, "namespace", "metadata.") or "",
         pipeline=pipeline,
-        step=labels.get(c.LABEL_STEP) or "main",
-        run_id=labels.get(c.LABEL_RUN_ID),
+        step=text(labels, c.LABEL_STEP, where) or "main",
+        run_id=text(labels, c.LABEL_RUN_ID, where),
     )
 
 
@@ -78,38 +165,43 @@ class JobView:
     image: str | None
 
 
-def job_view(raw: Raw) -> JobView | None:
-    meta = raw.get("metadata") or {}
-    spec = raw.get("spec") or {}
-    template = spec.get("template") or {}
-    ident = identity(meta, (template.get("metadata") or {}).get("labels"))
+def _first_image(pod_spec: Raw, where: str) -> str | None:
+    containers = mappings(pod_spec, "containers", where)
+    return text(containers[0][1], "image", containers[0][0]) if containers else None
+
+
+def job_view(raw: Any) -> JobView | None:
+    """The run-relevant fields of a Job; None when it has no pipeline label."""
+    meta = top(raw)["metadata"]
+    spec = mapping(raw, "spec", "")
+    template = mapping(spec, "template", "spec.")
+    template_meta = mapping(template, "metadata", "spec.template.")
+    ident = identity(meta, mapping(template_meta, "labels", "spec.template.metadata."))
     if ident is None:
         return None
-    status = raw.get("status") or {}
+    status = mapping(raw, "status", "")
     condition = reason = None
-    finished = timestamp(status.get("completionTime"))
-    for cond in status.get("conditions") or ():
-        if cond.get("status") != "True":
+    finished = when(status, "completionTime", "status.")
+    for where, cond in mappings(status, "conditions", "status."):
+        kind = text(cond, "type", where)
+        if text(cond, "status", where) != "True" or kind not in ("Complete", "Failed"):
             continue
-        if cond.get("type") in ("Complete", "Failed"):
-            condition, reason = cond["type"], cond.get("reason")
-            finished = finished or timestamp(cond.get("lastTransitionTime"))
-    containers = (template.get("spec") or {}).get("containers") or [{}]
+        condition, reason = kind, text(cond, "reason", where)
+        finished = finished or when(cond, "lastTransitionTime", where)
+    active, succeeded, failed = (whole(status, key, "status.") for key in ("active", "succeeded", "failed"))
     return JobView(
-        uid=meta.get("uid", ""),
-        name=meta.get("name", ""),
+        uid=text(meta, "uid", "metadata.") or "",
+        name=text(meta, "name", "metadata.") or "",
         ident=ident,
-        created=timestamp(meta.get("creationTimestamp")),
-        started=timestamp(status.get("startTime")),
+        created=when(meta, "creationTimestamp", "metadata."),
+        started=when(status, "startTime", "status."),
         finished=finished,
         condition=condition,
         condition_reason=reason,
-        backoff_limit=int(spec.get("backoffLimit", 6)),
-        attempts=int(status.get("active", 0))
-        + int(status.get("succeeded", 0))
-        + int(status.get("failed", 0)),
-        failed=int(status.get("failed", 0)),
-        image=containers[0].get("image"),
+        backoff_limit=whole(spec, "backoffLimit", "spec.", default=6),
+        attempts=active + succeeded + failed,
+        failed=failed,
+        image=_first_image(mapping(template, "spec", "spec.template."), "spec.template.spec."),
     )
 
 
@@ -129,53 +221,58 @@ class PodView:
     waiting: c.RunReason | None  # a container waits on a reason that will not fix itself
 
 
-def _terminated_failure(terminated: Raw) -> Failure | None:
-    code = terminated.get("exitCode")
-    reason = terminated.get("reason")
-    if reason == "OOMKilled":
+def _terminated_failure(terminated: Raw, where: str) -> Failure | None:
+    code = whole_or_none(terminated, "exitCode", where)
+    if text(terminated, "reason", where) == "OOMKilled":
         return Failure(R.OOM_KILLED, code)
     if code not in (None, 0):
         return Failure(R.ERROR, code)
     return None
 
 
-def pod_view(raw: Raw) -> PodView | None:
-    meta = raw.get("metadata") or {}
+def pod_view(raw: Any) -> PodView | None:
+    """The run-relevant fields of a Pod; None when it has no pipeline label."""
+    meta = top(raw)["metadata"]
     ident = identity(meta)
     if ident is None:
         return None
-    spec = raw.get("spec") or {}
-    status = raw.get("status") or {}
+    spec = mapping(raw, "spec", "")
+    status = mapping(raw, "status", "")
     job = next(
-        (ref.get("name") for ref in meta.get("ownerReferences") or () if ref.get("kind") == "Job"), None
+        (
+            text(ref, "name", w)
+            for w, ref in mappings(meta, "ownerReferences", "metadata.")
+            if ref.get("kind") == "Job"
+        ),
+        None,
     )
-    phase = status.get("phase", "Pending")
-    statuses = status.get("containerStatuses") or []
+    phase = text(status, "phase", "status.") or "Pending"
     finished = None
     failures: list[Failure] = []
     restarts: list[tuple[str, int, Failure]] = []
     waiting = None
-    for cs in statuses:
-        state = cs.get("state") or {}
-        terminated = state.get("terminated")
+    for where, cs in mappings(status, "containerStatuses", "status."):
+        state = mapping(cs, "state", where)
+        terminated = mapping(state, "terminated", where + "state.")
         if terminated:
-            end = timestamp(terminated.get("finishedAt"))
+            end = when(terminated, "finishedAt", where + "state.terminated.")
             if end is not None and (finished is None or end > finished):
                 finished = end
-            failure = _terminated_failure(terminated)
+            failure = _terminated_failure(terminated, where + "state.terminated.")
             if failure:
                 failures.append(failure)
-        last = (cs.get("lastState") or {}).get("terminated")
+        last = mapping(mapping(cs, "lastState", where), "terminated", where + "lastState.")
+        restart_count = whole(cs, "restartCount", where)
         if last:
-            failure = _terminated_failure(last)
+            failure = _terminated_failure(last, where + "lastState.terminated.")
             if failure:
-                restarts.append((cs.get("name", ""), int(cs.get("restartCount", 0)), failure))
-        wait_reason = (state.get("waiting") or {}).get("reason")
+                restarts.append((text(cs, "name", where) or "", restart_count, failure))
+        wait_reason = text(mapping(state, "waiting", where + "state."), "reason", where + "state.waiting.")
         if wait_reason in WAITING_FAILURES:
             waiting = WAITING_FAILURES[wait_reason]
     failure = None
     if phase == "Failed":
-        pod_reason = status.get("reason")
+        pod_reason = text(status, "reason", "status.")
         if pod_reason == "Evicted":
             failure = Failure(R.EVICTED, None)
         elif pod_reason == "DeadlineExceeded":
@@ -183,16 +280,15 @@ def pod_view(raw: Raw) -> PodView | None:
         else:
             oom = [f for f in failures if f.reason is R.OOM_KILLED]
             failure = (oom or failures or [Failure(R.UNKNOWN, None)])[0]
-    containers = spec.get("containers") or [{}]
     return PodView(
-        uid=meta.get("uid", ""),
-        name=meta.get("name", ""),
+        uid=text(meta, "uid", "metadata.") or "",
+        name=text(meta, "name", "metadata.") or "",
         ident=ident,
         job=job,
         phase=phase,
-        node=spec.get("nodeName"),
-        image=containers[0].get("image"),
-        started=timestamp(status.get("startTime")),
+        node=text(spec, "nodeName", "spec."),
+        image=_first_image(spec, "spec."),
+        started=when(status, "startTime", "status."),
         finished=finished,
         failure=failure,
         restart_failures=tuple(restarts),

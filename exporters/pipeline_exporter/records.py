@@ -15,7 +15,7 @@ from pipeline_sdk.recorder import EventWriter
 from pipeline_sdk.validation import escape_text
 
 from .collectors import ExporterStats
-from .tracker import FinishedRun
+from .figures import FinishedRun
 
 
 class RecordSender(EventWriter):

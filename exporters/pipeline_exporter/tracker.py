@@ -13,49 +13,38 @@ Two rules keep alerts honest across restarts and watch gaps:
   show no phantom increase and nothing is re-alerted.
 * A finished run is remembered (a bounded LRU of keys), so a later event for it,
   such as its deletion by the TTL controller, is not counted twice.
+
+And two keep the series bounded, whatever labels pods carry (``SeriesLimits``):
+
+* A run of a new pipeline/step pair gets series only while fewer than
+  ``max_pipeline_steps`` pairs have them, and only if the allow-lists match its
+  namespace and pipeline.  A refused run is still followed to its end and gets its
+  run record; it is counted in ``refused_total`` and logged, at most once a minute.
+* A pair with no run in progress loses its series (``tick``) ``idle_expiry`` after
+  its last run was counted (or, for a run that had finished before the exporter saw
+  it, after that run's end); its next run starts them again from 0.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from pipeline_sdk import contract as c
 
-from .config import Thresholds
+from .config import SeriesLimits, Thresholds
+from .figures import FinishedRun, RecordSink, Sizes, Snapshot, StepKey, StepStats, copy_stats
 from .kube import Failure, Identity, JobView, PodView, Raw, job_view, pod_view
+from .ratelog import RateLimitedLog
 
 R = c.RunReason
 S = c.RunStatus
-DURATION_BUCKETS = (10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0)
 RunKey = tuple[str, str]  # (namespace, "job/<name>" or "pod/<name>")
-
-
-@dataclass(frozen=True)
-class FinishedRun:
-    """A run record: what the exporter knows of a run that has ended."""
-
-    run_id: str
-    pipeline: str
-    step: str
-    namespace: str
-    status: c.RunStatus
-    reason: c.RunReason
-    exit_code: int | None
-    start: float
-    end: float
-    image: str | None
-    node: str | None
-    pod: str | None
-    attempts: int
-
-
-class RecordSink(Protocol):
-    def send(self, record: FinishedRun) -> None: ...
+log = logging.getLogger("mlobs.exporter")
 
 
 @dataclass
@@ -65,6 +54,7 @@ class _Run:
     run_id: str
     created: float
     is_job: bool
+    counted: bool  # its pair has series; False: refused (run record only)
     started: float | None = None
     running: bool = False
     image: str | None = None
@@ -82,43 +72,6 @@ class _Run:
     deferred: tuple[str | None, float, float, bool] | None = None  # (reason, end, deadline, historical)
 
 
-@dataclass
-class StepStats:
-    """The figures of one pipeline/step that the metrics expose."""
-
-    runs: dict[tuple[c.RunStatus, c.RunReason], int] = field(
-        default_factory=lambda: dict.fromkeys(c.RUN_OUTCOMES, 0)
-    )
-    pod_failures: dict[c.RunReason, int] = field(default_factory=lambda: dict.fromkeys(c.FAILURE_REASONS, 0))
-    duration_buckets: dict[c.RunStatus, list[int]] = field(
-        default_factory=lambda: defaultdict(lambda: [0] * len(DURATION_BUCKETS))
-    )
-    duration_sum: dict[c.RunStatus, float] = field(default_factory=lambda: defaultdict(float))
-    duration_count: dict[c.RunStatus, int] = field(default_factory=lambda: defaultdict(int))
-    last_success: float = 0.0
-    last_failure: float = 0.0
-    last_failure_start: float = 0.0
-    last_failure_info: tuple[str, str, str, str] | None = None  # run_id, reason, exit code, namespace
-
-    def observe(self, status: c.RunStatus, seconds: float) -> None:
-        buckets = self.duration_buckets[status]
-        for i, bound in enumerate(DURATION_BUCKETS):
-            if seconds <= bound:
-                buckets[i] += 1
-        self.duration_sum[status] += seconds
-        self.duration_count[status] += 1
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A consistent copy of the tracker's figures, for one scrape."""
-
-    steps: dict[tuple[str, str], StepStats]
-    in_progress: dict[tuple[str, str], int]
-    oldest_running: dict[tuple[str, str], float]
-    tracked: int
-
-
 class RunTracker:
     """Folds Job and Pod events into runs; thread-safe."""
 
@@ -131,8 +84,10 @@ class RunTracker:
         settle: float = 2.0,
         image_pull_grace: float = 120.0,
         max_finished: int = 50_000,
+        series: SeriesLimits | None = None,
     ) -> None:
         self.thresholds = thresholds or Thresholds()
+        self.series = series or SeriesLimits()
         self._records = records
         self._clock = clock
         self._settle = settle
@@ -141,8 +96,10 @@ class RunTracker:
         self._lock = threading.Lock()
         self._active: dict[RunKey, _Run] = {}
         self._finished: OrderedDict[RunKey, None] = OrderedDict()
-        self._steps: dict[tuple[str, str], StepStats] = {}
+        self._steps: dict[StepKey, StepStats] = {}
+        self._refusals = RateLimitedLog(log)
         self.finished_total = 0  # runs finished (counted or historical) since start
+        self.refused_total = 0  # runs whose pair was refused series
 
     # ---- events ------------------------------------------------------------------------
 
@@ -210,9 +167,14 @@ class RunTracker:
                 self._finish(run, S.CANCELLED, R.DELETED, exit_code=None, end=self._clock(), historical=False)
 
     def tick(self, now: float | None = None) -> None:
-        """Settle deferred Job failures and runs stuck on an image pull; call every second or so."""
+        """Settle deferred Job failures and runs stuck on an image pull, and expire idle
+        pipeline/step pairs; call every second or so."""
         now = self._clock() if now is None else now
         with self._lock:
+            busy = {(r.ident.pipeline, r.ident.step) for r in self._active.values() if r.counted}
+            for sk, stats in list(self._steps.items()):
+                if sk not in busy and now - stats.last_active > self.series.idle_expiry:
+                    del self._steps[sk]
             for run in list(self._active.values()):
                 if run.deferred is not None and now >= run.deferred[2]:
                     reason, end, _, historical = run.deferred
@@ -236,15 +198,22 @@ class RunTracker:
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            steps = {k: _copy_stats(v) for k, v in self._steps.items()}
-            in_progress: dict[tuple[str, str], int] = dict.fromkeys(steps, 0)
-            oldest: dict[tuple[str, str], float] = {}
+            steps = {k: copy_stats(v) for k, v in self._steps.items()}
+            in_progress: dict[StepKey, int] = dict.fromkeys(steps, 0)
+            oldest: dict[StepKey, float] = {}
             for run in self._active.values():
+                if not run.counted:
+                    continue
                 sk = (run.ident.pipeline, run.ident.step)
                 in_progress[sk] = in_progress.get(sk, 0) + 1
                 if run.running and run.started is not None:
                     oldest[sk] = min(oldest.get(sk, run.started), run.started)
             return Snapshot(steps, in_progress, oldest, len(self._active) + len(self._finished))
+
+    def sizes(self) -> Sizes:
+        """How much the tracker holds, without copying it (for the exporter's own metrics)."""
+        with self._lock:
+            return Sizes(len(self._active) + len(self._finished), len(self._steps), self.refused_total)
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -255,17 +224,34 @@ class RunTracker:
             run_id=ident.run_id or name,
             created=created if created is not None else self._clock(),
             is_job=is_job,
+            counted=self._admit(ident),
         )
         self._active[key] = run
-        self._stats(ident)
         return run
 
-    def _stats(self, ident: Identity) -> StepStats:
+    def _admit(self, ident: Identity) -> bool:
+        """Whether a new run's pair has series (made at 0 now); counts and logs a refusal."""
         sk = (ident.pipeline, ident.step)
-        stats = self._steps.get(sk)
-        if stats is None:
-            stats = self._steps[sk] = StepStats()
-        return stats
+        why = self.series.refusal(ident.namespace, ident.pipeline)
+        if why is None and sk in self._steps:
+            return True
+        if why is None and len(self._steps) < self.series.max_pipeline_steps:
+            self._steps[sk] = StepStats()
+            return True
+        self.refused_total += 1
+        self._refusals.warning(
+            "refused",
+            "not tracking pipeline/step %s/%s (namespace %s): %s; its runs get run records but no metrics",
+            ident.pipeline,
+            ident.step,
+            ident.namespace,
+            why or f"{len(self._steps)} pairs tracked, the max_pipeline_steps cap",
+        )
+        return False
+
+    def _stats(self, run: _Run) -> StepStats | None:
+        """The run's pair's figures; None for a refused run (or a pair expired meanwhile)."""
+        return self._steps.get((run.ident.pipeline, run.ident.step)) if run.counted else None
 
     def _update_from_job(self, run: _Run, view: JobView) -> None:
         if view.ident.run_id:
@@ -301,8 +287,9 @@ class RunTracker:
             return
         run.failures_seen.add(key)
         run.last_failure = failure
-        if not historical:
-            self._stats(run.ident).pod_failures[failure.reason] += 1
+        stats = self._stats(run)
+        if not historical and stats is not None:
+            stats.pod_failures[failure.reason] += 1
 
     def _attempts_known(self, run: _Run) -> bool:
         """Every failed pod the Job counts has been seen (so the last one's reason is known)."""
@@ -343,18 +330,21 @@ class RunTracker:
         while len(self._finished) > self._max_finished:
             self._finished.popitem(last=False)
         self.finished_total += 1
-        stats = self._stats(run.ident)
         start = min(run.started or run.created, end)
-        if status is S.SUCCEEDED:
-            stats.last_success = max(stats.last_success, end)
-        elif status is S.FAILED and end >= stats.last_failure:
-            stats.last_failure, stats.last_failure_start = end, start
-            code = "" if exit_code is None else str(exit_code)
-            stats.last_failure_info = (run.run_id, reason.value, code, run.ident.namespace)
+        stats = self._stats(run)
+        if stats is not None:
+            stats.last_active = max(stats.last_active, end if historical else max(end, self._clock()))
+            if status is S.SUCCEEDED:
+                stats.last_success = max(stats.last_success, end)
+            elif status is S.FAILED and end >= stats.last_failure:
+                stats.last_failure, stats.last_failure_start = end, start
+                code = "" if exit_code is None else str(exit_code)
+                stats.last_failure_info = (run.run_id, reason.value, code, run.ident.namespace)
         if historical:
             return
-        stats.runs[(status, reason)] += 1
-        stats.observe(status, end - start)
+        if stats is not None:
+            stats.runs[(status, reason)] += 1
+            stats.observe(status, end - start)
         if self._records is not None:
             self._records.send(
                 FinishedRun(
@@ -377,19 +367,3 @@ class RunTracker:
 
 def _historical(end: float, seen_before: float | None) -> bool:
     return seen_before is not None and end <= seen_before
-
-
-def _copy_stats(stats: StepStats) -> StepStats:
-    copy = StepStats(
-        runs=dict(stats.runs),
-        pod_failures=dict(stats.pod_failures),
-        last_success=stats.last_success,
-        last_failure=stats.last_failure,
-        last_failure_start=stats.last_failure_start,
-        last_failure_info=stats.last_failure_info,
-    )
-    for status, buckets in stats.duration_buckets.items():
-        copy.duration_buckets[status] = list(buckets)
-        copy.duration_sum[status] = stats.duration_sum[status]
-        copy.duration_count[status] = stats.duration_count[status]
-    return copy
