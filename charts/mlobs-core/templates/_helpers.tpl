@@ -141,7 +141,7 @@ mlobs-core.probeRule: an ingress rule admitting values.networkPolicy.probeFrom o
 (.ports, container port names or numbers); include it only when probeFrom is not empty, as an
 empty `from` would admit every source.
 Why: a network plugin that filters a node's own traffic to its pods would fail the kubelet's
-probes; kindnet, Calico and Cilium do not, so by default no rule is added.
+probes; the NetworkPolicy API allows that traffic and kindnet does, so by default no rule is added.
 */}}
 {{- define "mlobs-core.probeRule" -}}
 - ports:
