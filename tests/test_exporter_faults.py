@@ -435,6 +435,26 @@ def test_a_flood_of_ten_thousand_pairs_stays_under_the_cap(caplog: pytest.LogCap
     )
 
 
+def test_a_flood_through_the_watch_leaves_every_thread_alive(
+    api: FakeKubeServer, start_app: Callable[..., Running]
+) -> None:
+    """3,000 distinct pairs streamed to a running exporter capped at 1,000."""
+    records = Records()
+    app = start_app(ExporterConfig(series=SeriesLimits(max_pipeline_steps=1000)), records=records)
+    wait_for(lambda: get(app.url + "/readyz")[0] == 200, 20, "the lists")
+    for i in range(3000):
+        api.kube.apply("jobs", flood_job(i))
+    wait_for(lambda: len(records.sent) == 3000, 30, "3,000 run records")
+    assert app.value(c.PROM_EXPORTER_TRACKED_STEPS) == 1000
+    assert app.value(c.PROM_EXPORTER_REFUSED_STEPS) == 2000
+    assert (
+        sample_count(app.app.registry)
+        == sample_count(tracker_for(SeriesLimits())[1]) + 1000 * SERIES_PER_PAIR
+    )
+    assert get(app.url + "/healthz") == (200, "ok\n") and get(app.url + "/readyz") == (200, "ok\n")
+    assert all(w.is_alive() for w in app.app.watchers) and app.app.server.alive()
+
+
 def _succeeded(pipeline: str, step: str) -> dict[str, str]:
     return {"pipeline": pipeline, "step": step, "status": "succeeded", "reason": "Completed"}
 
