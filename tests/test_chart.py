@@ -305,8 +305,8 @@ def test_exporter_rbac_is_least_privilege() -> None:
         assert roles, kind
         for role in roles:
             assert role["rules"] == [
-                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
             ]
     assert {r["metadata"]["namespace"] for r in objects("03-namespaced-values.yaml", "Role")} == {
         "ml-train",
