@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_list_metric(home: Path, points: int) -> None:
     """``points`` values of one list metric, plus the run's started event, into ``home``'s store."""
     store = LocalStore(home / DB_NAME)
-    identity = {c.TAG_RUN_ID: RUN_ID, c.TAG_PIPELINE: "bench", c.TAG_STEP: "fit"}
+    identity = {c.TAG_RUN_ID: RUN_ID, c.TAG_PIPELINE: "bench", c.TAG_STEP: "fit", c.TAG_ATTEMPT: "1"}
     started = {**identity, c.TAG_STATUS: "started", c.FIELD_HOST: "bench"}
     store.write_entries(c.RUN.tag, pack_entry(START_NS - 1, started))
     tagged = {**identity, c.TAG_NAME: NAME}

@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from types import TracebackType
 
+from . import contract as c
 from .config import Settings
 from .files import usable_home
 from .model_api import ServiceRecorder
@@ -59,9 +60,9 @@ class Client:
         """Where events go, in words, e.g. "Fluentd at fluentd:24224"."""
         return self.transport.describe()
 
-    def recorder(self, pipeline: str, step: str, run_id: str) -> RunRecorder:
-        """A recorder bound to one run identity (validated here)."""
-        return RunRecorder(self, pipeline, step, run_id)
+    def recorder(self, pipeline: str, step: str, run_id: str, attempt: str = c.FIRST_ATTEMPT) -> RunRecorder:
+        """A recorder bound to one run identity: pipeline, step, run id and attempt (validated here)."""
+        return RunRecorder(self, pipeline, step, run_id, attempt)
 
     def service(
         self, name: str, *, salt: str | bytes | None = None, key: str | bytes | None = None

@@ -89,6 +89,8 @@ def home_dir(environ: Mapping[str, str] | None = None) -> Path:
 PIPELINE = EnvVar(c.ENV_PIPELINE, _text)
 STEP = EnvVar(c.ENV_STEP, _text)
 RUN_ID = EnvVar(c.ENV_RUN_ID, _text)
+ATTEMPT = EnvVar(c.ENV_ATTEMPT, _text)
+POD_NAME = EnvVar(c.ENV_POD_NAME, _text)
 FLUENTD_SHARED_KEY = EnvVar(c.ENV_FLUENTD_SHARED_KEY, _text, show=_hidden)
 USER_HASH_KEY = EnvVar(c.ENV_USER_HASH_KEY, _text, show=_hidden)
 FLUSH_TIMEOUT = EnvVar(c.ENV_FLUSH_TIMEOUT, _positive_float, 10.0)

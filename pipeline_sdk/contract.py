@@ -25,6 +25,7 @@ from typing import Final
 TAG_RUN_ID: Final = "run_id"  # unique id of one execution of a pipeline step
 TAG_PIPELINE: Final = "pipeline"  # pipeline name, e.g. "train"
 TAG_STEP: Final = "step"  # step name inside the pipeline, e.g. "fit"
+TAG_ATTEMPT: Final = "attempt"  # which attempt of a step run: "1", "2"... or, in a pod, the pod's name
 TAG_NAME: Final = "name"  # name of the metric, param, input or output
 TAG_STATUS: Final = "status"  # run lifecycle status (see RunStatus)
 TAG_DIRECTION: Final = "direction"  # "input" or "output" on the io stream
@@ -38,7 +39,8 @@ TAG_HTTP_STATUS: Final = "status"  # HTTP status class of a request: "2xx", "4xx
 TAG_MODEL: Final = "model"  # model name of a prediction
 TAG_MODEL_VERSION: Final = "model_version"  # model version of a prediction
 
-IDENTITY_TAGS: Final = (TAG_RUN_ID, TAG_PIPELINE, TAG_STEP)  # carried by every run event
+IDENTITY_TAGS: Final = (TAG_RUN_ID, TAG_PIPELINE, TAG_STEP, TAG_ATTEMPT)  # carried by every run event
+FIRST_ATTEMPT: Final = "1"  # the attempt of a step run's first try, and of data written without the tag
 
 # --------------------------------------------------------------------------
 # InfluxDB field keys
@@ -379,6 +381,8 @@ ENV_HOME: Final = "MLOBS_HOME"  # directory of the local store and of the spool 
 ENV_PIPELINE: Final = "MLOBS_PIPELINE"  # run identity: pipeline name
 ENV_STEP: Final = "MLOBS_STEP"  # run identity: step name
 ENV_RUN_ID: Final = "MLOBS_RUN_ID"  # run identity: run id
+ENV_ATTEMPT: Final = "MLOBS_ATTEMPT"  # run identity: the attempt (e.g. Argo's retry); unset: see run()
+ENV_POD_NAME: Final = "MLOBS_POD_NAME"  # the pod's name (Downward API): a retried Job's attempt
 ENV_FLUSH_TIMEOUT: Final = "MLOBS_FLUSH_TIMEOUT"  # seconds a run waits at exit for delivery (default 10)
 ENV_SPOOL_MAX_MB: Final = "MLOBS_SPOOL_MAX_MB"  # bound of the on-disk spool in MiB (default 512)
 ENV_FLUENTD_SHARED_KEY: Final = "MLOBS_FLUENTD_SHARED_KEY"  # Forward-protocol shared key; unset: no auth

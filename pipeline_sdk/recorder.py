@@ -30,6 +30,7 @@ from .encoding import ENTRY_HEAD, NS_PER_S, MetricEncoder, pack_entry
 from .validation import (
     INT64_MAX,
     MAX_TEXT_LENGTH,
+    check_attempt,
     check_identity,
     check_index,
     check_json,
@@ -128,12 +129,20 @@ class EventWriter:
 class RunRecorder(EventWriter):
     """Records the events of one run through a :class:`~pipeline_sdk.client.Client`."""
 
-    def __init__(self, client: Client, pipeline: str, step: str, run_id: str) -> None:
+    def __init__(
+        self, client: Client, pipeline: str, step: str, run_id: str, attempt: str = c.FIRST_ATTEMPT
+    ) -> None:
         self.pipeline = check_identity("pipeline", pipeline)
         self.step = check_identity("step", step)
         self.run_id = check_identity("run_id", run_id)
+        self.attempt = check_attempt("attempt", attempt)
         super().__init__(client)
-        self._identity = {c.TAG_RUN_ID: run_id, c.TAG_PIPELINE: pipeline, c.TAG_STEP: step}
+        self._identity = {
+            c.TAG_RUN_ID: run_id,
+            c.TAG_PIPELINE: pipeline,
+            c.TAG_STEP: step,
+            c.TAG_ATTEMPT: attempt,
+        }
         shipper = client.shipper
         self._metric_queue = shipper.queues[c.METRIC.tag]
         self._list_metric_queue = shipper.queues[c.LIST_METRIC.tag]
@@ -141,7 +150,9 @@ class RunRecorder(EventWriter):
         self._series: dict[str, MetricEncoder] = {}
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.pipeline}/{self.step} run_id={self.run_id}>"
+        return (
+            f"<{type(self).__name__} {self.pipeline}/{self.step} run_id={self.run_id} attempt={self.attempt}>"
+        )
 
     # ---- metrics: the hot path -----------------------------------------------------------
 

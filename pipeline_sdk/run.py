@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from . import config
 from . import contract as c
 from ._version import __version__
+from .attempts import next_attempt
 from .client import Client
 from .logs import RunLogHandler
 from .recorder import RunRecorder
@@ -150,10 +151,12 @@ class Run:
             _pick("step", step, config.STEP, lambda: "main"),
             _pick("run_id", run_id, config.RUN_ID, new_run_id),
         )
+        generated = run_id is None and config.RUN_ID.get() is None
         self._owned = self._client is None
         client = self._client if self._client is not None else Client()
         try:
-            self.recorder = rec = client.recorder(*identity)
+            attempt = next_attempt(identity[2], identity[1], client.transport, generated=generated)
+            self.recorder = rec = client.recorder(*identity, attempt)
             self._t0 = time.perf_counter_ns()
             rec.log_status(
                 c.RunStatus.STARTED,

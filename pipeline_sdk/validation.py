@@ -106,6 +106,24 @@ def check_identity(arg: str, value: object) -> str:
     return value
 
 
+MAX_ATTEMPT_LENGTH = 253  # a pod name (a DNS subdomain) names the attempt of a retried Job
+
+
+def check_attempt(arg: str, value: object) -> str:
+    """The attempt of a step run: "1", "2"... or a pod's name; an InfluxDB tag value."""
+    if type(value) is not str:
+        raise _type_error(arg, value, "a str")
+    if not value:
+        raise _value_error(arg, value, "must not be empty")
+    if len(value) > MAX_ATTEMPT_LENGTH:
+        raise _value_error(arg, value, f"longer than {MAX_ATTEMPT_LENGTH} characters ({len(value)})")
+    if not IDENTITY_RE.fullmatch(value):
+        raise _value_error(
+            arg, value, "use letters, digits and _ . - only, starting and ending with a letter or digit"
+        )
+    return value
+
+
 def check_tag_value(arg: str, value: object, max_length: int = MAX_TAG_LENGTH) -> str:
     """Any free-form string that becomes an InfluxDB tag value."""
     if type(value) is not str:

@@ -380,7 +380,7 @@ def synthetic_list_metric(
     points: int, run_id: str = "bench-run", start_ns: int = 1_795_000_000 * 10**9
 ) -> Iterator[Point]:
     """The run's started event, then ``points`` values of its list metric, in time order."""
-    identity = {c.TAG_RUN_ID: run_id, c.TAG_PIPELINE: "bench", c.TAG_STEP: "fit"}
+    identity = {c.TAG_RUN_ID: run_id, c.TAG_PIPELINE: "bench", c.TAG_STEP: "fit", c.TAG_ATTEMPT: "1"}
     yield Point(
         c.RUN.measurement, start_ns - 1, {**identity, c.TAG_STATUS: "started"}, {c.FIELD_HOST: "bench"}
     )

@@ -85,7 +85,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("MLOBS_HOME", None)
         os.environ.update(saved)
     store = LocalStore(home / DB_NAME)
-    identity = {c.TAG_RUN_ID: RUN, c.TAG_PIPELINE: "train", c.TAG_STEP: "fit"}
+    identity = {c.TAG_RUN_ID: RUN, c.TAG_PIPELINE: "train", c.TAG_STEP: "fit", c.TAG_ATTEMPT: "1"}
     point = {**identity, c.TAG_NAME: METRIC, c.FIELD_VALUE: 1.0}
     store.write_entries(c.METRIC.tag, pack_entry(time.time_ns(), point))
     store.close()

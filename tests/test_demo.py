@@ -613,7 +613,7 @@ def rows_of_the_demo() -> dict[str, list[dict[str, str]]]:
     """What InfluxDB holds after make demo, by measurement: tags and fields as CSV cells."""
 
     def ident(pipeline: str, step: str = "fit") -> dict[str, str]:
-        return {c.TAG_RUN_ID: f"{pipeline}-1", c.TAG_PIPELINE: pipeline, c.TAG_STEP: step}
+        return {c.TAG_RUN_ID: f"{pipeline}-1", c.TAG_PIPELINE: pipeline, c.TAG_STEP: step, c.TAG_ATTEMPT: "1"}
 
     train = ident("demo-train")
     ended = str(int((NOW - 60) * 1e9))

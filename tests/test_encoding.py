@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pipeline_sdk import contract as c
 from pipeline_sdk.encoding import ENTRY_HEAD, NS_PER_S, MetricEncoder, decode_entries, pack_entry
 
-IDENTITY = {c.TAG_RUN_ID: "r-1", c.TAG_PIPELINE: "train", c.TAG_STEP: "fit"}
+IDENTITY = {c.TAG_RUN_ID: "r-1", c.TAG_PIPELINE: "train", c.TAG_STEP: "fit", c.TAG_ATTEMPT: "1"}
 times = st.integers(min_value=0, max_value=2**32 * NS_PER_S - 1)
 
 

@@ -39,7 +39,7 @@ def test_every_event_type_round_trips(home: Path) -> None:
         except ValueError:
             log.exception("it failed")
     pts = points(home, "run-rt")
-    identity = {c.TAG_RUN_ID: "run-rt", c.TAG_PIPELINE: "train", c.TAG_STEP: "fit"}
+    identity = {c.TAG_RUN_ID: "run-rt", c.TAG_PIPELINE: "train", c.TAG_STEP: "fit", c.TAG_ATTEMPT: "1"}
     for p in pts:
         assert {k: p.tags[k] for k in identity} == identity
         stream = next(s for s in c.STREAMS if s.measurement == p.measurement)
@@ -105,7 +105,9 @@ def test_writing_the_same_point_twice_is_harmless(home: Path) -> None:
     client.close()
     assert not spool_dir.exists()
     entry = pipeline_sdk.encoding.MetricEncoder(
-        c.LIST_METRIC, {c.TAG_RUN_ID: "run-dup", c.TAG_PIPELINE: "p", c.TAG_STEP: "s"}, "loss"
+        c.LIST_METRIC,
+        {c.TAG_RUN_ID: "run-dup", c.TAG_PIPELINE: "p", c.TAG_STEP: "s", c.TAG_ATTEMPT: "1"},
+        "loss",
     ).entry(entry_point.time_ns, 0.5, 1)
     store.write_entries(c.LIST_METRIC.tag, entry)
     assert list(store.points(run_id="run-dup")) == [entry_point]

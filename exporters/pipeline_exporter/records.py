@@ -30,6 +30,8 @@ class RecordSender(EventWriter):
             c.TAG_RUN_ID: record.run_id,
             c.TAG_PIPELINE: record.pipeline,
             c.TAG_STEP: record.step,
+            # The attempt is the pod's name, as the SDK in that pod tags it (MLOBS_POD_NAME).
+            c.TAG_ATTEMPT: record.pod or c.FIRST_ATTEMPT,
             c.TAG_STATUS: record.status.value,
             c.TAG_REASON: record.reason.value,
             c.TAG_NAMESPACE: record.namespace,

@@ -81,8 +81,9 @@ Why: `helm upgrade` must not rotate a password Grafana or InfluxDB already store
 
 {{/*
 mlobs-core.runIdentity: the contract's run identity, injected from the pod's own labels
-through the Downward API.  Why: the SDK reads MLOBS_PIPELINE/STEP/RUN_ID, and the labels
-are the single place a Job states them.
+through the Downward API, and the pod's name, which names the attempt.  Why: the SDK reads
+MLOBS_PIPELINE/STEP/RUN_ID, and the labels are the single place a Job states them; a retried
+Job makes a new pod per attempt, and the exporter tags its run record with the same name.
 */}}
 {{- define "mlobs-core.runIdentity" -}}
 - name: MLOBS_PIPELINE
@@ -91,6 +92,8 @@ are the single place a Job states them.
   valueFrom: {fieldRef: {fieldPath: "metadata.labels['mlobs.io/step']"}}
 - name: MLOBS_RUN_ID
   valueFrom: {fieldRef: {fieldPath: "metadata.labels['mlobs.io/run-id']"}}
+- name: MLOBS_POD_NAME
+  valueFrom: {fieldRef: {fieldPath: metadata.name}}
 {{- end -}}
 
 {{/*
