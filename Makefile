@@ -16,7 +16,7 @@ MUTATION_STAMP := $(VENV)/.installed-mutation
 .PHONY: help all venv tools fmt generate lint pytest rules-test test validate bench mutation up down demo e2e clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 all: lint test ## lint and test
 
@@ -96,9 +96,12 @@ down: ## delete the kind cluster
 	scripts/down.sh
 
 demo: ## run the demo pipelines (success, failure, OOM kill) and model-API traffic
+	@scripts/require-cluster.sh
 	scripts/demo.sh
 
-e2e: venv ## assertions against the live cluster (after make up and make demo)
+e2e: ## assertions against the live cluster (after make up and make demo)
+	@scripts/require-cluster.sh
+	@$(MAKE) --no-print-directory venv
 	$(PY) scripts/e2e.py
 
 clean: ## remove the venv and caches

@@ -1,4 +1,9 @@
-"""Shared fixtures: a real Forward-protocol server in its own process, and a refused port."""
+"""Shared fixtures: a real Forward-protocol server in its own process, and a refused port.
+
+The whole session runs with ``MLOBS_HOME`` set to a temporary directory of its own (child
+processes inherit it), so `make test` never writes into the user's real ``~/.mlobs``; the
+session fails if it did.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +22,27 @@ import pytest
 from pipeline_sdk.testing.forward_server import Received, read_recorded
 
 ROOT = Path(__file__).resolve().parents[1]
+USER_STORE = Path("~/.mlobs").expanduser()  # the user's own local store: never written by a test
+
+
+def _listing(path: Path) -> set[str] | None:
+    return {str(p.relative_to(path)) for p in path.rglob("*")} if path.exists() else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_USER_STORE_KEY] = _listing(USER_STORE)
+    os.environ["MLOBS_HOME"] = tempfile.mkdtemp(prefix="mlobs-test-home-")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before, after = session.config.stash[_USER_STORE_KEY], _listing(USER_STORE)
+    added = sorted((after or set()) - (before or set()))
+    if added:
+        print(f"\nthe tests wrote into the user's {USER_STORE}: {added[:5]}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_USER_STORE_KEY = pytest.StashKey[set[str] | None]()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.01) -> None:

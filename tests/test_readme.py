@@ -84,3 +84,49 @@ def test_readme_read_back_example_and_cli_session(tmp_path: Path) -> None:
     assert [row[:duration] + row[duration + 1 :] for row in got] == [
         row[:duration] + row[duration + 1 :] for row in expected
     ]
+
+
+def install_lines() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Install the SDK") : text.index("## Quick start")]
+    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
+    assert block, "the README lost its install lines"
+    return [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_the_install_line_installs_what_the_examples_import(tmp_path: Path) -> None:
+    """The user's first install line, in a fresh venv, gives `import pipeline_sdk` and `mlobs`."""
+    first = install_lines()[0]
+    assert first == "pip install -e ."
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    args = first.split()[2:]  # after "pip install"
+    subprocess.run(
+        [*pip, "install", "-c", str(ROOT / "constraints.txt"), *args],
+        cwd=ROOT,
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
+    env["MLOBS_HOME"] = str(tmp_path / "home")
+    probe = "import pipeline_sdk, importlib.metadata as m; print(m.version('mlobs-pipeline-sdk'))"
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    version = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import pipeline_sdk; print(pipeline_sdk.__version__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert done.stdout == version
+    assert (venv / "bin" / "mlobs").exists()
