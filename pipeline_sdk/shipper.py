@@ -99,12 +99,13 @@ class ShipperStats:
 
 
 class _RateLimitedWarning:
-    def __init__(self) -> None:
-        self._last = 0.0
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last = -WARN_EVERY  # the first warning is always logged, however young the clock
         self._suppressed = 0
 
     def __call__(self, msg: str, *args: object, exc_info: bool = False) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last >= WARN_EVERY:
             if self._suppressed:
                 msg += f" ({self._suppressed} similar warnings suppressed)"

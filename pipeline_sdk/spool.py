@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -45,6 +46,7 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,12 +173,13 @@ def _lock(path: Path) -> int | None:
 class _Throttle:
     """Log one message per kind at most every WARN_EVERY seconds, counting the rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
     def __call__(self, kind: str, level: int, msg: str, *args: object) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last.get(kind, -WARN_EVERY) >= WARN_EVERY:
             suppressed = self._suppressed.pop(kind, 0)
             if suppressed:
@@ -196,6 +199,10 @@ def _read_ack(path: Path) -> int | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return 0
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink: never followed, and its segment left alone
+            return None
+        raise
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or not owned_by_us(info):
@@ -349,6 +356,8 @@ class SpoolDir:
         the write), so the caller can count the events as dropped.
         """
         parts = [part for frame in frames for part in frame]
+        if not parts:
+            return 0
         size = sum(len(part) for part in parts)
         with self._mutex:
             seg = self._segments[-1] if self._segments else None

@@ -1,14 +1,39 @@
-"""The on-disk spool: order, acks that survive the process, segment clean-up, torn writes, ownership."""
+"""The on-disk spool, value by value: frame layout, offsets, acks, roll-over, descriptors, corrupt bytes.
+
+The first tests pin exact values (they run against every mutant of ``spool.py``, so they are
+kept cheap); the last ones drive the spool as a whole.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import logging
 import os
+import resource
+import stat
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pipeline_sdk import Client, LocalTransport
-from pipeline_sdk.spool import LOCK_NAME, SpoolDir, frame_bytes
+from pipeline_sdk import spool as spool_module
+from pipeline_sdk.spool import (
+    LOCK_NAME,
+    SEGMENT_BYTES,
+    WARN_EVERY,
+    Chunk,
+    Frame,
+    SpoolDir,
+    _Throttle,
+    crc32_holding_gil,
+    frame_bytes,
+)
 
 
 def frames_of(n: int, size: int = 100) -> list[list[bytes]]:
@@ -21,6 +46,609 @@ def drain(spool: SpoolDir) -> list[bytes]:
         out.append(frame.entries)
         spool.ack(frame)
     return out
+
+
+TAG = "mlobs.metric"
+
+
+def frame(i: int, size: int = 50, tag: str = TAG, count: int = 1) -> list[bytes]:
+    return frame_bytes(tag, count, bytes([i % 256]) * size)
+
+
+def length(parts: list[bytes]) -> int:
+    return sum(len(p) for p in parts)
+
+
+L = length(frame(0))  # 15-byte header + 12-byte tag + 50 bytes of entries
+
+
+def segments(spool: SpoolDir) -> dict[str, int]:
+    """The segment files of ``spool`` and their sizes on disk."""
+    return {p.name: p.stat().st_size for p in sorted(spool.path.glob("*.seg"))}
+
+
+def ack_bytes(spool: SpoolDir, seq: int) -> bytes:
+    return (spool.path / f"{seq:012d}.ack").read_bytes()
+
+
+def leftover(root: Path, n: int, segment_bytes: int = SEGMENT_BYTES) -> Path:
+    """A spool directory left behind by a process that appended ``n`` frames and ended."""
+    spool = SpoolDir.create(root, segment_bytes=segment_bytes)
+    for i in range(n):
+        spool.append([frame(i)])
+    assert spool.release() is False
+    return spool.path
+
+
+def open_fds() -> dict[int, str]:
+    """This process's open file descriptors and what each one points to."""
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor, gone already
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return fds
+
+
+def fds_on(directory: Path) -> dict[int, str]:
+    return {fd: target for fd, target in open_fds().items() if target.startswith(str(directory))}
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """RLIMIT_FSIZE: the kernel writes no byte at or past ``limit`` (a short write, then EFBIG)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---- the frame format ------------------------------------------------------------------------
+
+
+def test_a_frame_is_header_tag_and_entries_with_a_crc_of_both() -> None:
+    parts = frame_bytes("tâg", 7, b"xyz")
+    crc = zlib.crc32(b"xyz", zlib.crc32("tâg".encode()))
+    assert parts == [
+        b"MF" + bytes([4]) + (3).to_bytes(4, "big") + (7).to_bytes(4, "big") + crc.to_bytes(4, "big"),
+        "tâg".encode(),
+        b"xyz",
+    ]
+    assert L == 15 + 12 + 50
+
+
+@pytest.mark.parametrize("n", [0, 1, 4095, 4096, 4097, 8192, 10_000])
+def test_the_crc_in_pieces_is_zlibs_crc(n: int) -> None:
+    data = bytes(i * 7 % 251 for i in range(n))
+    assert crc32_holding_gil(data) == zlib.crc32(data)
+    assert crc32_holding_gil(data, 12345) == zlib.crc32(data, 12345)
+
+
+# ---- appending, acknowledging, rolling over ------------------------------------------------------
+
+
+def test_append_returns_the_bytes_written_and_frames_know_their_place(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path)
+    assert spool.append([frame(0), frame(1, count=3)]) == 2 * L
+    param = frame(2, size=10, tag="mlobs.param")
+    assert spool.append([param]) == length(param) == 15 + 11 + 10
+    assert spool.append([]) == 0  # nothing to write: no file touched
+    assert segments(spool) == {"000000000000.seg": 2 * L + 36}
+    assert (spool.disk_bytes(), spool.pending_bytes()) == (2 * L + 36, 2 * L + 36)
+    got = list(iter(spool.next_frame, None))
+    assert [(f.tag, f.count, f.entries, f.segment, f.end) for f in got] == [
+        (TAG, 1, bytes([0]) * 50, 0, L),
+        (TAG, 3, bytes([1]) * 50, 0, 2 * L),
+        ("mlobs.param", 1, bytes([2]) * 10, 0, 2 * L + 36),
+    ]
+    ids = [base64.b64decode(f.chunk_id, validate=True) for f in got]
+    assert [len(i) for i in ids] == [16, 16, 16] and len(set(ids)) == 3
+    assert spool.pending_bytes() == 2 * L + 36  # handed out is not delivered
+    spool.release()
+
+
+def test_each_ack_writes_the_offset_as_8_bytes_big_endian(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path)
+    for i in range(3):
+        spool.append([frame(i)])
+    first, second, third = iter(spool.next_frame, None)
+    spool.ack(first)
+    assert ack_bytes(spool, 0) == L.to_bytes(8, "big")
+    assert (spool.disk_bytes(), spool.pending_bytes()) == (3 * L, 2 * L)
+    spool.ack(first)  # acknowledged twice: nothing moves
+    assert ack_bytes(spool, 0) == L.to_bytes(8, "big")
+    spool.ack(second)
+    assert ack_bytes(spool, 0) == (2 * L).to_bytes(8, "big")
+    assert stat.S_IMODE((spool.path / "000000000000.ack").stat().st_mode) == 0o600
+    assert stat.S_IMODE((spool.path / "000000000000.seg").stat().st_mode) == 0o600
+    spool.ack(third)  # delivered to its end, the segment being written too: both files go at once
+    assert sorted(p.name for p in spool.path.iterdir()) == [LOCK_NAME]
+    assert (spool.disk_bytes(), spool.pending_bytes()) == (0, 0)
+    spool.append([frame(3)])  # a new segment: numbers are never reused (they name chunk ids)
+    assert segments(spool) == {"000000000001.seg": L}
+    [again] = iter(spool.next_frame, None)
+    assert (again.segment, again.end, again.entries) == (1, L, bytes([3]) * 50)
+    assert again.chunk_id not in {first.chunk_id, second.chunk_id, third.chunk_id}
+    spool.release()
+
+
+def test_an_ack_of_a_frame_not_in_the_spool_changes_nothing(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path)
+    spool.append([frame(0)])
+    [got] = iter(spool.next_frame, None)
+    spool.ack(Frame(TAG, 1, got.entries, got.chunk_id, segment=5, end=L))
+    assert spool.pending_bytes() == L and not (spool.path / "000000000000.ack").exists()
+    spool.release()
+
+
+@pytest.mark.parametrize(
+    ("segment_bytes", "expected"),
+    [
+        (3 * L - 1, {"000000000000.seg": 2 * L, "000000000001.seg": 2 * L}),
+        (3 * L, {"000000000000.seg": 3 * L, "000000000001.seg": L}),
+        (3 * L + 1, {"000000000000.seg": 3 * L, "000000000001.seg": L}),
+        (L - 1, {f"{i:012d}.seg": L for i in range(4)}),  # a frame over the size gets a segment of its own
+    ],
+)
+def test_a_segment_rolls_over_past_its_size_exactly(
+    tmp_path: Path, segment_bytes: int, expected: dict[str, int]
+) -> None:
+    spool = SpoolDir.create(tmp_path, segment_bytes=segment_bytes)
+    for i in range(4):
+        spool.append([frame(i)])
+    assert segments(spool) == expected
+    assert [f.entries[0] for f in iter(spool.next_frame, None)] == [0, 1, 2, 3]
+    spool.release()
+
+
+def test_an_ack_in_the_middle_does_not_roll_the_segment(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path)
+    spool.append([frame(0)])
+    spool.append([frame(1)])
+    first = spool.next_frame()
+    assert first is not None
+    spool.ack(first)
+    spool.append([frame(2)])
+    assert segments(spool) == {"000000000000.seg": 3 * L}
+    assert [f.entries[0] for f in iter(spool.next_frame, None)] == [1, 2]
+    spool.release()
+
+
+def test_a_delivered_segment_that_was_rolled_over_is_removed(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path, segment_bytes=2 * L)
+    spool.append([frame(0)])
+    [got] = iter(spool.next_frame, None)
+    spool.ack(got)  # delivered while being written: closed and removed
+    spool.append([frame(1)])
+    spool.append([frame(2)])
+    spool.append([frame(3)])  # rolls: segment 1 is full, nothing of it delivered yet
+    assert segments(spool) == {"000000000001.seg": 2 * L, "000000000002.seg": L}
+    got_1, got_2, got_3 = iter(spool.next_frame, None)
+    spool.ack(got_1)
+    spool.ack(got_2)
+    assert segments(spool) == {"000000000002.seg": L}
+    spool.ack(got_3)
+    assert segments(spool) == {}
+    assert spool.release() is True and not spool.path.exists()
+
+
+# ---- a write the disk refuses (RLIMIT_FSIZE: a real short write, then EFBIG) -------------------
+
+
+def test_a_short_write_is_undone_and_the_segment_takes_the_next_write(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path)
+    spool.append([frame(0)])
+    with file_size_limit(L + 10), pytest.raises(OSError, match=f"short write: 10 of {L} bytes to "):
+        spool.append([frame(1)])
+    assert segments(spool) == {"000000000000.seg": L}  # truncated back
+    assert (spool.disk_bytes(), spool.pending_bytes()) == (L, L)
+    with file_size_limit(L), pytest.raises(OSError) as refused:
+        spool.append([frame(2)])
+    assert refused.value.errno == errno.EFBIG
+    assert segments(spool) == {"000000000000.seg": L}
+    assert spool.append([frame(3)]) == L
+    assert segments(spool) == {"000000000000.seg": 2 * L}
+    assert [(f.entries[0], f.end) for f in iter(spool.next_frame, None)] == [(0, L), (3, 2 * L)]
+    assert spool.errors == 0
+    spool.release()
+
+
+def test_a_failed_first_write_leaves_the_fresh_segment_in_use(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path, segment_bytes=L - 1)  # every frame is over the size
+    with file_size_limit(10), pytest.raises(OSError, match="short write"):
+        spool.append([frame(0)])
+    assert segments(spool) == {"000000000000.seg": 0}
+    spool.append([frame(1)])
+    assert segments(spool) == {"000000000000.seg": L}
+    assert [(f.segment, f.entries[0]) for f in iter(spool.next_frame, None)] == [(0, 1)]
+    spool.release()
+
+
+# ---- file names, descriptors and flags ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("planted", "used"), [(1, 1), (99, 99)])
+def test_a_stray_file_with_the_next_segment_name_is_skipped_not_overwritten(
+    tmp_path: Path, planted: int, used: int
+) -> None:
+    spool = SpoolDir.create(tmp_path)
+    for seq in range(planted):
+        (spool.path / f"{seq:012d}.seg").write_bytes(b"a user's file")
+    spool.append([frame(0)])
+    assert segments(spool)[f"{used:012d}.seg"] == L
+    assert all((spool.path / f"{s:012d}.seg").read_bytes() == b"a user's file" for s in range(planted))
+    [got] = iter(spool.next_frame, None)
+    assert got.segment == used
+    spool.release()
+
+
+def test_no_free_segment_name_among_a_hundred_is_an_error(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path)
+    for seq in range(100):
+        (spool.path / f"{seq:012d}.seg").write_bytes(b"")
+    with pytest.raises(FileExistsError, match=f"no free segment name in {spool.path}"):
+        spool.append([frame(0)])
+    spool.append([frame(1)])  # the next hundred names are tried next
+    assert segments(spool)["000000000100.seg"] == L
+    spool.release(remove_if_empty=False)
+
+
+def test_every_descriptor_is_close_on_exec_and_closed_after_release(tmp_path: Path) -> None:
+    before = set(open_fds())
+    spool = SpoolDir.create(tmp_path)
+    spool.append([frame(0)])
+    spool.append([frame(1)])
+    first = spool.next_frame()
+    assert first is not None
+    spool.ack(first)
+    opened = fds_on(spool.path)
+    assert sorted(Path(t).name for t in opened.values()) == [
+        "000000000000.ack",
+        "000000000000.seg",
+        LOCK_NAME,
+    ]
+    for fd in opened:
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC, f"fd {fd} ({opened[fd]}) lacks FD_CLOEXEC"
+    assert spool.release() is False
+    assert set(open_fds()) == before
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    assert [Path(t).name for t in fds_on(adopted.path).values()] == [LOCK_NAME]  # opened when read
+    second = adopted.next_frame()
+    assert second is not None and second.entries[0] == 1
+    adopted.ack(second)
+    # read to its end: the segment and its ack are closed and gone...
+    assert [Path(t).name for t in fds_on(adopted.path).values()] == [LOCK_NAME]
+    assert sorted(p.name for p in adopted.path.iterdir()) == [LOCK_NAME]
+    adopted.release()
+    assert set(open_fds()) == before  # ...and the lock with the directory
+    assert not adopted.path.exists()
+
+
+def test_the_reader_opens_close_on_exec_and_never_through_a_symlink(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    left = leftover(tmp_path / "spool", 2)
+    [adopted] = SpoolDir.adopt_orphans(tmp_path / "spool", exclude="none")
+    seg = left / "000000000000.seg"
+    forged, saved = tmp_path / "forged.seg", tmp_path / "saved.seg"
+    forged.write_bytes(b"".join(frame(9)))
+    seg.rename(saved)
+    seg.symlink_to(forged)  # swapped in after adoption, before the first read
+    with caplog.at_level(logging.WARNING, "mlobs.spool"):
+        assert adopted.next_frame() is None
+    assert adopted.errors == 1
+    assert adopted.last_error == (
+        f"{seg}: cannot open for reading: [Errno {errno.ELOOP}] Too many levels of symbolic links: '{seg}'"
+    )
+    assert [r.getMessage() for r in caplog.records] == [f"mlobs: spool {adopted.last_error}"]
+    assert adopted.pending_bytes() == 2 * L  # kept: not lost, not delivered
+    seg.unlink()
+    saved.rename(seg)  # the segment is back: read from where it was
+    got = adopted.next_frame()
+    assert got is not None and got.entries == bytes([0]) * 50
+    [fd] = [fd for fd, target in fds_on(left).items() if target == str(seg)]
+    assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    assert forged.read_bytes() == b"".join(frame(9))
+    adopted.release()
+
+
+# ---- leftover spools: what is read back ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ack", "delivered"),
+    [
+        (None, [0, 1, 2]),  # no ack file: nothing delivered yet
+        (b"", [0, 1, 2]),
+        (L.to_bytes(8, "big")[:7], [0, 1, 2]),  # 7 bytes: a torn ack, distrusted
+        (L.to_bytes(8, "big"), [1, 2]),
+        ((2 * L).to_bytes(8, "big"), [2]),
+        (L.to_bytes(8, "big") + b"\0", [0, 1, 2]),  # 9 bytes: not an ack of ours
+        ((10**6).to_bytes(8, "big"), []),  # past the end: everything was delivered
+    ],
+)
+def test_an_ack_file_is_read_back_exactly(tmp_path: Path, ack: bytes | None, delivered: list[int]) -> None:
+    left = leftover(tmp_path, 3)
+    if ack is not None:
+        (left / "000000000000.ack").write_bytes(ack)
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    assert adopted.pending_bytes() == len(delivered) * L
+    assert [f.entries[0] for f in iter(adopted.next_frame, None)] == delivered
+    assert (adopted.lost_bytes, adopted.errors) == (0, 0)
+    assert adopted.release() is (not delivered)
+
+
+def test_appending_to_an_adopted_spool_starts_past_its_highest_segment(tmp_path: Path) -> None:
+    left = leftover(tmp_path, 3, segment_bytes=2 * L)
+    (left / "000000000004.seg").mkdir()  # not a regular file: never read, but its number is taken
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    assert adopted.errors == 1
+    old = list(iter(adopted.next_frame, None))
+    adopted.append([frame(7)])
+    assert segments(adopted)["000000000005.seg"] == L
+    new = list(iter(adopted.next_frame, None))
+    assert [(f.segment, f.entries[0]) for f in old + new] == [(0, 0), (0, 1), (1, 2), (5, 7)]
+    for got in old + new:
+        adopted.ack(got)
+    assert adopted.pending_bytes() == 0
+    assert sorted(segments(adopted)) == ["000000000004.seg"]  # the directory is left alone
+    adopted.release()
+
+
+def test_a_symlinked_ack_costs_only_its_own_segment(tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_bytes((2 * L).to_bytes(8, "big"))  # would say "delivered" if it were believed
+    root = tmp_path / "spool"
+    left = leftover(root, 3, segment_bytes=L)
+    (left / "000000000001.ack").symlink_to(target)
+    [adopted] = SpoolDir.adopt_orphans(root, exclude="none")
+    assert adopted.errors == 1
+    assert adopted.last_error == (
+        f"{left / '000000000001.seg'}: the segment or its .ack is not a regular file of this user; "
+        "left alone, not delivered"
+    )
+    assert [(f.segment, f.entries[0]) for f in iter(adopted.next_frame, None)] == [(0, 0), (2, 2)]
+    assert target.read_bytes() == (2 * L).to_bytes(8, "big")
+
+
+def test_a_symlinked_segment_is_counted_at_adoption_and_the_others_delivered(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    left = leftover(root, 2, segment_bytes=L)
+    forged = tmp_path / "forged.seg"
+    (left / "000000000000.seg").rename(forged)
+    (left / "000000000000.seg").symlink_to(forged)
+    [adopted] = SpoolDir.adopt_orphans(root, exclude="none")
+    assert adopted.errors == 1 and "000000000000.seg: the segment or its .ack" in str(adopted.last_error)
+    assert adopted.pending_bytes() == L
+    assert [(f.segment, f.entries[0]) for f in iter(adopted.next_frame, None)] == [(1, 1)]
+
+
+def test_which_leftover_directories_are_adopted_and_in_what_order(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert SpoolDir.adopt_orphans(root, exclude="none") == []  # no spool root yet
+    names = [leftover(root, 1).name for _ in range(3)]
+    linked = leftover(tmp_path / "elsewhere", 1)
+    (root / "0-a-symlink").symlink_to(linked, target_is_directory=True)
+    (root / "0-a-file").write_text("not a directory")
+    adopted = SpoolDir.adopt_orphans(root, exclude=names[1])
+    assert [s.name for s in adopted] == [names[0], names[2]]  # oldest first; never through a symlink
+    for spool in adopted:
+        spool.release()
+
+
+def test_an_unlistable_spool_root_is_logged_and_adopts_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "_throttle", _Throttle())  # "adopt" warnings of other tests
+    root = tmp_path / "a-file"
+    root.write_text("not a directory")
+    with caplog.at_level(logging.WARNING, "mlobs.spool"):
+        assert SpoolDir.adopt_orphans(root, exclude="none") == []
+    [record] = caplog.records
+    assert record.getMessage().startswith(f"mlobs: cannot list leftover spools in {root}: [Errno 20]")
+
+
+def test_release_keeps_an_empty_directory_when_asked_and_unlocks_it(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path)
+    assert spool.release(remove_if_empty=False) is True
+    assert sorted(p.name for p in spool.path.iterdir()) == [LOCK_NAME]
+    [again] = SpoolDir.adopt_orphans(tmp_path, exclude="none")  # unlocked: adoptable
+    assert again.release() is True and not spool.path.exists()
+
+
+def test_release_leaves_a_directory_that_holds_a_stranger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = SpoolDir.create(tmp_path)
+    (spool.path / "notes.txt").write_text("a user's file")
+    with caplog.at_level(logging.WARNING, "mlobs.spool"):
+        assert spool.release() is True
+    assert sorted(p.name for p in spool.path.iterdir()) == ["notes.txt"]
+    [record] = caplog.records
+    assert record.getMessage().startswith(f"mlobs: could not remove spool directory {spool.path}: ")
+
+
+# ---- corrupt bytes: skipped, counted exactly, acknowledged across ----------------------------------
+
+
+def corrupt_leftover(root: Path, junk: bytes, at: int = 1, n: int = 4) -> Path:
+    """A leftover segment of ``n`` frames with ``junk`` written between frames ``at - 1`` and ``at``."""
+    left = leftover(root, n)
+    seg = left / "000000000000.seg"
+    data = seg.read_bytes()
+    seg.write_bytes(data[: at * L] + junk + data[at * L :])
+    return seg
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("junk", "why"),
+    [
+        (b"X", "bad magic"),  # one stray byte: the next frame starts right after it
+        (b"XMF" + b"\xff" * 30, "bad magic"),  # a magic at an odd offset, no frame behind it
+        (b"XYMF" + b"\xff" * 30, "bad magic"),  # and at an even one
+        (b"MF" + b"\xff" * 13, "truncated frame"),  # a header whose lengths run past the end
+    ],
+)
+def test_junk_between_frames_costs_exactly_its_bytes(
+    tmp_path: Path, junk: bytes, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    seg = corrupt_leftover(tmp_path, junk)
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    with caplog.at_level(logging.ERROR, "mlobs.spool"):
+        assert [f.entries[0] for f in iter(adopted.next_frame, None)] == [0, 1, 2, 3]
+    assert adopted.lost_bytes == len(junk)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"mlobs: spool segment {seg} is corrupt at byte {L} ({why}); skipping {len(junk)} bytes"
+    ]
+
+
+def test_a_gap_is_acknowledged_across_once_what_precedes_it_is(tmp_path: Path) -> None:
+    seg = corrupt_leftover(tmp_path, b"J" * 20, at=2)
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    got = list(iter(adopted.next_frame, None))
+    assert [(f.entries[0], f.end) for f in got] == [(0, L), (1, 2 * L), (2, 3 * L + 20), (3, 4 * L + 20)]
+    assert adopted.lost_bytes == 20
+    adopted.ack(got[0])
+    assert seg.with_suffix(".ack").read_bytes() == L.to_bytes(8, "big")
+    adopted.rewind()  # a failed delivery: everything after the ack again, the gap skipped, not recounted
+    assert [f.entries[0] for f in iter(adopted.next_frame, None)] == [1, 2, 3]
+    assert adopted.lost_bytes == 20
+    adopted.ack(got[1])  # the gap right after: acknowledged across at once
+    assert seg.with_suffix(".ack").read_bytes() == (2 * L + 20).to_bytes(8, "big")
+    assert adopted.pending_bytes() == 2 * L
+    adopted.ack(got[2])
+    assert seg.with_suffix(".ack").read_bytes() == (3 * L + 20).to_bytes(8, "big")
+    adopted.ack(got[3])
+    assert not seg.exists() and adopted.pending_bytes() == 0
+
+
+def test_a_gap_at_the_start_is_acknowledged_at_once(tmp_path: Path) -> None:
+    seg = corrupt_leftover(tmp_path, b"J" * 20, at=0, n=2)
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    first = adopted.next_frame()
+    assert first is not None and first.entries[0] == 0
+    assert seg.with_suffix(".ack").read_bytes() == (20).to_bytes(8, "big")
+    assert (adopted.lost_bytes, adopted.pending_bytes()) == (20, 2 * L)
+
+
+def test_corrupt_bytes_at_the_end_are_acknowledged_with_the_last_frame(tmp_path: Path) -> None:
+    left = leftover(tmp_path, 2)
+    seg = left / "000000000000.seg"
+    with open(seg, "ab") as fh:
+        fh.write(b"MF\x07")  # a torn header
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    got = list(iter(adopted.next_frame, None))
+    assert adopted.lost_bytes == 3
+    for f in got:
+        adopted.ack(f)
+    assert not seg.exists()
+    assert adopted.release() is True
+
+
+def test_a_segment_that_vanished_costs_its_pending_bytes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    left = leftover(tmp_path, 3, segment_bytes=2 * L)
+    (left / "000000000000.ack").write_bytes(L.to_bytes(8, "big"))
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    (left / "000000000000.seg").unlink()
+    with caplog.at_level(logging.ERROR, "mlobs.spool"):
+        assert [(f.segment, f.entries[0]) for f in iter(adopted.next_frame, None)] == [(1, 2)]
+    assert adopted.lost_bytes == L
+    assert [r.getMessage() for r in caplog.records] == [
+        f"mlobs: spool segment {left / '000000000000.seg'} is corrupt at byte {L} "
+        f"(the file vanished (No such file or directory)); skipping {L} bytes"
+    ]
+    assert sorted(segments(adopted)) == ["000000000001.seg"]  # segment 0's ack went with it
+    assert adopted.pending_bytes() == L
+
+
+def test_bytes_that_appear_after_adoption_are_never_read(tmp_path: Path) -> None:
+    left = leftover(tmp_path, 2)
+    seg = left / "000000000000.seg"
+    with open(seg, "ab") as fh:
+        fh.write(b"MF\x07")
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    with open(seg, "ab") as fh:  # grows after adoption: not part of what was found
+        fh.write(b"".join(frame(5)))
+    assert [f.entries[0] for f in iter(adopted.next_frame, None)] == [0, 1]
+    assert adopted.lost_bytes == 3
+
+
+# ---- warnings: one of a kind every WARN_EVERY seconds, counting the rest ------------------------
+
+
+def test_the_throttle_logs_one_message_of_a_kind_every_interval(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    throttle = _Throttle(clock)
+    with caplog.at_level(logging.INFO, "mlobs.spool"):
+        for now, kind in [(0.0, "a"), (5.0, "a"), (5.0, "b"), (9.999, "a"), (10.0, "a"), (19.0, "a")]:
+            clock.now = now
+            throttle(kind, logging.WARNING, "%s at %s", kind, now)
+        clock.now = 20.0
+        throttle("a", logging.INFO, "%s at %s", "a", 20.0)
+        clock.now = 40.0
+        throttle("a", logging.INFO, "%s at %s", "a", 40.0)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "a at 0.0"),
+        (logging.WARNING, "b at 5.0"),
+        (logging.WARNING, "a at 10.0 (2 similar messages suppressed)"),
+        (logging.INFO, "a at 20.0 (1 similar messages suppressed)"),
+        (logging.INFO, "a at 40.0"),
+    ]
+    assert WARN_EVERY == 10.0
+
+
+def test_a_spool_error_is_counted_every_time_and_warned_once_per_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    left = leftover(tmp_path, 2, segment_bytes=L)
+    for seq in (0, 1):
+        (left / f"{seq:012d}.ack").mkdir()
+    with caplog.at_level(logging.WARNING, "mlobs.spool"):
+        [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+        assert (adopted.errors, adopted.pending_bytes()) == (2, 0)
+        adopted.release(remove_if_empty=False)
+        [again] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+        assert again.errors == 2
+        again.release(remove_if_empty=False)
+    suffix = ": the segment or its .ack is not a regular file of this user; left alone, not delivered"
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        f"mlobs: spool {left / f'{seq:012d}.seg'}{suffix}" for seq in (0, 1)
+    ]
+
+
+def test_frames_and_chunks_are_frozen_and_a_chunk_id_is_derived_from_its_ends(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path)
+    spool.append([frame(i, count=i + 1) for i in range(3)])
+    got = list(iter(spool.next_frame, None))
+    one = Chunk.of(got[:1])
+    assert (one.tag, one.count, one.chunk_id, one.entries) == (TAG, 1, got[0].chunk_id, [got[0].entries])
+    three = Chunk.of(got)
+    assert (three.count, three.frames, three.entries) == (6, tuple(got), [f.entries for f in got])
+    assert len(base64.b64decode(three.chunk_id, validate=True)) == 16
+    assert three.chunk_id not in {f.chunk_id for f in got}
+    assert Chunk.of(got[:2]).chunk_id not in {three.chunk_id, got[0].chunk_id, got[1].chunk_id}
+    spool.rewind()
+    assert Chunk.of(list(iter(spool.next_frame, None))).chunk_id == three.chunk_id  # a resend: same id
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got[0].end = 0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        three.count = 0  # type: ignore[misc]
+    spool.release()
+
+
+# ---- the spool as a whole -----------------------------------------------------------------------
 
 
 def test_frames_come_back_in_order_and_acked_segments_are_deleted(tmp_path: Path) -> None:
