@@ -434,6 +434,7 @@ def test_without_a_spool_directory_events_are_dropped_and_creation_is_retried(
     assert (stats.dropped_spool_error, stats.pending_bytes) == (3, 0)
     assert stats.last_spool_error == f"no spool directory could be created in {root}"
     blocker.unlink()
+    shipper._spool_tried = time.monotonic()
     assert shipper._ensure_spool() is None  # tried less than SPOOL_RETRY ago: not yet
     shipper._spool_tried -= SPOOL_RETRY
     spool = shipper._ensure_spool()
