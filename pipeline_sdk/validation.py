@@ -52,6 +52,7 @@ _SHORT_REPR = reprlib.Repr()
 _SHORT_REPR.maxlevel = 3
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 _JSON_CONTAINERS = (list, tuple, dict)  # what json.dumps descends into
+_JsonContainer = list[Any] | tuple[Any, ...] | dict[Any, Any]  # one of _JSON_CONTAINERS, as a type
 
 
 def short_repr(value: object, limit: int = 60) -> str:
@@ -278,7 +279,7 @@ def json_nesting_problem(value: object, max_depth: int = MAX_JSON_DEPTH) -> str 
     """
     on_path: set[int] = set()
 
-    def walk(node: list[Any] | tuple[Any, ...] | dict[Any, Any], depth: int) -> str | None:
+    def walk(node: _JsonContainer, depth: int) -> str | None:
         if id(node) in on_path:
             return "contains a circular reference"
         if depth > max_depth:

@@ -45,7 +45,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "-k",
         "not test_exporter_faults or flood or cap or idle or allow or expire",
     ),
-    "pipeline_sdk/read/query.py": ("tests/test_read.py", "tests/test_read_influx.py"),
+    "pipeline_sdk/read/query.py": ("tests/test_query.py", "tests/test_read.py", "tests/test_read_influx.py"),
 }
 _IGNORED = shutil.ignore_patterns(
     ".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis", "__pycache__", ".bench"

@@ -6,13 +6,14 @@ Over 400 lines, one concern: what the tracker makes of runs, pinned value by val
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from exporters.pipeline_exporter.collectors import ExporterCollector, ExporterStats, RunCollector
-from exporters.pipeline_exporter.config import ConfigError, ExporterConfig, Limits
+from exporters.pipeline_exporter.config import ConfigError, ExporterConfig, Limits, SeriesLimits
 from exporters.pipeline_exporter.figures import FinishedRun
 from exporters.pipeline_exporter.tracker import RunTracker
 from pipeline_sdk import contract as c
@@ -49,10 +50,15 @@ def make(
     return tracker, registry, records, clock
 
 
+def wire(obj: Any) -> Any:
+    """An object as the watch hands it over: JSON text, parsed (no string is shared with the code)."""
+    return json.loads(json.dumps(obj))
+
+
 def play(tracker: RunTracker, steps: list[k.Step], seen_before: float | None = None) -> None:
     for resource, action, obj in steps:
         handler = tracker.on_job if resource == "jobs" else tracker.on_pod
-        handler("DELETED" if action == "delete" else "MODIFIED", obj, seen_before)
+        handler(wire("DELETED" if action == "delete" else "MODIFIED"), wire(obj), seen_before)
 
 
 def runs(registry: CollectorRegistry, pipeline: str, step: str, status: str, reason: str) -> float | None:
@@ -426,3 +432,392 @@ def test_only_a_pending_pod_waits() -> None:
     play(tracker, [("pods", "apply", k.pod(run, 0, "Failed", waiting="ImagePullBackOff"))])
     tracker.tick(clock.now + 3600)
     assert records.sent == []
+
+
+# ---- defaults, boundaries and orderings, pinned (the mutation test found these loose too) -----------
+
+R = c.RunReason
+
+
+def records_of(records: Records) -> list[tuple[str, str, str, float, float]]:
+    return [(r.run_id, r.status.value, r.reason.value, r.start, r.end) for r in records.sent]
+
+
+def test_the_default_settle_time_and_image_pull_grace_are_exact() -> None:
+    tracker, registry, records, clock = make()  # settle 2 s, grace 120 s
+    play(tracker, [k.oom_killed(k.RunSpec("train", "fit", "job"), T0, T0 + 30)[4]])  # no pod seen
+    settled_at = clock.now + 2
+    tracker.tick(settled_at - 0.001)
+    assert records.sent == []
+    tracker.tick(settled_at)
+    assert records_of(records) == [("job", "failed", "BackoffLimitExceeded", T0, T0 + 30)]
+    since = clock.now
+    play(
+        tracker,
+        [("pods", "apply", k.pod(k.RunSpec("train", "fit", "pull"), 0, "Pending", waiting="ErrImagePull"))],
+    )
+    clock.now = since + 119.999
+    tracker.tick()  # the tracker's own clock
+    assert len(records.sent) == 1
+    clock.now = since + 120
+    tracker.tick()
+    assert records.sent[1].reason is R.IMAGE_PULL and records.sent[1].end == since + 120
+    assert runs(registry, "train", "fit", "failed", "ImagePullBackOff") == 1
+
+
+def test_a_jobs_failure_settles_at_exactly_its_deadline() -> None:
+    tracker, _, records, clock = make(settle=5.0)
+    play(tracker, [k.oom_killed(k.RunSpec("train", "fit", "r1"), T0, T0 + 30)[4]])
+    tracker.tick(clock.now + 4.999)
+    assert records.sent == []
+    tracker.tick(clock.now + 5.0)
+    assert [r.reason for r in records.sent] == [R.BACKOFF_LIMIT_EXCEEDED]
+
+
+def test_the_default_memory_of_finished_runs_is_fifty_thousand() -> None:
+    tracker = RunTracker(clock=lambda: T0 + 100)
+    done = k.job(
+        k.RunSpec("train", "fit", "r"), started=T0, succeeded=1, condition=("Complete", None, T0 + 9)
+    )
+
+    def finish(i: int) -> None:
+        tracker.on_job("ADDED", {**done, "metadata": {**done["metadata"], "name": f"j-{i}"}})
+
+    for i in range(50_000):
+        finish(i)
+    assert (tracker.snapshot().tracked, tracker.finished_total) == (50_000, 50_000)
+    finish(50_000)  # n + 1: the oldest is forgotten
+    assert (tracker.snapshot().tracked, tracker.finished_total) == (50_000, 50_001)
+    finish(1)  # still remembered: not counted again
+    assert tracker.finished_total == 50_001
+    finish(0)  # forgotten: its next event counts it again
+    assert tracker.finished_total == 50_002
+
+
+def test_the_oldest_finished_run_is_the_one_forgotten() -> None:
+    tracker, registry, records, _ = make(max_finished=2)
+    finals = [k.succeeding(k.RunSpec("train", "fit", f"r{i}"), T0 + i, T0 + i + 1)[-1:] for i in range(3)]
+    for final in finals:
+        play(tracker, final)
+    play(tracker, finals[2])  # the newest is remembered
+    assert runs(registry, "train", "fit", "succeeded", "Completed") == 3
+    play(tracker, finals[0])  # the oldest was forgotten
+    assert runs(registry, "train", "fit", "succeeded", "Completed") == 4
+    assert [r.run_id for r in records.sent] == ["r0", "r1", "r2", "r0"]
+
+
+def test_runs_in_progress_and_runs_held_count_every_run_once() -> None:
+    series = SeriesLimits(allowed_pipelines=("train",))
+    tracker, registry, _, _ = make(series=series)
+    play(
+        tracker,
+        [("pods", "apply", k.pod(k.RunSpec("etl", "load", "e1"), 0, "Running", started=T0, bare=True))],
+    )
+    for i in range(3):
+        play(
+            tracker, [("jobs", "apply", k.job(k.RunSpec("train", "fit", f"live-{i}"), started=T0, active=1))]
+        )
+    for i in range(5):
+        play(tracker, k.succeeding(k.RunSpec("train", "eval", f"done-{i}"), T0, T0 + 1)[-1:])
+    assert gauge(registry, c.PROM_RUNS_IN_PROGRESS) == 3
+    assert gauge(registry, c.PROM_RUNS_IN_PROGRESS, step="eval") == 0
+    assert gauge(registry, c.PROM_RUNS_IN_PROGRESS, "etl", "load") is None, "a refused pair has no series"
+    assert tracker.snapshot().tracked == 1 + 3 + 5
+    assert tracker.sizes() == (9, 2, 1)
+    assert registry.get_sample_value(c.PROM_EXPORTER_TRACKED_RUNS) == 9
+
+
+def test_only_a_run_seen_running_has_a_running_start() -> None:
+    tracker, registry, _, _ = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=2)
+    play(
+        tracker,
+        [
+            ("jobs", "apply", k.job(run, started=T0, active=1)),
+            ("pods", "apply", k.pod(run, 0, "Failed", started=T0, terminated=("Error", 1, T0 + 1))),
+            ("pods", "apply", k.pod(run, 1, "Pending")),  # the retry waits for a node: nothing runs
+        ],
+    )
+    assert gauge(registry, c.PROM_RUNS_IN_PROGRESS) == 1
+    assert gauge(registry, c.PROM_OLDEST_RUNNING_START) is None
+    for i, start in ((2, T0 + 50), (3, T0 + 5)):  # later first
+        other = k.RunSpec("train", "fit", f"r{i}")
+        play(tracker, [("pods", "apply", k.pod(other, 0, "Running", started=start, bare=True))])
+    assert gauge(registry, c.PROM_OLDEST_RUNNING_START) == T0 + 5
+
+
+def test_a_bare_pods_run_record_and_its_phases() -> None:
+    tracker, registry, records, clock = make()
+    run = k.RunSpec("serve", "batch", "p1")
+    play(tracker, [("pods", "apply", k.pod(run, 0, "Unknown", started=T0, bare=True))])  # its node is lost
+    play(tracker, [("pods", "apply", k.pod(run, 0, "Running", started=T0, bare=True))])
+    assert records.sent == [] and gauge(registry, c.PROM_RUNS_IN_PROGRESS, "serve", "batch") == 1
+    failed = k.pod(run, 0, "Failed", started=T0, terminated=("Error", 2, T0 + 3), bare=True)
+    tracker.on_pod(wire("ADDED"), wire(failed))
+    [record] = records.sent
+    assert (record.status, record.reason, record.exit_code, record.start, record.end) == (
+        c.RunStatus.FAILED,
+        R.ERROR,
+        2,
+        T0,
+        T0 + 3,
+    )
+    assert (record.image, record.node, record.pod, record.attempts) == (
+        k.IMAGE,
+        "kind-worker",
+        run.name + "-0",
+        1,
+    )
+    ok = k.RunSpec("serve", "batch", "p2")
+    play(
+        tracker,
+        [
+            (
+                "pods",
+                "apply",
+                k.pod(ok, 0, "Succeeded", started=T0, terminated=("Completed", 0, T0 + 8), bare=True),
+            )
+        ],
+    )
+    gone = k.RunSpec("serve", "batch", "p3")
+    play(tracker, [("pods", "apply", k.pod(gone, 0, "Running", started=T0, bare=True))])
+    play(tracker, [("pods", "delete", k.pod(gone, 0, "Running", started=T0, bare=True))])
+    assert records_of(records)[1:] == [
+        ("p2", "succeeded", "Completed", T0, T0 + 8),
+        ("p3", "cancelled", "Deleted", T0, clock.now),
+    ]
+    assert runs(registry, "serve", "batch", "cancelled", "Deleted") == 1
+
+
+def test_added_and_modified_events_do_not_end_a_run_only_deleted_does() -> None:
+    tracker, registry, records, _ = make()
+    run = k.RunSpec("train", "fit", "r1")
+    for event in ("ADDED", "MODIFIED", "BOOKMARK"):
+        tracker.on_job(wire(event), wire(k.job(run, started=T0, active=1)))
+        bare = k.RunSpec("train", "fit", "bare")
+        tracker.on_pod(wire(event), wire(k.pod(bare, 0, "Running", started=T0, bare=True)))
+    assert records.sent == [] and gauge(registry, c.PROM_RUNS_IN_PROGRESS) == 2
+    tracker.on_job(wire("DELETED"), wire(k.job(run, started=T0, active=1)))
+    assert [(r.run_id, r.reason) for r in records.sent] == [("r1", R.DELETED)]
+
+
+def test_a_run_id_comes_from_the_first_object_that_has_one() -> None:
+    tracker, _, records, _ = make()
+    unlabelled = k.RunSpec("train", "fit", "r1")
+    pod = k.pod(unlabelled, 0, "Running", started=T0)
+    del pod["metadata"]["labels"][c.LABEL_RUN_ID]
+    play(tracker, [("pods", "apply", pod)])  # the pod comes first: the run is named after its Job
+    job = k.job(unlabelled, started=T0, succeeded=1, condition=("Complete", None, T0 + 5))
+    del job["metadata"]["labels"][c.LABEL_RUN_ID]
+    del job["spec"]["template"]["metadata"]["labels"][c.LABEL_RUN_ID]
+    play(tracker, [("jobs", "apply", job)])
+    labelled = k.RunSpec("train", "fit", "r2")
+    pod2 = k.pod(labelled, 0, "Running", started=T0)
+    del pod2["metadata"]["labels"][c.LABEL_RUN_ID]
+    play(tracker, [("pods", "apply", pod2)])
+    play(
+        tracker,
+        [("jobs", "apply", k.job(labelled, started=T0, succeeded=1, condition=("Complete", None, T0 + 5)))],
+    )
+    assert [r.run_id for r in records.sent] == [unlabelled.name, "r2"]
+
+
+def test_a_job_seen_without_pods_keeps_its_own_start_image_and_creation() -> None:
+    tracker, _, records, clock = make()
+    early = k.RunSpec("train", "fit", "r1", created=T0 - 100)
+    play(
+        tracker,
+        [("jobs", "apply", k.job(early, started=T0, succeeded=1, condition=("Complete", None, T0 + 9)))],
+    )
+    unstarted = k.RunSpec("train", "fit", "r2", created=T0 - 50)
+    play(tracker, [("jobs", "apply", k.job(unstarted)), ("jobs", "delete", k.job(unstarted))])
+    undated = k.job(k.RunSpec("train", "fit", "r3"))
+    del undated["metadata"]["creationTimestamp"]
+    first_seen = clock.now
+    play(tracker, [("jobs", "apply", undated)])
+    clock.now += 30
+    play(tracker, [("jobs", "delete", undated)])
+    assert records_of(records) == [
+        ("r1", "succeeded", "Completed", T0, T0 + 9),
+        ("r2", "cancelled", "Deleted", T0 - 50, first_seen),
+        ("r3", "cancelled", "Deleted", first_seen, first_seen + 30),
+    ]
+    assert [(r.image, r.attempts, r.pod, r.node) for r in records.sent] == [(k.IMAGE, 1, None, None)] * 3
+
+
+def test_the_pods_image_wins_over_the_jobs_template() -> None:
+    tracker, _, records, _ = make()
+    for i, pod_first in enumerate((False, True)):
+        run = k.RunSpec("train", "fit", f"r{i}")
+        pod = k.pod(run, 0, "Running", started=T0)
+        pod["spec"]["containers"][0]["image"] = "ghcr.io/mlobs/demo-train:0.2.0"
+        job = ("jobs", "apply", k.job(run, started=T0, active=1))
+        steps = [("pods", "apply", pod), job] if pod_first else [job, ("pods", "apply", pod)]
+        done = k.job(run, started=T0, succeeded=1, condition=("Complete", None, T0 + 9))
+        play(tracker, [*steps, ("jobs", "apply", done)])
+    assert [r.image for r in records.sent] == ["ghcr.io/mlobs/demo-train:0.2.0"] * 2
+
+
+def with_restart(pod: dict[str, Any], restarts: int, reason: str, code: int) -> dict[str, Any]:
+    """The pod after its container was restarted in place (restartPolicy OnFailure)."""
+    status = pod["status"]["containerStatuses"][0]
+    status["restartCount"] = restarts
+    status["lastState"] = {
+        "terminated": {"reason": reason, "exitCode": code, "finishedAt": "2026-11-18T20:00:00Z"}
+    }
+    return pod
+
+
+def test_restarts_in_place_count_as_pod_failures_once_each() -> None:
+    tracker, registry, _, _ = make()
+    run = k.RunSpec("train", "fit", "r1")
+    play(tracker, [("jobs", "apply", k.job(run, started=T0, active=1))])
+    oom = {"pipeline": "train", "step": "fit", "reason": "OOMKilled"}
+    error = {**oom, "reason": "Error"}
+    for restarts, reason, code in ((1, "OOMKilled", 137), (1, "OOMKilled", 137), (2, "Error", 1)):
+        play(
+            tracker,
+            [("pods", "apply", with_restart(k.pod(run, 0, "Running", started=T0), restarts, reason, code))],
+        )
+    assert registry.get_sample_value(c.PROM_POD_FAILURES, oom) == 1, "the same restart seen twice"
+    assert registry.get_sample_value(c.PROM_POD_FAILURES, error) == 1
+    listed = k.RunSpec("train", "fit", "r2")
+    old = with_restart(k.pod(listed, 0, "Running", started=T0), 3, "OOMKilled", 137)
+    play(tracker, [("pods", "apply", old)], seen_before=float("inf"))  # restarted before the exporter began
+    assert registry.get_sample_value(c.PROM_POD_FAILURES, oom) == 1
+
+
+def test_a_relist_does_not_count_an_attempt_that_failed_before_the_last_sync() -> None:
+    tracker, registry, records, _ = make()  # the clock is far past the last sync
+    run = k.RunSpec("train", "fit", "r1")
+    steps = k.oom_killed(run, T0, T0 + 30)
+    play(tracker, [steps[3], steps[4]], seen_before=T0 + 100)
+    oom = {"pipeline": "train", "step": "fit", "reason": "OOMKilled"}
+    assert registry.get_sample_value(c.PROM_POD_FAILURES, oom) == 0
+    assert records.sent == [] and gauge(registry, c.PROM_LAST_FAILURE) == T0 + 30
+
+
+def test_a_run_ending_exactly_at_the_last_sync_is_history() -> None:
+    tracker, registry, records, _ = make()
+    last_sync = T0 + 100
+    for name, end in (("before", T0 + 99), ("at", last_sync), ("after", T0 + 101)):
+        play(tracker, k.succeeding(k.RunSpec("train", "fit", name), T0, end)[-1:], seen_before=last_sync)
+    assert [r.run_id for r in records.sent] == ["after"]
+    assert runs(registry, "train", "fit", "succeeded", "Completed") == 1
+    assert gauge(registry, c.PROM_LAST_SUCCESS) == T0 + 101
+
+
+def failed_job(run: k.RunSpec, failed: int, reason: str | None, end: float = T0 + 30) -> k.Step:
+    return ("jobs", "apply", k.job(run, started=T0, failed=failed, condition=("Failed", reason, end)))
+
+
+def failed_pod(run: k.RunSpec, attempt: int, reason: str, code: int) -> k.Step:
+    return (
+        "pods",
+        "apply",
+        k.pod(run, attempt, "Failed", started=T0, terminated=(reason, code, T0 + 10 * attempt + 9)),
+    )
+
+
+def test_a_failed_job_waits_until_every_failed_pod_it_counts_was_seen() -> None:
+    tracker, _, records, clock = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=1)
+    play(tracker, [failed_pod(run, 0, "Error", 1), failed_job(run, 2, "BackoffLimitExceeded")])
+    assert records.sent == [], "the second attempt's reason is still on its way"
+    play(tracker, [failed_pod(run, 1, "OOMKilled", 137)])
+    assert [(r.reason, r.exit_code, r.attempts) for r in records.sent] == [(R.OOM_KILLED, 137, 2)]
+    stale = k.RunSpec("train", "fit", "r2", backoff_limit=1)  # the Job's count lags its pods
+    play(
+        tracker,
+        [
+            failed_pod(stale, 0, "Error", 1),
+            failed_pod(stale, 1, "Error", 2),
+            failed_job(stale, 1, "BackoffLimitExceeded"),
+        ],
+    )
+    assert [(r.reason, r.exit_code) for r in records.sent[1:]] == [(R.BACKOFF_LIMIT_EXCEEDED, 2)]
+    early = k.RunSpec("train", "fit", "r3")  # failed before any pod did (its deadline, say)
+    play(tracker, [failed_job(early, 0, "DeadlineExceeded")])
+    assert len(records.sent) == 2
+    tracker.tick(clock.now + 2)
+    assert [(r.run_id, r.reason, r.exit_code) for r in records.sent[2:]] == [
+        ("r3", R.DEADLINE_EXCEEDED, None)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("condition_reason", "pod", "reason", "exit_code"),
+    [
+        ("PodFailurePolicy", ("Error", 3), R.ERROR, 3),  # a reason the tracker does not map: the pod's
+        (None, ("Error", 4), R.ERROR, 4),
+        (None, None, R.UNKNOWN, None),
+        ("DeadlineExceeded", ("Error", 5), R.DEADLINE_EXCEEDED, 5),
+        ("BackoffLimitExceeded", ("OOMKilled", 137), R.OOM_KILLED, 137),
+    ],
+)
+def test_a_failed_jobs_reason(
+    condition_reason: str | None, pod: tuple[str, int] | None, reason: c.RunReason, exit_code: int | None
+) -> None:
+    tracker, registry, records, clock = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=1)
+    steps = [failed_pod(run, 0, *pod)] if pod else []
+    play(tracker, [*steps, failed_job(run, len(steps), condition_reason)])
+    tracker.tick(clock.now + 2)
+    assert [(r.reason, r.exit_code) for r in records.sent] == [(reason, exit_code)]
+    assert runs(registry, "train", "fit", "failed", reason.value) == 1
+
+
+@pytest.mark.parametrize(
+    ("pod_reason", "reason"),
+    [
+        (None, R.BACKOFF_LIMIT_EXCEEDED),
+        ("DeadlineExceeded", R.BACKOFF_LIMIT_EXCEEDED),
+        ("Evicted", R.EVICTED),
+    ],
+)
+def test_no_retries_is_an_error_only_for_an_exit_code(pod_reason: str | None, reason: c.RunReason) -> None:
+    """With backoffLimit 0, a non-zero exit is reported as Error; any other cause keeps the Job's reason."""
+    tracker, _, records, _ = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=0)
+    pod = k.pod(
+        run, 0, "Failed", started=T0, pod_reason=pod_reason
+    )  # no exit code: Unknown, or the pod's reason
+    play(tracker, [("pods", "apply", pod), failed_job(run, 1, "BackoffLimitExceeded")])
+    assert [r.reason for r in records.sent] == [reason]
+
+
+def test_the_last_failure_is_the_latest_end_and_a_cancelled_run_is_not_one() -> None:
+    tracker, registry, _, _ = make()
+
+    def info(run_id: str) -> float | None:
+        labels = {"pipeline": "train", "step": "fit", "run_id": run_id, "reason": "OOMKilled"}
+        return registry.get_sample_value(
+            c.PROM_LAST_FAILURE_INFO, {**labels, "exit_code": "137", "namespace": "ml"}
+        )
+
+    play(tracker, k.oom_killed(k.RunSpec("train", "fit", "late"), T0 + 10, T0 + 30))
+    play(tracker, k.oom_killed(k.RunSpec("train", "fit", "early"), T0, T0 + 20))  # ended before: ignored
+    assert (info("late"), info("early"), gauge(registry, c.PROM_LAST_FAILURE_START)) == (
+        T0 + 30,
+        None,
+        T0 + 10,
+    )
+    play(tracker, k.oom_killed(k.RunSpec("train", "fit", "same"), T0 + 20, T0 + 30))  # same end: the newer
+    assert (info("late"), info("same"), gauge(registry, c.PROM_LAST_FAILURE_START)) == (
+        None,
+        T0 + 30,
+        T0 + 20,
+    )
+    gone = k.RunSpec("train", "fit", "gone")
+    play(
+        tracker, [("jobs", "apply", k.job(gone, started=T0 + 40, active=1)), ("jobs", "delete", k.job(gone))]
+    )
+    assert gauge(registry, c.PROM_LAST_FAILURE) == T0 + 30 and info("same") == T0 + 30
+    assert gauge(registry, c.PROM_LAST_SUCCESS) == 0
+
+
+def test_a_duration_is_end_minus_start_whatever_the_epoch() -> None:
+    tracker, registry, _, _ = make()
+    play(tracker, k.succeeding(k.RunSpec("train", "fit", "r1", created=1.0), 5.0, 100.0))  # 1970
+    assert duration_samples(registry)["_sum"] == 95
+    assert duration_samples(registry)["60.0"] == 0 and duration_samples(registry)["300.0"] == 1

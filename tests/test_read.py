@@ -219,6 +219,14 @@ def test_rows_come_in_batches_and_as_frames(client: ReadClient, monkeypatch: pyt
         (lambda c: c.runs(limit=0), "limit=0 is invalid"),
         (lambda c: c.runs(since="yesterday"), "since='yesterday' is invalid: must be an ISO 8601 time"),
         (lambda c: c.runs(since="2h", until="3h"), r"bad time range: since \(.*\) is not before until"),
+        (
+            lambda c: c.runs(since="2300-01-01"),
+            r"since='2300-01-01' is invalid: nanoseconds must be within the int64",
+        ),
+        (
+            lambda c: c.logs("train-a", until="1600-01-01"),
+            r"until='1600-01-01' is invalid: nanoseconds must be",
+        ),
         (lambda c: c.logs("train-a", level="LOUD"), "level='LOUD' is invalid: must be one of DEBUG, INFO"),
         (lambda c: c.logs("train-a", limit=-1), "limit=-1 is invalid"),
         (lambda c: c.run(""), "run_id='' is invalid: must be a run id"),
@@ -339,6 +347,10 @@ def test_since_is_inclusive_and_until_exclusive_to_the_nanosecond(client: ReadCl
     assert [r["message"] for r in client.logs("train-a", until=t[1])] == messages[:1]
     assert [r["message"] for r in client.logs("train-a", until=t[1] + 1)] == messages[:2]
     assert [r["message"] for r in client.logs("train-a", since=t[1], until=t[1] + 1)] == [messages[1]]
+    # an ISO 8601 time with nanoseconds, as InfluxDB and format_ns print them, is exact too
+    assert [r["message"] for r in client.logs("train-a", since=format_ns(t[1]))] == messages[1:]
+    assert [r["message"] for r in client.logs("train-a", since=format_ns(t[1] + 1))] == messages[2:]
+    assert [r["message"] for r in client.logs("train-a", until=format_ns(t[1] + 1))] == messages[:2]
     # runs by their start: the SDK's started event, or the exporter's start_ns when only it saw the run
     [started] = [p.time_ns for p in _points(data, c.RUN, "train-a") if p.tags[c.TAG_STATUS] == "started"]
     assert "train-a" in ids(client.runs(since=started))

@@ -10,20 +10,22 @@ validators, so over 400 lines.)
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, get_type_hints
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from influxdb_client import Point
 
-from pipeline_sdk import Client, LocalTransport
+from pipeline_sdk import Client, LocalTransport, validation
 from pipeline_sdk import contract as c
 from pipeline_sdk.encoding import decode_entries
 from pipeline_sdk.local_store import split_record
@@ -32,6 +34,7 @@ from pipeline_sdk.validation import (
     INT64_MIN,
     MAX_JSON_DEPTH,
     MAX_TEXT_LENGTH,
+    check_attempt,
     check_identity,
     check_index,
     check_json,
@@ -42,6 +45,8 @@ from pipeline_sdk.validation import (
     describe,
     escape_surrogates,
     escape_text,
+    json_dumps,
+    json_nesting_problem,
     param_value,
     safe_text,
     short_repr,
@@ -308,7 +313,13 @@ def test_every_accepted_metric_is_a_valid_point(
     rec.log_metric(name, value, step=step)
     [(measurement, tags, fields)] = take_points(quiet_client)
     assert measurement == (c.METRIC.measurement if step is None else c.LIST_METRIC.measurement)
-    assert tags == {"run_id": "run-1", "pipeline": "pipe", "step": "step", "name": name}
+    assert tags == {
+        c.TAG_RUN_ID: "run-1",
+        c.TAG_PIPELINE: "pipe",
+        c.TAG_STEP: "step",
+        c.TAG_ATTEMPT: c.FIRST_ATTEMPT,
+        c.TAG_NAME: name,
+    }
     assert fields[c.FIELD_VALUE] == float(value)
     if step is not None:
         assert fields[c.FIELD_INDEX] == step
@@ -362,7 +373,12 @@ def shown(text: str) -> str:
 
 @pytest.mark.parametrize(
     ("check", "arg", "limit"),
-    [(check_tag_value, "reason", 256), (check_identity, "pipeline", 63), (check_name, "name", 250)],
+    [
+        (check_tag_value, "reason", 256),
+        (check_identity, "pipeline", 63),
+        (check_name, "name", 250),
+        (check_attempt, "attempt", 253),
+    ],
 )
 def test_length_limits_are_exact(check, arg: str, limit: int) -> None:  # type: ignore[no-untyped-def]
     assert check(arg, "a" * (limit - 1)) == "a" * (limit - 1)
@@ -552,3 +568,240 @@ def test_recorder_refuses_bad_inputs_and_outputs_naming_the_argument(quiet_clien
     [(measurement, tags, fields)] = take_points(quiet_client)
     assert (measurement, tags[c.TAG_NAME]) == (c.IO.measurement, "deep")
     assert unescape_text(str(fields[c.FIELD_VALUE])) == json.dumps(nested_lists(64))
+
+
+# ---- exact messages, both sides of every check (the mutation test found these loose) -------------
+
+STRING_CHECKS = [
+    (check_name, "must not be empty"),
+    (check_identity, "must not be empty"),
+    (check_attempt, "must not be empty"),
+    (check_tag_value, "must not be empty (InfluxDB drops empty tags)"),
+]
+
+
+@pytest.mark.parametrize(("check", "empty"), STRING_CHECKS)
+def test_string_checks_refuse_other_types_and_the_empty_string_exactly(check, empty: str) -> None:  # type: ignore[no-untyped-def]
+    class Text(str):
+        pass
+
+    for value, shown_as in (
+        (3, "int 3"),
+        (b"x", "bytes b'x'"),
+        (Text("x"), "Text 'x'"),
+        (None, "NoneType None"),
+    ):
+        with pytest.raises(TypeError) as info:
+            check("arg", value)
+        assert str(info.value) == f"arg must be a str, got {shown_as}"
+    with pytest.raises(ValueError) as refused:
+        check("arg", "")
+    assert str(refused.value) == f"arg='' is invalid: {empty}"
+    assert check("arg", "a") == "a"
+
+
+def test_text_is_any_str_even_empty_and_nothing_else() -> None:
+    assert check_text("message", "") == ""
+    with pytest.raises(TypeError) as info:
+        check_text("message", 3)
+    assert str(info.value) == "message must be a str, got int 3"
+    with pytest.raises(ValueError) as refused:
+        check_text("message", "bad \udcff")
+    assert (
+        str(refused.value)
+        == "message='bad \\udcff' is invalid: is not valid Unicode text (surrogates not allowed)"
+    )
+
+
+def test_attempts_are_label_values_of_up_to_253_characters() -> None:
+    for attempt in ("1", "12", "train-fit-r1-0-x7k2p", "a" * 253):
+        assert check_attempt("attempt", attempt) == attempt
+    for bad in ("-1", "pod-", "a b", "a/b"):
+        with pytest.raises(ValueError) as info:
+            check_attempt("attempt", bad)
+        assert str(info.value) == (
+            f"attempt={bad!r} is invalid: use letters, digits and _ . - only, "
+            "starting and ending with a letter or digit"
+        )
+
+
+def test_every_tag_value_refusal_names_its_reason_exactly() -> None:
+    reasons = {
+        "a\nb": "contains a line break, which line protocol cannot carry in a tag",
+        "a\rb": "contains a line break, which line protocol cannot carry in a tag",
+        "a\\": "ends in a backslash, which would escape the tag separator",
+        "a\tb": "contains a control character",
+        "a\x7fb": "contains a control character",
+        "bad \udcff": "is not valid Unicode text (surrogates not allowed)",
+    }
+    for value, reason in reasons.items():
+        with pytest.raises(ValueError) as info:
+            check_tag_value("tag", value)
+        assert str(info.value) == f"tag={short_repr(value)} is invalid: {reason}"
+    assert check_tag_value("tag", "a\\b c=d,e") == "a\\b c=d,e", "escaped by line protocol, not refused"
+
+
+class Unshowable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_short_repr_cuts_at_exactly_the_limit_and_never_raises() -> None:
+    at_limit = "x" * 58  # its repr, with the quotes, is 60 characters
+    assert short_repr(at_limit) == repr(at_limit)
+    assert short_repr(at_limit + "x") == "'" + "x" * 56 + "..."
+    assert len(short_repr("y" * 1000)) == 60 and short_repr("abc", limit=4) == "'..."
+
+    assert short_repr(Unshowable()) == "<Unshowable: repr() raised RuntimeError>"
+    assert re.fullmatch(r"\[<Unshowable instance at 0x[0-9a-f]+>\]", short_repr([Unshowable()]))
+    assert short_repr({"a": {"b": {"c": {"d": 1}}}}) == "{'a': {'b': {'c': {...}}}}", "three levels deep"
+
+
+class Scalar:
+    """Any object with ``item()``, as numpy and torch scalars and 0-d arrays have."""
+
+    def __init__(self, item: object) -> None:
+        self._item = item
+
+    def item(self) -> object:
+        if isinstance(self._item, Exception):
+            raise self._item
+        return self._item
+
+    def __repr__(self) -> str:
+        return f"Scalar({self._item!r})"
+
+
+def test_numbers_from_item_and_numpy() -> None:
+    import numpy as np
+
+    assert check_number("v", Scalar(2)) == 2.0 and check_number("v", Scalar(0.5)) == 0.5
+    assert check_number("v", np.float32(0.5)) == 0.5 and check_number("v", np.int64(-3)) == -3.0
+    assert check_number("v", np.array(1.25)) == 1.25, "a 0-d array"
+    for bad in (Scalar(TypeError("no")), Scalar(ValueError("size 2"))):
+        with pytest.raises(TypeError) as info:
+            check_number("v", bad)
+        assert str(info.value) == f"v must be a real number (or a one-element array), got Scalar {bad!r}"
+    with pytest.raises(TypeError) as many:
+        check_number("v", np.array([1.0, 2.0]))
+    assert str(many.value) == "v must be a real number (or a one-element array), got ndarray array([1., 2.])"
+    for inner in (True, "0.5", None, 1j):
+        with pytest.raises(TypeError) as info:
+            check_number("v", Scalar(inner))
+        assert str(info.value) == f"v must be a real number, got Scalar Scalar({inner!r})"
+    with pytest.raises(ValueError) as inf:
+        check_number("v", Scalar(float("inf")))
+    assert str(inf.value) == "v=inf is invalid: must be a finite number (InfluxDB drops NaN and infinity)"
+    with pytest.raises(ValueError) as big:
+        check_number("v", np.uint64(2**63))
+    assert str(big.value) == f"v={2**63} is invalid: integer outside the int64 range"
+
+
+def test_an_index_may_be_any_integral_but_not_a_bool() -> None:
+    import numpy as np
+
+    assert check_index("step", np.int64(7)) == 7 and type(check_index("step", np.int64(7))) is int
+    assert check_index("step", np.uint8(0)) == 0
+    with pytest.raises(ValueError) as info:
+        check_index("step", np.int64(-1))
+    assert str(info.value) == "step=-1 is invalid: must be from 0 to 2**63-1"
+    for bad, shown_as in (
+        (np.bool_(True), "bool np.True_"),
+        (Fraction(1), "Fraction Fraction(1, 1)"),
+        ("1", "str '1'"),
+    ):
+        with pytest.raises(TypeError) as refused:
+            check_index("step", bad)
+        assert str(refused.value) == f"step must be an int, got {shown_as}"
+
+
+def test_unescape_keeps_unknown_escapes_and_escape_leaves_plain_text_alone() -> None:
+    assert unescape_text("a\\xb\\") == "a\\xb\\", "only the three escapes the writer makes are read"
+    assert unescape_text("a\\\\n\\nb\\r") == "a\\n\nb\r"
+    plain = "no escapes here, \t tabs stay"
+    assert escape_text(plain) is plain and unescape_text(plain) is plain
+    assert escape_text("a\\b\nc\rd") == "a\\\\b\\nc\\rd"
+
+
+def test_truncate_text_at_the_markers_own_boundaries() -> None:
+    marker = "... [50 characters truncated by mlobs]"
+    assert len(marker) == 38
+    assert truncate_text("a" * 50, 38) == marker, (
+        "no room for any prefix: the marker alone, exactly the limit"
+    )
+    assert truncate_text("a" * 100, 38) == "a" * 38, "the marker would be 39 characters: a plain cut"
+    # Both 99 and 100 characters cut would fit 200 (a prefix of 162 or of 161): the longer prefix is kept.
+    assert truncate_text("a" * 261, 200) == "a" * 162 + "... [99 characters truncated by mlobs]"
+    assert truncate_text("a" * 10_000, 50) == "a" * 10 + "... [9990 characters truncated by mlobs]"
+
+
+def test_safe_text_describes_escapes_and_truncates_in_that_order() -> None:
+    assert safe_text(Unprintable()) == "<unprintable Unprintable: str() raised RuntimeError>"
+    assert safe_text(ValueError("bad \udcff")) == "bad \\udcff"
+    assert safe_text("\udcff" * 10, 45) == "\\udcff\\... [53 characters truncated by mlobs]", (
+        "cut after escaping"
+    )
+    assert safe_text(12) == "12"
+
+
+def test_json_nesting_problem_reports_its_own_stack_running_out() -> None:
+    assert json_nesting_problem(nested_lists(5000), max_depth=10**6) == "nested too deep to encode here"
+    assert json_nesting_problem(nested_lists(64)) is None and json_nesting_problem("[[[") is None
+    assert json_nesting_problem([[], {"a": [[]]}], max_depth=4) is None
+    assert json_nesting_problem([[], {"a": [[]]}], max_depth=3) == "nested more than 3 deep"
+    assert json_nesting_problem(({"a": ()},), max_depth=2) == "nested more than 2 deep", "tuples count too"
+
+
+def test_json_text_is_unicode_sorted_and_refuses_nan_exactly() -> None:
+    assert (
+        check_json("value", {"é": "café", "a": [1.5, None, True]}) == '{"a": [1.5, null, true], "é": "café"}'
+    )
+    assert json_dumps(float("nan"), allow_nan=True) == "NaN"
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        json_dumps(float("nan"))
+    assert json_dumps({"b": object()}, default=lambda o: "obj") == '{"b": "obj"}'
+    for value in (float("nan"), {"x": [float("-inf")]}):
+        with pytest.raises(ValueError) as info:
+            check_json("value", value)
+        assert str(info.value) == (
+            f"value={short_repr(value)} is invalid: Out of range float values are not JSON compliant"
+        )
+    with pytest.raises(TypeError) as refused:
+        check_json("output", {1, 2})
+    assert (
+        str(refused.value) == "output must be JSON-serialisable: Object of type set is not JSON serializable"
+    )
+
+
+def test_param_values_exactly() -> None:
+    import numpy as np
+
+    assert param_value("p", Fraction(1, 4)) == ("0.25", 0.25)
+    assert param_value("p", np.int64(7)) == ("7", 7.0)
+    assert param_value("p", 2**63 - 1) == ("9223372036854775807", float(2**63 - 1))
+    assert param_value("p", "") == ("", None)
+    assert param_value("p", False) == ("False", None)
+    for bad, shown_as in ((b"x", "bytes b'x'"), (Decimal("2.5"), "Decimal Decimal('2.5')")):
+        with pytest.raises(TypeError) as info:
+            param_value("p", bad)
+        assert str(info.value) == f"p must be a str, int, float, bool or None, got {shown_as}"
+
+
+# ---- the annotations resolve (as typing.get_type_hints and runtime type checkers read them) -----------
+
+
+def test_every_annotation_in_the_module_resolves() -> None:
+    functions = [
+        f for f in vars(validation).values() if inspect.isfunction(f) and f.__module__ == validation.__name__
+    ]
+    assert len(functions) >= 20
+    for function in functions:
+        get_type_hints(function)  # raises for an annotation that is not a type
+    assert get_type_hints(json_dumps) == {
+        "value": object,
+        "default": Callable[[Any], Any] | None,
+        "allow_nan": bool,
+        "return": str,
+    }
+    assert get_type_hints(json_nesting_problem) == {"value": object, "max_depth": int, "return": str | None}
+    assert get_type_hints(param_value) == {"arg": str, "value": Any, "return": tuple[str, float | None]}

@@ -129,6 +129,8 @@ class Backend(Protocol):
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d|w)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _INT64 = (-(2**63), 2**63 - 1)
+# The fraction of a second in an ISO 8601 time: datetime keeps microseconds, InfluxDB prints nanoseconds.
+_FRACTION = re.compile(r"(?<=:\d\d)[.,](\d+)")
 
 
 def time_arg(arg: str, value: datetime | str | int | None, now_ns: int | None = None) -> int | None:
@@ -137,41 +139,56 @@ def time_arg(arg: str, value: datetime | str | int | None, now_ns: int | None = 
     A duration such as ``30m``, ``2h``, ``1.5d`` or ``7d`` means that long before now
     (exactly: ``8.2s`` is 8,200,000,000 ns).  An ISO 8601 time without a zone
     (``2026-11-22T10:00:00``, ``2026-11-22``) is UTC, the zone the CLI prints times
-    in.  A datetime must carry its time zone: a naive one is ambiguous (local time?
-    UTC?) and is refused.  Nanoseconds must fit in int64, as InfluxDB's times do.
+    in, and its fraction of a second is read to the nanosecond (``10:00:00.123456789Z``,
+    as InfluxDB prints times; digits past the ninth are dropped).  A datetime must carry
+    its time zone: a naive one is ambiguous (local time? UTC?) and is refused.  The
+    time must fit in int64 nanoseconds, as InfluxDB's times do (1677-09-21 to 2262-04-11).
     """
     if value is None:
         return None
     if isinstance(value, bool):
         raise TypeError(f"{arg} must be a datetime, a string or nanoseconds, got bool")
     if isinstance(value, int):
-        if not _INT64[0] <= value <= _INT64[1]:
-            raise ValueError(f"{arg}={value!r} is invalid: nanoseconds must be within the int64 range")
-        return value
-    if isinstance(value, datetime):
+        ns = value
+    elif isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(
                 f"{arg}={value!r} is invalid: a datetime without a time zone is ambiguous; "
                 "give it one, e.g. datetime(..., tzinfo=datetime.UTC)"
             )
-        return _datetime_ns(value)
-    if isinstance(value, str):
-        text = value.strip()
-        match = _DURATION.fullmatch(text)
-        if match:
-            now = now_ns if now_ns is not None else time.time_ns()
-            return now - int(Fraction(match.group(1)) * _UNITS[match.group(2)] * 1_000_000_000)
-        try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            pass
-        else:
-            return _datetime_ns(parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC))
+        ns = _datetime_ns(value)
+    elif isinstance(value, str):
+        ns = _text_ns(arg, value, now_ns)
+    else:
+        raise TypeError(f"{arg} must be a datetime, a string or nanoseconds, got {type(value).__name__}")
+    if not _INT64[0] <= ns <= _INT64[1]:
         raise ValueError(
-            f"{arg}={value!r} is invalid: must be an ISO 8601 time (2026-11-22T10:00:00Z), "
-            "a duration before now (30m, 2h, 7d) or a datetime"
+            f"{arg}={value!r} is invalid: nanoseconds must be within the int64 range "
+            f"({format_ns(_INT64[0])} to {format_ns(_INT64[1])})"
         )
-    raise TypeError(f"{arg} must be a datetime, a string or nanoseconds, got {type(value).__name__}")
+    return ns
+
+
+def _text_ns(arg: str, value: str, now_ns: int | None) -> int:
+    text = value.strip()
+    match = _DURATION.fullmatch(text)
+    if match:
+        now = now_ns if now_ns is not None else time.time_ns()
+        return now - int(Fraction(match.group(1)) * _UNITS[match.group(2)] * 1_000_000_000)
+    fraction, nanos = _FRACTION.search(text), 0
+    if fraction is not None:
+        nanos = int(fraction.group(1)[:9].ljust(9, "0"))
+        text = text[: fraction.start()] + text[fraction.end() :]
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        pass
+    else:
+        return _datetime_ns(parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)) + nanos
+    raise ValueError(
+        f"{arg}={value!r} is invalid: must be an ISO 8601 time (2026-11-22T10:00:00Z), "
+        "a duration before now (30m, 2h, 7d) or a datetime"
+    )
 
 
 def time_range(
