@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import get_type_hints
 
 import pytest
 
@@ -39,8 +40,9 @@ from pipeline_sdk.shipper import (
     _atexit_closer,
     _RateLimitedWarning,
 )
-from pipeline_sdk.spool import Chunk, SpoolDir, frame_bytes
+from pipeline_sdk.spool import Chunk, Frame, SpoolDir, frame_bytes
 from tests.conftest import wait_for
+from tests.test_spool import assert_annotations_resolve
 
 SMALL = c.METRIC.tag  # its entries are popped whole frames at a time
 OTHER = c.PARAM.tag  # popped one by one, counting bytes
@@ -160,26 +162,10 @@ def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_stats_start_at_zero_and_dropped_events_sums_the_four_drop_counters() -> None:
-    assert vars(ShipperStats()) == {
-        "spooled_events": 0,
-        "delivered_events": 0,
-        "adopted_events": 0,
-        "dropped_queue_full": 0,
-        "dropped_spool_full": 0,
-        "dropped_spool_error": 0,
-        "dropped_log_records": 0,
-        "lost_corrupt_bytes": 0,
-        "spool_errors": 0,
-        "delivery_failures": 0,
-        "thread_restarts": 0,
-        "queued_events": 0,
-        "pending_bytes": 0,
-        "spooler_alive": False,
-        "delivery_alive": False,
-        "last_error": None,
-        "last_spool_error": None,
-        "last_thread_error": None,
-    }
+    fresh = vars(ShipperStats())
+    assert {k: v for k, v in fresh.items() if v is not None and v is not False and v != 0} == {}
+    assert (fresh["spooler_alive"], fresh["delivery_alive"]) == (False, False)
+    assert (fresh["last_error"], fresh["last_spool_error"], fresh["last_thread_error"]) == (None, None, None)
     stats = ShipperStats(
         dropped_queue_full=1,
         dropped_spool_full=20,
@@ -189,6 +175,16 @@ def test_stats_start_at_zero_and_dropped_events_sums_the_four_drop_counters() ->
         delivery_failures=600_000,
     )
     assert stats.dropped_events == 4321
+
+
+def test_the_annotations_resolve_as_introspection_reads_them() -> None:
+    assert assert_annotations_resolve(shipper_module) >= 35
+    assert get_type_hints(Shipper._next_chunk) == {
+        "spool": SpoolDir,
+        "carry": Frame | None,
+        "return": tuple[Chunk | None, Frame | None],
+    }
+    assert get_type_hints(Shipper.close) == {"timeout": float | None, "return": bool}
 
 
 # ---- warnings: one every WARN_EVERY seconds, with the count of those suppressed -------------------
@@ -343,17 +339,20 @@ def test_the_spooler_cuts_frames_at_frame_events_and_slices_at_slice(
         ([FRAME_BYTES, 1], 100, [1, 1]),
         ([FRAME_BYTES + 1, 1], 100, [1, 1]),  # an entry over the size still makes a frame of its own
         ([1] * 10, 3, [3, 3, 3, 1]),  # and at most ``most`` entries
+        ([1] * 300, 257, [257, 43]),
     ],
 )
 def test_large_entries_are_cut_into_frames_of_about_frame_bytes(
     sizes: list[int], most: int, popped: list[int]
 ) -> None:
-    queue = deque(bytes([i]) * size for i, size in enumerate(sizes))
+    queue = deque(bytes([i % 256]) * size for i, size in enumerate(sizes))
     frames = []
     while queue:
         frames.append(Shipper._pop_frame(OTHER, queue, most))
     assert [len(f) for f in frames] == popped
-    assert [e for f in frames for e in f] == [bytes([i]) * size for i, size in enumerate(sizes)]  # in order
+    assert [e for f in frames for e in f] == [
+        bytes([i % 256]) * size for i, size in enumerate(sizes)
+    ]  # in order
 
 
 def test_small_entries_are_popped_by_count_alone() -> None:
@@ -509,13 +508,20 @@ def test_delivery_stopped_while_failing_keeps_the_frames(
     ],
 )
 def test_consecutive_frames_go_out_as_chunks_up_to_chunk_events_and_chunk_bytes(
-    make: Callable[..., Shipper], tmp_path: Path, frames: list[tuple[str, int, int]], chunks: list[list[int]]
+    make: Callable[..., Shipper],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    frames: list[tuple[str, int, int]],
+    chunks: list[list[int]],
 ) -> None:
     recorder = Recorder()
     shipper = make(recorder)
     stopped(shipper)
     spool = spool_of(tmp_path / "spool", frames)
-    assert shipper._deliver_all(recorder, spool, adopted=True) is True  # returns once the spool is empty
+    with caplog.at_level(logging.INFO, "mlobs"):
+        caplog.clear()
+        assert shipper._deliver_all(recorder, spool, adopted=True) is True  # returns once the spool is empty
+    assert messages(caplog) == []  # nothing failed, so nothing "recovered"
     assert [[f.count for f in chunk.frames] for chunk in recorder.chunks] == chunks
     assert [chunk.count for chunk in recorder.chunks] == [sum(counts) for counts in chunks]
     stats = shipper.stats()
@@ -625,7 +631,7 @@ def test_a_leftover_spools_harmless_errors_are_counted(make: Callable[..., Shipp
 
 
 def test_close_releases_an_undelivered_leftover_spool_for_a_later_process(
-    make: Callable[..., Shipper], tmp_path: Path
+    make: Callable[..., Shipper], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = tmp_path / "home" / "spool" / "local"
     older = spool_of(root, [(SMALL, 2, 10)])
@@ -634,7 +640,13 @@ def test_close_releases_an_undelivered_leftover_spool_for_a_later_process(
     shipper = make(recorder, linger=0.01)
     wait_for(lambda: recorder.attempts >= 1, 10, "a delivery attempt")
     assert SpoolDir.adopt_orphans(root, exclude="none") == []  # held by the shipper
-    assert shipper.close(timeout=0) is False
+    with caplog.at_level(logging.WARNING, "mlobs"):
+        caplog.clear()
+        assert shipper.close(timeout=0) is False
+    assert messages(caplog) == [
+        f"mlobs: 0 bytes of events not delivered to a recorder within 0.0 s; they are kept in "
+        f"{shipper.spool_path} and the next process using this MLOBS_HOME delivers them"
+    ]
     assert (recorder.opens, recorder.closes) == (1, 1)
     [again] = SpoolDir.adopt_orphans(root, exclude="none")
     assert again.name == older.name and again.pending_bytes() == frame_size(SMALL, 10)

@@ -11,10 +11,14 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import inspect
 import logging
 import os
 import resource
+import socket
 import stat
+import types
+import typing
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +114,26 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def assert_annotations_resolve(module: types.ModuleType) -> int:
+    """Every annotation of ``module``'s functions, classes and methods resolves; how many were read."""
+    read = 0
+    for obj in vars(module).values():
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj.__module__ != module.__name__:
+            continue
+        members = [m for m in vars(obj).values() if inspect.isfunction(m)] if inspect.isclass(obj) else []
+        for target in (obj, *members):
+            typing.get_type_hints(target)
+            read += 1
+    return read
+
+
+def test_the_annotations_resolve_as_introspection_reads_them() -> None:
+    assert assert_annotations_resolve(spool_module) >= 30
+    assert typing.get_type_hints(SpoolDir.next_frame) == {"return": Frame | None}
+    assert typing.get_type_hints(SpoolDir.append) == {"frames": list[list[bytes]], "return": int}
+    assert typing.get_type_hints(spool_module._read_ack) == {"path": Path, "return": int | None}
 
 
 # ---- the frame format ------------------------------------------------------------------------
@@ -239,6 +263,34 @@ def test_a_delivered_segment_that_was_rolled_over_is_removed(tmp_path: Path) -> 
     spool.ack(got_3)
     assert segments(spool) == {}
     assert spool.release() is True and not spool.path.exists()
+
+
+def test_an_ack_for_a_segment_already_removed_touches_no_other(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path, segment_bytes=L)
+    spool.append([frame(0)])
+    spool.append([frame(1)])
+    first, _ = iter(spool.next_frame, None)
+    spool.ack(first)
+    assert segments(spool) == {"000000000001.seg": L}
+    spool.ack(first)  # again (a chunk acknowledged twice): segment 1 is not segment 0
+    assert spool.pending_bytes() == L and not (spool.path / "000000000001.ack").exists()
+    spool.rewind()
+    assert [f.entries[0] for f in iter(spool.next_frame, None)] == [1]
+    spool.release()
+
+
+def test_the_segment_being_written_is_removed_once_delivered_even_before_older_ones(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path, segment_bytes=L)
+    spool.append([frame(0)])
+    spool.append([frame(1)])
+    first, second = iter(spool.next_frame, None)
+    spool.ack(second)  # segment 1, the one being written, delivered to its end
+    assert segments(spool) == {"000000000000.seg": L}
+    spool.append([frame(2)])  # so the next append starts a new segment
+    assert segments(spool) == {"000000000000.seg": L, "000000000002.seg": L}
+    spool.ack(first)
+    assert segments(spool) == {"000000000002.seg": L}
+    spool.release()
 
 
 # ---- a write the disk refuses (RLIMIT_FSIZE: a real short write, then EFBIG) -------------------
@@ -432,6 +484,32 @@ def test_a_symlinked_segment_is_counted_at_adoption_and_the_others_delivered(tmp
     assert [(f.segment, f.entries[0]) for f in iter(adopted.next_frame, None)] == [(1, 1)]
 
 
+def test_a_leftover_directory_that_cannot_be_read_is_skipped_and_its_lock_closed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module, "_throttle", _Throttle())  # "adopt" warnings of other tests
+    bad = leftover(tmp_path, 1)
+    good = leftover(tmp_path, 2)
+    monkeypatch.chdir(bad)  # a socket's path must be short
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("000000000000.ack")  # opening a socket fails (ENXIO): not a file we can read
+    before = set(open_fds())
+    with caplog.at_level(logging.WARNING, "mlobs.spool"):
+        [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    assert adopted.name == good.name
+    assert set(open_fds()) - before == set(fds_on(good))  # the bad one's lock was closed
+    assert [r.getMessage() for r in caplog.records] == [
+        f"mlobs: leftover spool {bad} not adopted: [Errno {errno.ENXIO}] No such device or address: "
+        f"'{bad / '000000000000.ack'}'"
+    ]
+    fd = os.open(bad / LOCK_NAME, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it: tried again by a later process
+    finally:
+        os.close(fd)
+    adopted.release()
+
+
 def test_which_leftover_directories_are_adopted_and_in_what_order(tmp_path: Path) -> None:
     root = tmp_path / "root"
     assert SpoolDir.adopt_orphans(root, exclude="none") == []  # no spool root yet
@@ -497,6 +575,7 @@ def corrupt_leftover(root: Path, junk: bytes, at: int = 1, n: int = 4) -> Path:
         (b"XMF" + b"\xff" * 30, "bad magic"),  # a magic at an odd offset, no frame behind it
         (b"XYMF" + b"\xff" * 30, "bad magic"),  # and at an even one
         (b"MF" + b"\xff" * 13, "truncated frame"),  # a header whose lengths run past the end
+        (b"Z" * 200, "bad magic"),  # more junk than there is before it
     ],
 )
 def test_junk_between_frames_costs_exactly_its_bytes(
