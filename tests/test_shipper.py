@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
+import os
 import random
 import resource
+import signal
 import threading
 import time
 import weakref
@@ -740,3 +743,52 @@ def test_the_atexit_closer_closes_and_holds_no_reference(tmp_path: Path) -> None
     gc.collect()
     assert ref() is None  # neither the closer nor the fork hook kept it alive
     closer()  # and a closer of a collected shipper does nothing
+
+
+def test_a_forked_child_starts_afresh_with_queues_stats_and_a_spool_of_its_own(
+    make: Callable[..., Shipper],
+) -> None:
+    recorder = Recorder()
+    parent = make(recorder)
+    parent.queues[SMALL].extend([b"parent"] * 3)  # queued in the parent, not spooled yet
+    closed = make(Recorder())
+    closed.close(timeout=5)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it sees, then leave without running anything of pytest's
+        try:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(20)
+            at_fork = (parent._queued(), parent.stats().spooled_events, str(parent.spool_path))
+            parent.queues[SMALL].append(b"child")
+            flushed = parent.flush(10)
+            stats = parent.stats()
+            report = {
+                "at_fork": at_fork,
+                "flushed": flushed,
+                "frames": recorder.frames(),
+                "stats": (
+                    stats.spooled_events,
+                    stats.delivered_events,
+                    stats.spooler_alive,
+                    stats.delivery_alive,
+                ),
+                "closed_threads": (closed.stats().spooler_alive, closed.stats().delivery_alive),
+            }
+            os.write(write_end, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = json.loads(pipe.read() or b"null")
+    assert os.waitpid(pid, 0)[1] == 0
+    assert report is not None, "the child reported nothing"
+    queued, spooled, child_spool = report["at_fork"]
+    assert (queued, spooled) == (0, 0)  # the parent's entries are the parent's to deliver
+    assert child_spool != str(parent.spool_path) and Path(child_spool).parent == parent.spool_path.parent
+    assert report["flushed"] is True
+    assert report["frames"] == [[SMALL, 1]]
+    assert report["stats"] == [1, 1, True, True]
+    assert report["closed_threads"] == [False, False]  # a closed shipper stays closed in the child
+    assert parent.flush(10)
+    assert recorder.frames() == [(SMALL, 3)]  # and the parent delivers its own, once

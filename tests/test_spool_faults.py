@@ -255,49 +255,6 @@ class _Receiver:
         return "a receiver that can be switched off"
 
 
-def test_disk_full_chaos_nothing_lost_without_a_count(tmp_path: Path) -> None:
-    """100k list-metric events while the disk fills and is freed, the receiver down and then up."""
-    with mounted_tmpfs(tmp_path / "tmpfs", "size=8m,mode=0700") as home:
-        _chaos(home, tmp_path / "store" / DB_NAME)  # the receiver's disk is not the full one
-
-
-def _chaos(home: Path, store: Path) -> None:
-    receiver = _Receiver(store)
-    client = Client(receiver, home=home, linger=0.005)
-    rec = client.recorder("p", "s", "chaos")
-    logged = 0
-
-    def log(n: int) -> None:
-        nonlocal logged
-        for _ in range(n):
-            rec.log_metric("loss", float(logged), step=logged)
-            logged += 1
-
-    log(20_000)
-    assert client.shipper.wait_spooled(20)
-    filler = fill(home)  # the disk is now full: what follows cannot be spooled
-    log(30_000)
-    assert client.shipper.wait_spooled(20)
-    full = client.stats()
-    assert full.dropped_spool_error > 0, full
-    assert full.spooler_alive and full.delivery_alive
-    filler.unlink()  # space is back
-    freed_at = logged
-    log(20_000)
-    receiver.up = True  # the receiver comes back
-    log(30_000)
-    assert client.flush(60), client.stats()
-    stats = client.stats()
-    assert client.close(5)
-    assert logged == 100_000
-    received = {p.fields[c.FIELD_INDEX] for p in LocalStore(store).points(c.LIST_METRIC.measurement)}
-    assert len(received) + stats.dropped_events == logged, stats
-    assert set(range(freed_at, logged)) <= received, "an event logged after the space was freed is missing"
-    assert stats.spooler_alive and stats.delivery_alive
-    assert stats.thread_restarts == 0
-    print(f"chaos: {len(received)} delivered, {stats.dropped_events} dropped and counted, {stats}")
-
-
 def test_a_drained_spool_gives_its_disk_space_back(tmp_path: Path) -> None:
     """The active segment is removed once delivered, so a spool that hit its bound takes events again."""
     from pipeline_sdk.config import Settings
@@ -583,3 +540,49 @@ def test_a_crashed_spooler_counts_what_it_held_and_restarts(tmp_path: Path) -> N
     assert stats.spooler_alive
     assert "TypeError" in str(stats.last_thread_error)
     assert stats.delivered_events == 1
+
+
+# ---- all at once: a disk that fills and is freed, a receiver down and up (the slowest: last) ------
+
+
+def test_disk_full_chaos_nothing_lost_without_a_count(tmp_path: Path) -> None:
+    """100k list-metric events while the disk fills and is freed, the receiver down and then up."""
+    with mounted_tmpfs(tmp_path / "tmpfs", "size=8m,mode=0700") as home:
+        _chaos(home, tmp_path / "store" / DB_NAME)  # the receiver's disk is not the full one
+
+
+def _chaos(home: Path, store: Path) -> None:
+    receiver = _Receiver(store)
+    client = Client(receiver, home=home, linger=0.005)
+    rec = client.recorder("p", "s", "chaos")
+    logged = 0
+
+    def log(n: int) -> None:
+        nonlocal logged
+        for _ in range(n):
+            rec.log_metric("loss", float(logged), step=logged)
+            logged += 1
+
+    log(20_000)
+    assert client.shipper.wait_spooled(20)
+    filler = fill(home)  # the disk is now full: what follows cannot be spooled
+    log(30_000)
+    assert client.shipper.wait_spooled(20)
+    full = client.stats()
+    assert full.dropped_spool_error > 0, full
+    assert full.spooler_alive and full.delivery_alive
+    filler.unlink()  # space is back
+    freed_at = logged
+    log(20_000)
+    receiver.up = True  # the receiver comes back
+    log(30_000)
+    assert client.flush(60), client.stats()
+    stats = client.stats()
+    assert client.close(5)
+    assert logged == 100_000
+    received = {p.fields[c.FIELD_INDEX] for p in LocalStore(store).points(c.LIST_METRIC.measurement)}
+    assert len(received) + stats.dropped_events == logged, stats
+    assert set(range(freed_at, logged)) <= received, "an event logged after the space was freed is missing"
+    assert stats.spooler_alive and stats.delivery_alive
+    assert stats.thread_restarts == 0
+    print(f"chaos: {len(received)} delivered, {stats.dropped_events} dropped and counted, {stats}")
