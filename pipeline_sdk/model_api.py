@@ -19,9 +19,17 @@ non-blocking queue hand-off as every other event.
 
 Both are recorded just before the end of the response is handed to the server
 (its last body message, or its head when it has no body), so by the time a
-client has read the response it is counted.  Nothing in the request path does I/O.
+client has read the response it is counted.  Nothing in the request path does
+I/O, but for the new client of a request served after the app's lifespan closed
+the middleware's own.
 
-The module is longer than the SDK's others (about 550 lines) and kept whole: the
+The middleware wraps an app (``MLObsMiddleware(app, ...)``) or is added to one
+(``app.add_middleware(MLObsMiddleware, ...)``, FastAPI's usual form), and both
+behave the same: the app's routes are found under the middleware Starlette puts
+in between, FastAPI's included routers are opened with their prefixes, and the
+app's lifespan closes the client the middleware made.
+
+The module is longer than the SDK's others (about 660 lines) and kept whole: the
 recorder, its user hash, route matching and the middleware are one concern, the
 model API's events, and change together.
 """
@@ -31,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -63,6 +72,11 @@ STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")  # created at 0 for every known ha
 _MOUNT_TAIL = "/{path}"  # what Starlette's Mount appends to its own path template
 _FINAL_SEND = "http.response.pathsend"  # an ASGI extension message that completes a response
 _AFTER_DISPATCH = ""  # a route matched, but its template is known only from scope["route"] after dispatch
+_MAX_LAYERS = 64  # middleware layers followed down to the app's routes
+# what the app sends when its lifespan ends: the owned client is closed then
+_LIFESPAN_ENDS = frozenset(
+    {"lifespan.startup.failed", "lifespan.shutdown.complete", "lifespan.shutdown.failed"}
+)
 
 
 def status_class(status_code: int) -> str:
@@ -250,8 +264,32 @@ class ServiceRecorder(EventWriter):
         with self._lock:
             return super()._emit(tag, record, time_ns, exact=exact)
 
+    def _rebind(self, client: Client) -> None:
+        """Write through ``client`` from now on, event times still increasing (a middleware's new client)."""
+        with self._lock:
+            last_ns = self._last_ns
+            EventWriter.__init__(self, client)
+            self._last_ns = last_ns
+
 
 # ---- route templates --------------------------------------------------------------------------
+
+
+def _opened(routes: Iterable[Any]) -> Iterator[Any]:
+    """``routes``, each of FastAPI's included routers opened into its own routes, in dispatch order.
+
+    FastAPI 0.137 and later keep an included router whole in ``app.routes``, its
+    include prefix to itself; its public ``fastapi.routing.iter_route_contexts``
+    (0.137.2) gives its routes with the prefixes in their templates.  FastAPI is
+    looked up only if the process has imported it.
+    """
+    contexts = getattr(sys.modules.get("fastapi.routing"), "iter_route_contexts", None)
+    for route in routes:
+        plain = isinstance(getattr(route, "path_format", None), str) or hasattr(route, "routes")
+        if contexts is None or plain:
+            yield route
+        else:
+            yield from contexts([route])
 
 
 def _route_template(routes: Iterable[Any], scope: Scope, prefix: str = "") -> str | None:
@@ -262,7 +300,7 @@ def _route_template(routes: Iterable[Any], scope: Scope, prefix: str = "") -> st
     followed into their own routes, a mount's path template going in front.
     """
     partial: tuple[Any, Scope] | None = None
-    for route in routes:
+    for route in _opened(routes):
         match, child_scope = route.matches(scope)
         if match.name == "FULL":
             return _template_of(route, scope, child_scope, prefix)
@@ -284,8 +322,8 @@ def _template_of(route: Any, scope: Scope, child_scope: Scope, prefix: str) -> s
             return _route_template(inner, {**scope, **child_scope}, prefix + own)
         # a mounted app without routes (static files, another ASGI app): its mount is the template
         return prefix + path_format if isinstance(path_format, str) else _AFTER_DISPATCH
-    # A route that keeps its template to itself (FastAPI's included routers) is read
-    # from scope["route"] once it has dispatched.
+    # A route that keeps its template to itself (FastAPI's included routers before
+    # 0.137.2) is read from scope["route"] once it has dispatched.
     return prefix + path_format if isinstance(path_format, str) else _AFTER_DISPATCH
 
 
@@ -300,8 +338,8 @@ def _dispatched_template(scope: Scope) -> str | None:
 
 
 def _known_routes(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
-    """Every (template, method) the routes declare, mounts followed."""
-    for route in routes:
+    """Every (template, method) the routes declare, mounts and included routers followed."""
+    for route in _opened(routes):
         path_format = getattr(route, "path_format", None)
         own = path_format if isinstance(path_format, str) else ""
         inner = getattr(route, "routes", None)
@@ -398,28 +436,73 @@ def _http_metrics(registry: CollectorRegistry) -> _HttpMetrics:
 # ---- the middleware -----------------------------------------------------------------------------
 
 
+def _routes_holder(app: ASGIApp) -> Any | None:
+    """What holds the routes under ``app``: the app itself, or, through the middleware in between
+    (each keeps the next in ``.app``), the router.  None when no layer shows its routes.
+
+    Raises ValueError when an MLObsMiddleware is already on the way, or added to the app.
+    """
+    layer: Any = app
+    for _ in range(_MAX_LAYERS):
+        added = (getattr(m, "cls", None) for m in getattr(layer, "user_middleware", None) or ())
+        if isinstance(layer, MLObsMiddleware) or any(
+            isinstance(cls, type) and issubclass(cls, MLObsMiddleware) for cls in added
+        ):
+            if isinstance(layer, MLObsMiddleware) and layer._owns_client:
+                # Starlette drops the stack it was building and builds it again at the next call:
+                # its inner middleware's client must not be left running (it reopens if used again).
+                layer.close(0)
+            raise ValueError(
+                f"app={app!r} is already instrumented by an MLObsMiddleware: each request would be "
+                "counted twice (add_middleware(MLObsMiddleware, ...) called twice, or an instrumented "
+                "app wrapped again); add it once"
+            )
+        if getattr(layer, "routes", None) is not None:
+            return layer
+        layer = getattr(layer, "app", None)
+        if layer is None or not callable(layer):
+            return None
+    return None
+
+
 class MLObsMiddleware:
     """ASGI middleware: Prometheus HTTP metrics and one ``api_request`` event per request.
 
     >>> app = MLObsMiddleware(Starlette(routes=[...]), service="churn-api")
+    >>> app = FastAPI(); app.add_middleware(MLObsMiddleware, service="churn-api")
+
+    Both forms count and record the same.  In the second, Starlette builds the
+    middleware at the app's first ASGI call (under uvicorn, its lifespan startup)
+    around the app's inner stack; the routes are found through it.
 
     ``client`` is the SDK client the events go through; without one the middleware
-    makes a :class:`~pipeline_sdk.client.Client` from the environment, owns it, and
-    :meth:`close` closes it (an interpreter exit flushes it too, bounded by
-    ``MLOBS_FLUSH_TIMEOUT``).  ``registry`` defaults to prometheus_client's global
-    ``REGISTRY``.  The user id comes from the ``user_header`` request header (None:
-    no user), and is stored hashed with ``key`` (default ``MLOBS_USER_HASH_KEY``) and
-    ``salt`` (see :class:`ServiceRecorder`).
+    makes a :class:`~pipeline_sdk.client.Client` from the environment and owns it:
+    the end of the app's lifespan (shutdown, or a failed startup) or :meth:`close`
+    flushes and closes it (an interpreter exit flushes it too, bounded by
+    ``MLOBS_FLUSH_TIMEOUT``), and a later lifespan startup or request opens a new
+    one, so an app served again (a test client entered once per test) still
+    records.  A client passed in is the caller's to close.  ``registry`` defaults
+    to prometheus_client's global ``REGISTRY``.  The user id comes from the
+    ``user_header`` request header (None: no user), and is stored hashed with
+    ``key`` (default ``MLOBS_USER_HASH_KEY``) and ``salt`` (see :class:`ServiceRecorder`).
     ``metrics_path`` is served by the middleware in the Prometheus text format and
-    not counted (None: not served).  Lifespan and websocket scopes pass through.
+    not counted (None: not served).  Websocket scopes pass through untouched, and
+    lifespan messages pass through as they are.
 
-    ``handler`` is the template of the route the app's router matches: the app's
-    ``routes`` are matched before dispatch, mounts included.  An app that exposes
-    none (wrapped in another middleware), or a route that keeps its template to
-    itself (FastAPI's included routers), is read after dispatch from
-    ``scope["route"]``, which Starlette and FastAPI set; that route's own template
-    then lacks any mount or include prefix.  A request no route matches is counted
-    as handler ``"none"``.
+    ``handler`` is the template of the route the app's router matches: the routes
+    are those of the app, or of the router under the middleware in between
+    (followed by their ``app`` attribute), matched before dispatch, mounts and
+    FastAPI's included routers included with their prefixes.  Every declared route
+    and method has its series at 0 from the start (the lifespan startup in the
+    second form; with the server's lifespan off, the first request).  An app that
+    exposes no routes (a plain ASGI callable around it), or a route that keeps its
+    template to itself, is read after dispatch from ``scope["route"]``, which
+    Starlette and FastAPI set; that route's own template then lacks any mount or
+    include prefix.  A request no route matches is counted as handler ``"none"``.
+
+    A second MLObsMiddleware on the same app (added twice, or an instrumented app
+    wrapped again) is a ValueError when it is built.  An instrumented app mounted
+    in another instrumented app is not: each counts what it routes.
     """
 
     def __init__(
@@ -442,16 +525,19 @@ class MLObsMiddleware:
         if metrics_path is not None and (type(metrics_path) is not str or not metrics_path.startswith("/")):
             raise ValueError(f"metrics_path={metrics_path!r} is invalid: must start with '/' (or be None)")
         self.app = app
+        self._routed = _routes_holder(app)
         self.registry = registry if registry is not None else prometheus_client.REGISTRY
         self.metrics_path = metrics_path
         self._user_header = user_header.lower().encode("latin-1") if user_header is not None else None
         self._generate_latest = prometheus_client.generate_latest
         self._content_type = prometheus_client.CONTENT_TYPE_LATEST.encode("latin-1")
         self._metrics = _http_metrics(self.registry)
-        for handler, method in _known_routes(getattr(app, "routes", None) or ()):
-            self._metrics.series(handler, method)
+        self._start_series()
         self._warned: set[str] = set()
         self._owns_client = client is None
+        self._closed = False  # whether close() closed the client the middleware made
+        self._reopen_lock = threading.Lock()
+        self._reopen_warned = False
         if client is None:
             from .client import Client  # noqa: PLC0415 - client.py imports this module
 
@@ -470,10 +556,51 @@ class MLObsMiddleware:
     def close(self, timeout: float | None = None) -> bool:
         """Flush the events so far; close the client if the middleware made it. False on timeout."""
         if self._owns_client:
+            self._closed = True
             return self.client.close(timeout)
         return self.client.flush(timeout)
 
+    def _start_series(self) -> None:
+        """Every declared route and method at 0 (idempotent: routes added since get theirs)."""
+        for handler, method in _known_routes(getattr(self._routed, "routes", None) or ()):
+            self._metrics.series(handler, method)
+
+    def _reopen(self) -> None:
+        """A new client from the environment, in place of the one :meth:`close` closed."""
+        with self._reopen_lock:
+            if not self._closed:
+                return
+            from .client import Client  # noqa: PLC0415 - client.py imports this module
+
+            try:
+                client = Client()
+            except SettingError as exc:  # the environment changed since: never fail the request
+                if not self._reopen_warned:  # once: it is tried again at each request
+                    self._reopen_warned = True
+                    log.warning("mlobs: requests are counted but not recorded: no client: %s", exc)
+                return
+            self._reopen_warned = False
+            self.recorder._rebind(client)
+            self.client = client
+            self._closed = False
+
+    def _watched_lifespan(self, send: Send) -> Send:
+        async def send_watched(message: Message) -> None:
+            kind = message["type"]
+            if kind == "lifespan.startup.complete":
+                if self._closed:
+                    self._reopen()
+                self._start_series()  # and routes the app's startup added
+            elif kind in _LIFESPAN_ENDS and self._owns_client:
+                self.close()  # bounded by MLOBS_FLUSH_TIMEOUT; the server is no longer serving
+            await send(message)
+
+        return send_watched
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._watched_lifespan(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -481,7 +608,7 @@ class MLObsMiddleware:
             await self._serve_metrics(scope, send)
             return
         start = time.perf_counter()
-        routes = getattr(self.app, "routes", None)
+        routes = getattr(self._routed, "routes", None)
         # None: not known before dispatch; read from scope["route"] when the response ends
         handler = None if routes is None else _route_template(routes, scope)
         if handler is None and routes is not None:
@@ -520,6 +647,8 @@ class MLObsMiddleware:
                 finish(status or 500)
 
     def _observe(self, scope: Scope, handler: str | None, status_code: int, seconds: float) -> None:
+        if self._closed:  # a request after the lifespan's shutdown (or close()), with no startup since
+            self._reopen()
         if handler is None:
             handler = _dispatched_template(scope) or c.PROM_HTTP_UNMATCHED_HANDLER
         method = scope["method"]

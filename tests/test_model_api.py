@@ -25,6 +25,7 @@ import pytest
 import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
@@ -64,8 +65,9 @@ class Server:
         assert not self.thread.is_alive(), "uvicorn did not stop"
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., Server]]:
+@contextlib.contextmanager
+def servers() -> Iterator[Callable[..., Server]]:
+    """Start servers on demand; every one still running is stopped at the end."""
     started: list[Server] = []
 
     def start(app: Any, lifespan: str = "off") -> Server:
@@ -73,10 +75,18 @@ def serve() -> Iterator[Callable[..., Server]]:
         started.append(server)
         return server
 
-    yield start
-    for server in started:
-        if server.thread.is_alive():
-            server.stop()
+    try:
+        yield start
+    finally:
+        for server in started:
+            if server.thread.is_alive():
+                server.stop()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    with servers() as start:
+        yield start
 
 
 def fetch(url: str, method: str = "GET", user: str | None = None) -> tuple[int, bytes, dict[str, str]]:
@@ -274,7 +284,8 @@ def test_handler_from_scope_route_when_the_app_hides_its_routes(
 
 class Included(BaseRoute):
     """A route that keeps its template to itself and dispatches to routes of its own (as FastAPI's
-    included routers do): the template is known only from ``scope["route"]`` after dispatch."""
+    included routers do, where no ``iter_route_contexts`` opens them): the template is known only
+    from ``scope["route"]`` after dispatch."""
 
     def __init__(self, routes: list[BaseRoute]) -> None:
         self.router = Router(routes=routes)
@@ -405,6 +416,29 @@ def test_series_start_at_zero_for_every_route_and_method(registry: CollectorRegi
     assert value("/tenants/{tenant}/health", "HEAD", "3xx") == 0.0
     assert value("/predict/{model}", "GET", "2xx") is None, "only the methods a route declares"
     assert counted(registry) == {}
+
+
+def test_routes_are_found_through_a_middleware_in_between(
+    serve: Callable[..., Server], registry: CollectorRegistry, client: Client
+) -> None:
+    url = serve(instrument(GZipMiddleware(make_app()), client, registry)).url
+    assert (
+        registry.get_sample_value(
+            c.PROM_HTTP_REQUESTS,
+            {
+                c.PROM_LABEL_HANDLER: "/v1/score/{model}",
+                c.PROM_LABEL_METHOD: "POST",
+                c.PROM_LABEL_STATUS: "5xx",
+            },
+        )
+        == 0.0
+    )
+    assert fetch(f"{url}/tenants/acme/health")[:2] == (200, b"ok acme")
+    assert fetch(f"{url}/elsewhere")[0] == 404
+    assert counted(registry) == {
+        ("/tenants/{tenant}/health", "GET", "2xx"): 1.0,  # the mount's template: matched before dispatch
+        (c.PROM_HTTP_UNMATCHED_HANDLER, "GET", "4xx"): 1.0,
+    }
 
 
 # ---- /metrics -------------------------------------------------------------------------------------
@@ -782,6 +816,21 @@ def test_lifespan_passes_through_and_can_flush(
     assert counted(registry) == {("/state", "GET", "2xx"): 1.0}, "the lifespan is not a request"
     points = list(LocalStore(home / DB_NAME).points(measurement=c.API_REQUEST.measurement))
     assert [p.tags[c.TAG_ENDPOINT] for p in points] == ["/state"], "delivered by the shutdown's close()"
+
+
+def test_the_lifespan_shutdown_closes_the_client_the_middleware_made(
+    serve: Callable[..., Server], registry: CollectorRegistry, home: Path
+) -> None:
+    api = MLObsMiddleware(make_app(), service=SERVICE, registry=registry)
+    server = serve(api, lifespan="on")
+    assert fetch(f"{server.url}/items/5", user="u5")[0] == 200
+    threads = (api.client.shipper._spooler, api.client.shipper._delivery)
+    assert [t.is_alive() for t in threads] == [True, True]
+    server.stop()
+    assert [t.is_alive() for t in threads] == [False, False], "closed by the shutdown"
+    points = list(LocalStore(home / DB_NAME).points(measurement=c.API_REQUEST.measurement))
+    assert [p.tags for p in points] == [request_tags("/items/{item_id}", "GET", "2xx")]
+    assert points[0].fields[c.FIELD_USER] == api.recorder.user_hash("u5")
 
 
 def test_websocket_scope_passes_through_untouched(
