@@ -29,7 +29,7 @@ behave the same: the app's routes are found under the middleware Starlette puts
 in between, FastAPI's included routers are opened with their prefixes, and the
 app's lifespan closes the client the middleware made.
 
-The module is longer than the SDK's others (about 660 lines) and kept whole: the
+The module is longer than the SDK's others (about 680 lines) and kept whole: the
 recorder, its user hash, route matching and the middleware are one concern, the
 model API's events, and change together.
 """
