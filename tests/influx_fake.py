@@ -57,6 +57,7 @@ class Plan:
     measurement: str = ""
     equal: dict[str, str] = field(default_factory=dict)
     among: dict[str, list[str]] = field(default_factory=dict)
+    or_absent: set[str] = field(default_factory=set)  # tags whose filter also takes rows without them
     fields: list[str] = field(default_factory=list)
     pivot: bool = False
     ns_column: bool = False
@@ -66,6 +67,16 @@ class Plan:
     limit: int | None = None
     agg: str | None = None
     keep: list[str] | None = None
+
+
+def _tag_of(match: re.Match[str], plan: Plan) -> str:
+    """The tag a filter tests; ``not exists r.t or ...`` (the same t) also takes rows without it."""
+    tag = match.group(3)
+    if match.group(1):
+        if match.group(2) != tag:
+            raise FluxUnsupported(f"unsupported Flux: a filter of {match.group(2)} and {tag}")
+        plan.or_absent.add(tag)
+    return tag
 
 
 def parse(flux: str) -> Plan:
@@ -87,10 +98,15 @@ def parse(flux: str) -> Plan:
             ):
                 raise FluxUnsupported(line)
             plan.fields = strings(line)
-        elif m := re.fullmatch(r'filter\(fn: \(r\) => r\.(\w+) == ("(?:[^"\\]|\\.)*")\)', line):
-            plan.equal[m.group(1)] = strings(m.group(2))[0]
-        elif m := re.fullmatch(r"filter\(fn: \(r\) => contains\(value: r\.(\w+), set: (\[.*\])\)\)", line):
-            plan.among[m.group(1)] = strings(m.group(2))
+        elif m := re.fullmatch(
+            r'filter\(fn: \(r\) => (not exists r\.(\w+) or )?r\.(\w+) == ("(?:[^"\\]|\\.)*")\)', line
+        ):
+            plan.equal[_tag_of(m, plan)] = strings(m.group(4))[0]
+        elif m := re.fullmatch(
+            r"filter\(fn: \(r\) => (not exists r\.(\w+) or )?contains\(value: r\.(\w+), set: (\[.*\])\)\)",
+            line,
+        ):
+            plan.among[_tag_of(m, plan)] = strings(m.group(4))
         elif line == 'pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")':
             plan.pivot = True
         elif line == "map(fn: (r) => ({r with _ns: int(v: r._time)}))":
@@ -103,7 +119,7 @@ def parse(flux: str) -> Plan:
             plan.sort, plan.desc = strings(m.group(1)), m.group(2) == "true"
         elif m := re.fullmatch(r"limit\(n: (\d+)\)", line):
             plan.limit = int(m.group(1))
-        elif line in ("last()", "first()", "min()", "max()", "mean()"):
+        elif line in ("last()", "first()", "min()", "max()", "mean()", "count()"):
             plan.agg = line[:-2]
         elif m := re.fullmatch(r"keep\(columns: (\[.*\])\)", line):
             plan.keep = strings(m.group(1))
@@ -120,9 +136,13 @@ def _matches(plan: Plan, point: Point) -> bool:
         return False
     if plan.stop is not None and point.time_ns >= plan.stop:
         return False
-    if any(point.tags.get(k) != v for k, v in plan.equal.items()):
+
+    def absent(tag: str) -> bool:
+        return tag in plan.or_absent and tag not in point.tags
+
+    if any(point.tags.get(k) != v and not absent(k) for k, v in plan.equal.items()):
         return False
-    return all(point.tags.get(k) in values for k, values in plan.among.items())
+    return all(point.tags.get(k) in values or absent(k) for k, values in plan.among.items())
 
 
 def _rows_of_select(plan: Plan, points: Iterable[Point], presorted: bool) -> Iterator[dict[str, Any]]:
@@ -167,6 +187,7 @@ def _reduce(plan: Plan, points: Iterable[Point]) -> list[dict[str, Any]]:
         "min": lambda vs: min(v for _, v in vs),
         "max": lambda vs: max(v for _, v in vs),
         "mean": lambda vs: statistics.fmean(float(v) for _, v in vs),
+        "count": len,
     }
     out = []
     for key in sorted(groups, key=lambda k: tuple(x or "" for x in k)):

@@ -36,14 +36,22 @@ def run_record(
     *,
     pipeline: str = "train",
     step: str = "fit",
+    pod: str | None = None,
+    attempts: int = 1,
 ) -> None:
-    """Store the exporter's record of a finished run: ``outcome`` is (status, reason)."""
+    """Store the exporter's record of a finished run: ``outcome`` is (status, reason).
+
+    As the exporter does, the record's attempt is the name of the run's last pod
+    (``pod``, default ``<run id>-x7k2p``): the SDK in that pod tagged its events the same.
+    """
     status, reason = outcome
     start_ns, end_ns = span_ns
+    pod = pod if pod is not None else f"{run_id}-x7k2p"
     record: dict[str, object] = {
         c.TAG_RUN_ID: run_id,
         c.TAG_PIPELINE: pipeline,
         c.TAG_STEP: step,
+        c.TAG_ATTEMPT: pod,
         c.TAG_STATUS: status,
         c.TAG_REASON: reason,
         c.TAG_NAMESPACE: "ml",
@@ -52,8 +60,8 @@ def run_record(
         c.FIELD_EXECUTION_TIME_MS: (end_ns - start_ns) / 1e6,
         c.FIELD_IMAGE: "ghcr.io/acme/train:1.4",
         c.FIELD_NODE: "kind-control-plane",
-        c.FIELD_POD: f"{run_id}-x7k2p",
-        c.FIELD_ATTEMPTS: 1,
+        c.FIELD_POD: pod,
+        c.FIELD_ATTEMPTS: attempts,
     }
     if exit_code is not None:
         record[c.FIELD_EXIT_CODE] = exit_code
@@ -92,8 +100,10 @@ def record_dataset(home: Path) -> Dataset:
         except ValueError:
             pass
         middle = time.time_ns()
+        os.environ[c.ENV_POD_NAME] = "train-oom-x7k2p"  # in its pod, as the chart runs it
         with pipeline_sdk.run(pipeline="train", step="fit", run_id="train-oom", params={"lr": 0.05}) as run:
             run.log_metric("loss", 0.4, step=0)
+        del os.environ[c.ENV_POD_NAME]
         store = LocalStore(home / DB_NAME)
         # the exporter saw train-oom killed: its record overrides the SDK's "succeeded"
         now = time.time_ns()
@@ -113,5 +123,108 @@ def record_dataset(home: Path) -> Dataset:
         store.close()
         return Dataset(home, first, middle, time.time_ns() + 2 * 10**9)
     finally:
-        os.environ.pop("MLOBS_HOME", None)
+        for key in [k for k in os.environ if k.startswith("MLOBS_")]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+# ---- attempts and step runs ---------------------------------------------------------------------------
+
+LR1_LOSS = ([1.0, 0.9, 0.8, 0.7, 0.6], [0.5, 0.4, 0.3, 0.2, 0.1])  # lr-0.1's loss, attempt 1 and 2
+LR5_LOSS = [0.8, 0.6, 0.5, 0.45, 0.4]
+WF_TRAIN_LOSS = [2.0, 3.0]
+POD_ATTEMPTS = ("job-7-zq9xk", "job-7-a2b3c")  # job-7's pods in the order they ran (keys sort the other way)
+
+
+@dataclass(frozen=True)
+class StepRuns:
+    home: Path
+    keys: dict[str, list[str]]  # "run id/step" -> its attempt keys, in the order they started
+    first_ns: int  # before everything
+    between_ns: int  # after lr-0.1's first attempt, before its second
+    last_ns: int  # after everything
+
+
+def _old_run(store: LocalStore, run_id: str, at_ns: int) -> None:
+    """A run as the SDK wrote it before attempts existed: no attempt tag on any point."""
+    identity = {c.TAG_RUN_ID: run_id, c.TAG_PIPELINE: "legacy", c.TAG_STEP: "s"}
+    ms = 1_000_000
+    entries = [
+        (c.RUN.tag, at_ns, {c.TAG_STATUS: "started", c.FIELD_HOST: "old-host", c.FIELD_PID: 7}),
+        (c.PARAM.tag, at_ns + ms, {c.TAG_NAME: "lr", c.FIELD_VALUE: "0.2", c.FIELD_NUMBER: 0.2}),
+        (c.METRIC.tag, at_ns + 2 * ms, {c.TAG_NAME: "accuracy", c.FIELD_VALUE: 0.7}),
+        *(
+            (
+                c.LIST_METRIC.tag,
+                at_ns + (3 + i) * ms,
+                {c.TAG_NAME: "loss", c.FIELD_VALUE: v, c.FIELD_INDEX: i},
+            )
+            for i, v in enumerate([0.9, 0.8, 0.75])
+        ),
+        (c.LOG.tag, at_ns + 6 * ms, {c.TAG_LEVEL: "INFO", c.FIELD_MESSAGE: "old", c.FIELD_LOGGER: "legacy"}),
+        (c.RUN.tag, at_ns + 7 * ms, {c.TAG_STATUS: "succeeded", c.FIELD_DURATION_MS: 7.0}),
+    ]
+    for tag, time_ns, record in entries:
+        store.write_entries(tag, pack_entry(time_ns, {**identity, **record}))
+
+
+def _train(run_id: str, losses: list[float], accuracy: float, fail: str | None = None, **kw: str) -> str:
+    """One step run through the SDK (``fail``: the message it raises with); returns its attempt key."""
+    pipeline, step = kw.get("pipeline", "train"), kw.get("step", "fit")
+    params = {"lr": float(kw["lr"])} if "lr" in kw else {"rows": 100}
+    try:
+        with pipeline_sdk.run(pipeline=pipeline, step=step, run_id=run_id, params=params) as run:
+            for epoch, loss in enumerate(losses):
+                run.log_metric("loss", loss, step=epoch)
+            run.log_metric("accuracy", accuracy)
+            logging.getLogger(pipeline).info("%s of %s", step, run_id)
+            if fail is not None:
+                raise ValueError(fail)
+    except ValueError:
+        pass
+    return run.attempt
+
+
+def record_step_runs(home: Path) -> StepRuns:
+    """Re-runs of one run id, steps of one execution sharing a run id, old untagged data, pod attempts.
+
+    In start order: old-1 (no attempt tags); lr-0.1 attempt 1 (failed) and 2; lr-0.5; wf-123's
+    steps prep and train (train fails); job-7's two pods (the first fails; the exporter's record
+    names the second).
+    """
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MLOBS_")}
+    os.environ["MLOBS_HOME"] = str(home)
+    keys: dict[str, list[str]] = {}
+    try:
+        first = time.time_ns()
+        store = LocalStore(home / DB_NAME)
+        _old_run(store, "old-1", first)
+        keys["old-1/s"] = [c.FIRST_ATTEMPT]
+        keys["lr-0.1/fit"] = [_train("lr-0.1", LR1_LOSS[0], 0.7, "out of patience", lr="0.1")]
+        between = time.time_ns()
+        keys["lr-0.1/fit"].append(_train("lr-0.1", LR1_LOSS[1], 0.9, lr="0.1"))
+        keys["lr-0.5/fit"] = [_train("lr-0.5", LR5_LOSS, 0.85, lr="0.5")]
+        keys["wf-123/prep"] = [_train("wf-123", [], 1.0, pipeline="wf", step="prep")]
+        keys["wf-123/train"] = [
+            _train("wf-123", WF_TRAIN_LOSS, 0.6, "diverged", pipeline="wf", step="train", lr="0.3")
+        ]
+        job_start = time.time_ns()
+        for pod, fail in zip(POD_ATTEMPTS, ("bad shard", None), strict=True):
+            os.environ[c.ENV_POD_NAME] = pod
+            keys.setdefault("job-7/fit", []).append(_train("job-7", [0.3], 0.95, fail, lr="0.01"))
+        del os.environ[c.ENV_POD_NAME]
+        run_record(
+            store,
+            "job-7",
+            ("succeeded", "Completed"),
+            (job_start, time.time_ns()),
+            None,
+            pod=POD_ATTEMPTS[1],
+            attempts=2,
+        )
+        store.close()
+        return StepRuns(home, keys, first - 1, between, time.time_ns() + 2 * 10**9)
+    finally:
+        for key in [k for k in os.environ if k.startswith("MLOBS_")]:
+            del os.environ[key]
         os.environ.update(saved)

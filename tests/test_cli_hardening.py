@@ -75,6 +75,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["MLOBS_HOME"] = str(home)
     try:
         with pipeline_sdk.run(pipeline="train", step="fit", run_id=RUN, params={"cmd": PARAM}) as run:
+            attempt = run.attempt
             run.log_input("data", IO_VALUE, source=IO_SOURCE)
             run.log_metric("loss", 0.5)
             logging.getLogger(LOGGER).warning(MESSAGE)
@@ -85,7 +86,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("MLOBS_HOME", None)
         os.environ.update(saved)
     store = LocalStore(home / DB_NAME)
-    identity = {c.TAG_RUN_ID: RUN, c.TAG_PIPELINE: "train", c.TAG_STEP: "fit", c.TAG_ATTEMPT: "1"}
+    identity = {c.TAG_RUN_ID: RUN, c.TAG_PIPELINE: "train", c.TAG_STEP: "fit", c.TAG_ATTEMPT: attempt}
     point = {**identity, c.TAG_NAME: METRIC, c.FIELD_VALUE: 1.0}
     store.write_entries(c.METRIC.tag, pack_entry(time.time_ns(), point))
     store.close()
@@ -142,7 +143,7 @@ def test_show_escapes_the_error_params_and_io(hostile: Path) -> None:
     assert lines[params + 1 : params + 3] == ["name  value", f"cmd   {PARAM_SHOWN}"]
     inputs = lines.index("inputs:")
     [io] = ReadClient(home=hostile).run(RUN)["inputs"]
-    when = io["time"].strftime("%Y-%m-%d %H:%M:%S")
+    when = io["time"].strftime("%Y-%m-%dT%H:%M:%SZ")  # tables say their times are UTC
     assert lines[inputs + 2] == f"data  \\x9b6nask  s3://b/\\x1b[1m  {when}"
 
 
@@ -150,7 +151,7 @@ def test_tables_escape_names_in_cells_and_headers(hostile: Path) -> None:
     code, out, _ = mlobs(hostile, "runs", "metrics", RUN)
     assert code == 0 and raw_controls(out) == []
     rows = {r["name"]: r for r in ReadClient(home=hostile).metrics(RUN)}
-    when = {name: row["time"].strftime("%Y-%m-%d %H:%M:%S") for name, row in rows.items()}
+    when = {name: row["time"].strftime("%Y-%m-%dT%H:%M:%SZ") for name, row in rows.items()}
     assert out.decode().splitlines()[:4] == [
         "metrics:",
         f"{'name'.ljust(len(METRIC_SHOWN))}  value  time",
@@ -181,7 +182,7 @@ def test_an_error_message_is_escaped_too(hostile: Path) -> None:
         err
         == (
             "mlobs: error: sort='nope' is not a column of this comparison; columns: run_id, pipeline, step, "
-            f"status, duration_ms, param.cmd, metric.{METRIC_SHOWN}, metric.loss\n"
+            f"attempt, status, duration_ms, param.cmd, metric.{METRIC_SHOWN}, metric.loss\n"
         ).encode()
     )
 

@@ -96,7 +96,7 @@ def test_one_run_with_params_inputs_and_outputs(client: ReadClient) -> None:
 def test_the_exporters_record_adds_the_kubernetes_side(client: ReadClient) -> None:
     run = client.run("train-oom")
     assert (run["status"], run["reason"], run["exit_code"]) == ("failed", "OOMKilled", 137)
-    assert (run["namespace"], run["pod"], run["attempts"]) == ("ml", "train-oom-x7k2p", 1)
+    assert (run["namespace"], run["pod"], run["pods"]) == ("ml", "train-oom-x7k2p", 1)
     assert run["params"] == {"lr": 0.05}
     pulled = client.run("train-pull")
     assert (pulled["status"], pulled["reason"], pulled["exit_code"], pulled["params"]) == (
@@ -170,7 +170,7 @@ def test_compare_reduces_list_metrics_and_sorts(client: ReadClient) -> None:
     first = rows[1]
     assert first["param.lr"] == 0.1 and first["metric.accuracy"] == 0.8 and first["list.accuracy"] == 0.5
     assert rows[0]["status"] == "failed" and rows[0]["list.accuracy"] is None
-    assert list(rows[0])[:5] == ["run_id", "pipeline", "step", "status", "duration_ms"]
+    assert list(rows[0])[:6] == ["run_id", "pipeline", "step", "attempt", "status", "duration_ms"]
 
     last = client.compare(["train-a", "train-b"], agg="last", sort="list.loss", descending=True).to_list()
     assert [(r["run_id"], r["list.loss"]) for r in last] == [("train-b", 1.2), ("train-a", 0.6)]
@@ -408,6 +408,7 @@ def test_cli_runs_list_as_a_table_and_as_json(data: Dataset) -> None:
         "run_id",
         "pipeline",
         "step",
+        "attempt",
         "status",
         "reason",
         "started",

@@ -22,10 +22,19 @@ from typing import Any
 import pytest
 
 from pipeline_sdk import contract as c
+from pipeline_sdk.encoding import pack_entry
 from pipeline_sdk.local_store import DB_NAME, LocalStore, Point
 from pipeline_sdk.read import BackendUnavailable, ReadClient, RunNotFound
-from pipeline_sdk.read.influx import NS_COLUMN, InfluxBackend, flux_string, reduce_flux, select_flux
-from pipeline_sdk.read.query import Reduce, Select
+from pipeline_sdk.read.influx import (
+    NS_COLUMN,
+    InfluxBackend,
+    count_flux,
+    flux_string,
+    reduce_flux,
+    select_flux,
+)
+from pipeline_sdk.read.local import LocalBackend
+from pipeline_sdk.read.query import ABSENT_TAGS, Count, Reduce, Select
 
 from .influx_fake import InfluxFake, InfluxServer, parse, strings, unquote
 from .read_data import Dataset, record_dataset
@@ -218,6 +227,93 @@ def test_the_flux_of_each_question() -> None:
         "mean()",
         'keep(columns: ["run_id", "name", "_value"])',
     ]
+    count = Count(
+        Select(c.API_REQUEST, (c.FIELD_STATUS_CODE,), start_ns=5), (c.TAG_SERVICE,), c.FIELD_STATUS_CODE
+    )
+    assert count_flux(count, "mlobs").split("\n  |> ") == [
+        'from(bucket: "mlobs")',
+        "range(start: time(v: 5))",
+        'filter(fn: (r) => r._measurement == "api_request")',
+        'filter(fn: (r) => r._field == "status_code")',
+        'group(columns: ["service"])',
+        "count()",
+        'keep(columns: ["service", "_value"])',
+    ]
+
+
+def test_a_count_names_what_it_cannot_count() -> None:
+    select = Select(c.API_REQUEST, (c.FIELD_STATUS_CODE, c.FIELD_USER))
+    assert Count(select, (c.TAG_SERVICE, c.TAG_HTTP_STATUS), c.FIELD_USER).by == ("service", "status")
+    assert Count(select, (), c.FIELD_STATUS_CODE).value == c.FIELD_STATUS_CODE
+    for by, value, message in [
+        ((c.TAG_LEVEL,), c.FIELD_USER, "cannot count 'api_request' by ['level'] over 'user'"),
+        (
+            (c.TAG_SERVICE,),
+            c.FIELD_DURATION_MS,
+            "cannot count 'api_request' by ['service'] over 'duration_ms'",
+        ),
+    ]:
+        with pytest.raises(ValueError) as caught:
+            Count(select, by, value)
+        assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("equal", "among", "line"),
+    [
+        ({c.TAG_ATTEMPT: "1"}, {}, 'filter(fn: (r) => not exists r.attempt or r.attempt == "1")'),
+        ({c.TAG_ATTEMPT: "2"}, {}, 'filter(fn: (r) => r.attempt == "2")'),
+        (
+            {},
+            {c.TAG_ATTEMPT: ("2", "1")},
+            'filter(fn: (r) => not exists r.attempt or contains(value: r.attempt, set: ["2", "1"]))',
+        ),
+        ({}, {c.TAG_ATTEMPT: ("2", "3")}, 'filter(fn: (r) => contains(value: r.attempt, set: ["2", "3"]))'),
+        ({c.TAG_STEP: "1"}, {}, 'filter(fn: (r) => r.step == "1")'),  # only the tags older points lack
+    ],
+)
+def test_a_filter_on_the_first_attempt_takes_points_from_before_the_tag(
+    equal: dict[str, str], among: dict[str, tuple[str, ...]], line: str
+) -> None:
+    assert dict(ABSENT_TAGS) == {c.TAG_ATTEMPT: c.FIRST_ATTEMPT}
+    flux = select_flux(Select(c.METRIC, (c.FIELD_VALUE,), equal=equal, among=among), "mlobs")
+    assert flux.split("\n  |> ")[3] == line
+
+
+def test_both_backends_read_points_without_the_attempt_tag_as_attempt_one(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / DB_NAME)
+    identity = {c.TAG_RUN_ID: "r", c.TAG_PIPELINE: "p", c.TAG_STEP: "s", c.TAG_NAME: "m"}
+    for time_ns, attempt, value in ((10, None, 1.0), (20, "2", 2.0), (30, "1", 3.0), (40, "3", 4.0)):
+        tags = identity if attempt is None else {**identity, c.TAG_ATTEMPT: attempt}
+        store.write_entries(c.METRIC.tag, pack_entry(time_ns, {**tags, c.FIELD_VALUE: value}))
+    points = list(store.points())
+    store.close()
+    srv = InfluxServer(InfluxFake(lambda: points), token=TOKEN)
+    backends = (LocalBackend(tmp_path), InfluxBackend(srv.url, TOKEN, c.INFLUXDB_ORG, c.INFLUXDB_BUCKET))
+    try:
+        for backend in backends:
+
+            def values(**filters: Any) -> list[float]:
+                query = Select(c.METRIC, (c.FIELD_VALUE,), **filters)
+                return [row.fields[c.FIELD_VALUE] for row in backend.select(query)]  # noqa: B023
+
+            assert values(equal={c.TAG_ATTEMPT: "1"}) == [1.0, 3.0]
+            assert values(equal={c.TAG_ATTEMPT: "2"}) == [2.0]
+            assert values(among={c.TAG_ATTEMPT: ("1", "3")}) == [1.0, 3.0, 4.0]
+            assert values(among={c.TAG_ATTEMPT: ("2", "3")}) == [2.0, 4.0]
+            counted = Count(Select(c.METRIC, (c.FIELD_VALUE,)), (c.TAG_ATTEMPT,), c.FIELD_VALUE)
+            assert sorted(backend.count(counted), key=str) == sorted(
+                [({}, 1), ({c.TAG_ATTEMPT: "1"}, 1), ({c.TAG_ATTEMPT: "2"}, 1), ({c.TAG_ATTEMPT: "3"}, 1)],
+                key=str,
+            )
+            first = Count(Select(c.METRIC, (c.FIELD_VALUE,), equal={c.TAG_ATTEMPT: "1"}), (), c.FIELD_VALUE)
+            assert list(backend.count(first)) == [({}, 2)]
+            nothing = Count(Select(c.METRIC, (c.FIELD_VALUE,), equal={c.TAG_RUN_ID: "x"}), (), c.FIELD_VALUE)
+            assert list(backend.count(nothing)) == []  # no group, no row (not a row of 0)
+    finally:
+        for backend in backends:
+            backend.close()
+        srv.close()
 
 
 @pytest.mark.parametrize("value", ['a"b', "back\\slash", "${injected}", "line\nbreak", "tab\t", "plain"])

@@ -1,15 +1,21 @@
 """Reading runs back, from InfluxDB or the local store: :class:`ReadClient` and the ``mlobs`` CLI."""
 
-from .client import LEVELS, RUN_STATUSES, ReadClient, Rows
+from .client import LEVELS, ReadClient
 from .query import AGGREGATIONS, BackendUnavailable, ReadError, RunNotFound
+from .rows import Rows
+from .services import ServiceNotFound
+from .steps import ALL_ATTEMPTS, RUN_STATUSES, AmbiguousRun
 
 __all__ = [
     "AGGREGATIONS",
+    "ALL_ATTEMPTS",
     "LEVELS",
     "RUN_STATUSES",
+    "AmbiguousRun",
     "BackendUnavailable",
     "ReadClient",
     "ReadError",
     "Rows",
     "RunNotFound",
+    "ServiceNotFound",
 ]

@@ -1,29 +1,32 @@
-"""The read API: runs, their params, inputs, outputs, metrics, list metrics and logs, and comparisons.
+"""The read API: step runs and their attempts, params, inputs, outputs, metrics, logs, comparisons.
 
 :class:`ReadClient` reads InfluxDB when ``MLOBS_INFLUXDB_URL`` is set and the local
-store otherwise, through the same two backend questions (:mod:`.query`), so both
-give the same answers for the same events.  Every call returns a lazy
-:class:`Rows` (or, for one run, a dict): nothing is read until you iterate, and
-rows arrive in batches, so a million-point list metric never sits in memory whole.
+store otherwise, through the same backend questions (:mod:`.query`), so both give
+the same answers for the same events.  Every call returns a lazy :class:`Rows` (or,
+for one run, a dict): nothing is read until you iterate, and rows arrive in
+batches, so a million-point list metric never sits in memory whole.
+
+A step run is (run id, step, attempt) (see :mod:`.steps`): each call reads the
+latest attempt unless given ``attempt=`` (its number, 1 the earliest, or its key),
+and a run id that several steps share needs ``step=`` wherever one step run is
+meant.  The model-API reads (services, requests, predictions) are in :mod:`.services`.
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import logging
-import math
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from .. import contract as c
 from ..config import ReadSettings, SettingError
 from ..redact import redact
 from ..validation import unescape_text
+from .compare import BASE_COLUMNS, compare_table, json_value, param_value, resolve_column, sort_rows
 from .query import (
     AGGREGATIONS,
     Agg,
@@ -36,87 +39,33 @@ from .query import (
     ns_datetime,
     time_range,
 )
-
-if TYPE_CHECKING:
-    import pandas  # type: ignore[import-untyped, unused-ignore]
-
-T = TypeVar("T")
-
-RUNNING = "running"  # the status of a run that has started and not (yet) ended
-RUN_STATUSES = (RUNNING, c.RunStatus.SUCCEEDED.value, c.RunStatus.FAILED.value, c.RunStatus.CANCELLED.value)
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # the log levels, lowest first
-RUN_COLUMNS = (
-    "run_id",
-    "pipeline",
-    "step",
-    "status",
-    "reason",
-    "started",
-    "ended",
-    "duration_ms",
-    "exit_code",
-    "error",
-    "host",
+from .rows import Rows, chunks, limited
+from .services import ServiceReads
+from .steps import (
+    ALL_ATTEMPTS,
+    RUN_COLUMNS,
+    RUN_STATUSES,
+    Scope,
+    StepRun,
+    attempt_key,
+    attempt_rows,
+    check_attempt,
+    check_step,
+    choose_step,
+    details,
+    execution,
+    gather,
+    pick,
+    summary,
 )
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # the log levels, lowest first
+RUN_SORTS = ("started", "run_id")  # runs(sort=): newest first, or by run id (an execution's steps together)
+LATEST = "latest"  # resolve_run_id: the newest run
 _ID_BATCH = 200  # run ids whose details are fetched together
-_INT = re.compile(r"-?\d+")
+_CANDIDATES_SHOWN = 10  # run ids an ambiguous prefix lists
 
-
-class Rows:
-    """A lazy result: iterate for dicts, ``batches()`` for lists, ``frames()`` for DataFrames.
-
-    Each iteration reads the backend again; ``collect()`` gives a pandas DataFrame
-    when pandas is installed, else a list of dicts.
-    """
-
-    def __init__(self, produce: Callable[[], Iterator[dict[str, Any]]], columns: Sequence[str]) -> None:
-        self._produce = produce
-        self.columns: tuple[str, ...] = tuple(columns)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self._produce()
-
-    def batches(self, size: int = 10_000) -> Iterator[list[dict[str, Any]]]:
-        """Lists of at most ``size`` rows; only one batch is held at a time."""
-        if type(size) is not int or size < 1:
-            raise ValueError(f"size={size!r} is invalid: must be a whole number, 1 or more")
-        return _chunks(self, size)
-
-    def frames(self, size: int = 100_000) -> Iterator[pandas.DataFrame]:
-        """pandas DataFrames of at most ``size`` rows (pip install 'mlobs[pandas]')."""
-        pd = _pandas()
-        for batch in self.batches(size):
-            yield pd.DataFrame.from_records(batch, columns=self._columns_of(batch))
-
-    def to_list(self) -> list[dict[str, Any]]:
-        return list(self)
-
-    def to_pandas(self) -> pandas.DataFrame:
-        """Every row in one DataFrame (pip install 'mlobs[pandas]')."""
-        pd = _pandas()
-        rows = self.to_list()
-        return pd.DataFrame.from_records(rows, columns=self._columns_of(rows))
-
-    def collect(self) -> pandas.DataFrame | list[dict[str, Any]]:
-        """A DataFrame when pandas is installed, else a list of dicts."""
-        try:
-            _pandas()
-        except ImportError:
-            return self.to_list()
-        return self.to_pandas()
-
-    def _columns_of(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
-        extra = dict.fromkeys(k for row in rows for k in row if k not in self.columns)
-        return [*self.columns, *extra]
-
-
-def _pandas() -> Any:
-    try:
-        import pandas  # noqa: PLC0415 - an optional extra
-
-        return pandas
-    except ImportError:
-        raise ImportError("DataFrames need pandas: pip install 'mlobs[pandas]' (or use to_list())") from None
+Time = datetime | str | int | None
 
 
 def _settings_from_env() -> ReadSettings:
@@ -133,25 +82,7 @@ def _check_run_id(run_id: object, arg: str = "run_id") -> str:
     return run_id
 
 
-def _param_value(fields: Mapping[str, Any]) -> Any:
-    text = unescape_text(str(fields.get(c.FIELD_VALUE, "")))
-    number = fields.get(c.FIELD_NUMBER)
-    if number is None:
-        return text
-    return int(text) if _INT.fullmatch(text) else float(number)
-
-
-def _json_value(text: Any) -> Any:
-    if text is None:
-        return None
-    raw = unescape_text(str(text))
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
-
-
-class ReadClient:
+class ReadClient(ServiceReads):
     """Reads runs back: from InfluxDB when ``MLOBS_INFLUXDB_URL`` is set, else from the local store.
 
     >>> runs = ReadClient()                       # from the MLOBS_* environment
@@ -211,40 +142,62 @@ class ReadClient:
         pipeline: str | None = None,
         step: str | None = None,
         status: str | None = None,
-        since: datetime | str | int | None = None,
-        until: datetime | str | int | None = None,
+        since: Time = None,
+        until: Time = None,
         limit: int | None = None,
+        *,
+        run_id: str | None = None,
+        sort: str = "started",
     ) -> Rows:
-        """Runs that started in [since, until), newest first, optionally of one pipeline, step, status.
+        """Step runs that started in [since, until), newest first: each one's latest attempt.
 
-        ``status`` is the run's final status: ``running``, ``succeeded``, ``failed`` or
+        A row is a step run (run id, step) at its latest attempt that started in the range
+        (``attempt`` its number, 1 the earliest; ``attempt_key`` its tag): a run id whose
+        steps share it gives a row per step.  ``sort="run_id"`` orders by run id, an
+        execution's steps in the order they started (reading the whole range first).
+        ``status`` is the attempt's final status: ``running``, ``succeeded``, ``failed`` or
         ``cancelled``; the exporter's record decides it when there is one (an OOM-killed
-        step cannot report its own end).  ``since``/``until``: an aware datetime, an
-        ISO 8601 time (UTC when it names no zone), a duration before now such as ``2h``
-        or ``7d``, or Unix nanoseconds (see :func:`.query.time_arg`).  ``limit``: a whole
+        step cannot report its own end).  ``since``/``until``: an aware datetime, an ISO
+        8601 time (UTC when it names no zone), a duration before now such as ``2h`` or
+        ``7d``, or Unix nanoseconds (see :func:`.query.time_arg`).  ``limit``: a whole
         number, 1 or more.
         """
         if status is not None and status not in RUN_STATUSES:
             raise ValueError(f"status={status!r} is invalid: must be one of {', '.join(RUN_STATUSES)}")
+        if sort not in RUN_SORTS:
+            raise ValueError(f"sort={sort!r} is invalid: must be one of {', '.join(RUN_SORTS)}")
         check_limit(limit)
         start, stop = time_range(since, until)
-        equal = {t: v for t, v in ((c.TAG_PIPELINE, pipeline), (c.TAG_STEP, step)) if v is not None}
+        named = ((c.TAG_PIPELINE, pipeline), (c.TAG_STEP, check_step(step)), (c.TAG_RUN_ID, run_id))
+        equal = {t: v for t, v in named if v is not None}
+        if run_id is not None:
+            _check_run_id(run_id)
+
+        def latest() -> Iterator[dict[str, Any]]:
+            for batch in chunks(self._starts(equal, start, stop), _ID_BATCH):
+                found = self._step_runs(sorted({r for r, _, _ in batch}))
+                for rid, name, key in batch:
+                    step_run = found.get(rid, {}).get(name)
+                    if step_run is None:
+                        continue
+                    row = summary(step_run, step_run.number_of(key))
+                    if status is None or row["status"] == status:
+                        yield row
 
         def produce() -> Iterator[dict[str, Any]]:
-            produced = 0
-            for batch in _chunks(self._run_ids(equal, start, stop), _ID_BATCH):
-                for summary in self._summaries(batch, start):
-                    if status is not None and summary["status"] != status:
-                        continue
-                    yield summary
-                    produced += 1
-                    if limit is not None and produced >= limit:
-                        return
+            rows = latest()
+            if sort == "run_id":
+                rows = iter(
+                    sorted(rows, key=lambda r: (r["run_id"], r["started"] is None, r["started"] or 0))
+                )
+            return limited(rows, limit)
 
         return Rows(produce, RUN_COLUMNS)
 
-    def _run_ids(self, equal: Mapping[str, str], start: int | None, stop: int | None) -> Iterator[str]:
-        """Run ids newest first by start: from the SDK's started events and the exporter's records."""
+    def _starts(
+        self, equal: Mapping[str, str], start: int | None, stop: int | None
+    ) -> Iterator[tuple[str, str, str]]:
+        """(run id, step, attempt key) newest first by start, each step run once: its latest in the range."""
         started = self.backend.select(
             Select(
                 c.RUN,
@@ -265,67 +218,102 @@ class ReadClient:
                 order_by=c.FIELD_START_NS,
             )
         )
-        by_sdk = ((-row.time_ns, row.tags.get(c.TAG_RUN_ID, "")) for row in started)
+
+        def ident(row: Row) -> tuple[str, str, str]:
+            return row.tags.get(c.TAG_RUN_ID, ""), row.tags.get(c.TAG_STEP, ""), attempt_key(row.tags)
+
+        by_sdk = ((-row.time_ns, ident(row)) for row in started)
         by_record = (
-            (-int(row.fields[c.FIELD_START_NS]), row.tags.get(c.TAG_RUN_ID, ""))
+            (-int(row.fields[c.FIELD_START_NS]), ident(row))
             for row in recorded
             if c.FIELD_START_NS in row.fields
             and (start is None or int(row.fields[c.FIELD_START_NS]) >= start)
             and (stop is None or int(row.fields[c.FIELD_START_NS]) < stop)
         )
-        seen: set[str] = set()
-        for _, run_id in heapq.merge(by_sdk, by_record):
-            if run_id and run_id not in seen:
-                seen.add(run_id)
-                yield run_id
+        seen: set[tuple[str, str]] = set()
+        for _, (rid, name, key) in heapq.merge(by_sdk, by_record):
+            if rid and (rid, name) not in seen:
+                seen.add((rid, name))
+                yield rid, name, key
 
-    def _summaries(self, run_ids: Sequence[str], start: int | None) -> list[dict[str, Any]]:
-        events: dict[str, list[Row]] = {r: [] for r in run_ids}
-        for row in self.backend.select(
-            Select(c.RUN, tuple(c.RUN.fields), among={c.TAG_RUN_ID: tuple(run_ids)}, start_ns=start)
-        ):
-            events[row.tags[c.TAG_RUN_ID]].append(row)
-        records: dict[str, Row] = {}
-        for row in self.backend.select(
-            Select(
-                c.RUN_RECORD, tuple(c.RUN_RECORD.fields), among={c.TAG_RUN_ID: tuple(run_ids)}, start_ns=start
-            )
-        ):
-            records[row.tags[c.TAG_RUN_ID]] = row  # the last record of a run wins
-        return [_summary(r, events[r], records.get(r)) for r in run_ids if events[r] or r in records]
+    def _step_runs(self, run_ids: Iterable[str]) -> dict[str, dict[str, StepRun]]:
+        """run id -> step -> step run, every attempt of each, from their events and records."""
+        among = {c.TAG_RUN_ID: tuple(run_ids)}
+        events = self.backend.select(Select(c.RUN, tuple(c.RUN.fields), among=among))
+        records = self.backend.select(Select(c.RUN_RECORD, tuple(c.RUN_RECORD.fields), among=among))
+        return gather(events, records)
 
-    def run(self, run_id: str) -> dict[str, Any]:
-        """One run: identity, status and reason, times, params, inputs and outputs.
+    def run(
+        self, run_id: str, *, step: str | None = None, attempt: int | str | None = None
+    ) -> dict[str, Any]:
+        """One step run (its latest attempt, or ``attempt``), or a pipeline execution of several steps.
 
-        Raises :class:`RunNotFound` when no event of ``run_id`` is stored.
+        A step run: identity, ``attempt`` (its number) and ``attempt_key``, status and
+        reason, times, params, inputs and outputs, the exporter's pod, node and image
+        when it recorded that attempt, the failed run's ``traceback``, and ``attempts``:
+        every attempt (number, key, status, times), the earliest first.  A run id that
+        several steps share, asked without ``step``, gives the execution: its status (a
+        failed step fails it), first start and last end, and ``steps`` (each as
+        :meth:`runs` lists it, the failed ones first).  Raises :class:`RunNotFound` when
+        nothing of ``run_id`` (or of that step or attempt) is stored.
         """
         _check_run_id(run_id)
-        found = self._summaries([run_id], None)
-        if not found:
+        check_step(step)
+        check_attempt(attempt)
+        steps = self._step_runs([run_id]).get(run_id)
+        if not steps:
             raise self._not_found(run_id)
-        summary = found[0]
-        record = self._record(run_id)
-        if record is not None:
-            summary.update(
-                namespace=record.tags.get(c.TAG_NAMESPACE),
-                pod=record.fields.get(c.FIELD_POD),
-                node=record.fields.get(c.FIELD_NODE),
-                image=record.fields.get(c.FIELD_IMAGE),
-                attempts=record.fields.get(c.FIELD_ATTEMPTS),
+        if step is None and attempt is None and len(steps) > 1:
+            return execution(run_id, (summary(s, len(s.attempts)) for s in steps.values()))
+        chosen = choose_step(run_id, steps, step)
+        number = pick(chosen, attempt)
+        found = summary(chosen, number) | details(chosen, number)
+        scope = Scope(run_id, chosen.step, chosen.attempts[number - 1].key)
+        found["params"] = {p["name"]: p["value"] for p in self._params(scope)}
+        io = list(
+            self.backend.select(
+                Select(c.IO, (c.FIELD_VALUE, c.FIELD_SOURCE, c.FIELD_DESTINATION), equal=scope.equal())
             )
-        summary["params"] = {p["name"]: p["value"] for p in self.params(run_id, _checked=True)}
-        io = list(self._io(run_id))
-        summary["inputs"] = [_io_row(r, c.FIELD_SOURCE) for r in io if r.tags.get(c.TAG_DIRECTION) == "input"]
-        summary["outputs"] = [
+        )
+        found["inputs"] = [_io_row(r, c.FIELD_SOURCE) for r in io if r.tags.get(c.TAG_DIRECTION) == "input"]
+        found["outputs"] = [
             _io_row(r, c.FIELD_DESTINATION) for r in io if r.tags.get(c.TAG_DIRECTION) == "output"
         ]
-        return summary
+        found["attempts"] = attempt_rows(chosen)
+        return found
 
-    def _record(self, run_id: str) -> Row | None:
-        rows = self.backend.select(
-            Select(c.RUN_RECORD, tuple(c.RUN_RECORD.fields), equal={c.TAG_RUN_ID: run_id}, desc=True, limit=1)
-        )
-        return next(iter(rows), None)
+    def resolve_run_id(self, text: str) -> str:
+        """The run id ``text`` names: itself when stored, ``latest`` for the newest run, or a prefix."""
+        _check_run_id(text, "run")
+        if self._exists(text):
+            return text
+        if text == LATEST:
+            newest = next(iter(self.runs(limit=1)), None)
+            if newest is None:
+                raise RunNotFound(f"no runs in {self.describe()}")
+            return str(newest["run_id"])
+        candidates = sorted(r for r in self._run_ids() if r.startswith(text))
+        if not candidates:
+            raise self._not_found(text)
+        if len(candidates) > 1:
+            shown = ", ".join(candidates[:_CANDIDATES_SHOWN])
+            more = (
+                f" and {len(candidates) - _CANDIDATES_SHOWN} more"
+                if len(candidates) > _CANDIDATES_SHOWN
+                else ""
+            )
+            raise RunNotFound(
+                f"run id {text!r} is the start of {len(candidates)} run ids: {shown}{more}; give more of one"
+            )
+        return candidates[0]
+
+    def _run_ids(self) -> set[str]:
+        """Every run id with lifecycle events or a run record."""
+        ids: set[str] = set()
+        for stream, value in ((c.RUN, c.FIELD_HOST), (c.RUN_RECORD, c.FIELD_START_NS)):
+            query = Reduce(Select(stream, (value,)), (c.TAG_RUN_ID,), "last", value)
+            ids.update(tags[c.TAG_RUN_ID] for tags, _ in self.backend.reduce(query) if c.TAG_RUN_ID in tags)
+        return ids
 
     def _exists(self, run_id: str) -> bool:
         """Whether any point of the run is stored (lifecycle events first: the usual case)."""
@@ -340,40 +328,45 @@ class ReadClient:
     def _not_found(self, run_id: str) -> RunNotFound:
         return RunNotFound(f"run {run_id!r} not found in {self.describe()}")
 
-    def _require(self, run_id: str) -> str:
+    def _scope(self, run_id: str, step: str | None, attempt: int | str | None) -> Scope:
+        """The points of one step run's attempt (see the module's docstring); raises naming what is not."""
         _check_run_id(run_id)
-        if not self._exists(run_id):
-            raise self._not_found(run_id)
-        return run_id
+        check_step(step)
+        check_attempt(attempt)
+        steps = self._step_runs([run_id]).get(run_id)
+        if not steps:  # points without lifecycle events (another writer): the run id is all there is
+            if not self._exists(run_id):
+                raise self._not_found(run_id)
+            if attempt is not None:
+                raise RunNotFound(f"run {run_id!r} has no lifecycle events, so no attempts to pick from")
+            return Scope(run_id, step)
+        chosen = choose_step(run_id, steps, step)
+        return Scope(run_id, chosen.step, chosen.attempts[pick(chosen, attempt) - 1].key)
 
     # ---- params, io, metrics, logs ---------------------------------------------------------------
 
-    def params(self, run_id: str, *, _checked: bool = False) -> Rows:
-        """The run's params: name and value (a number when it was logged as one)."""
-        if not _checked:
-            self._require(run_id)
+    def params(self, run_id: str, *, step: str | None = None, attempt: int | str | None = None) -> Rows:
+        """The step run's params: name and value (a number when it was logged as one)."""
+        return self._params(self._scope(run_id, step, attempt))
 
+    def _params(self, scope: Scope) -> Rows:
         def produce() -> Iterator[dict[str, Any]]:
             latest: dict[str, Any] = {}
-            query = Select(c.PARAM, (c.FIELD_VALUE, c.FIELD_NUMBER), equal={c.TAG_RUN_ID: run_id})
+            query = Select(c.PARAM, (c.FIELD_VALUE, c.FIELD_NUMBER), equal=scope.equal())
             for row in self.backend.select(query):
-                latest[row.tags[c.TAG_NAME]] = _param_value(row.fields)  # the last write wins
+                latest[row.tags[c.TAG_NAME]] = param_value(row.fields)  # the last write wins
             for name in sorted(latest):
                 yield {"name": name, "value": latest[name]}
 
         return Rows(produce, ("name", "value"))
 
-    def _io(self, run_id: str) -> Iterator[Row]:
-        fields = (c.FIELD_VALUE, c.FIELD_SOURCE, c.FIELD_DESTINATION)
-        return self.backend.select(Select(c.IO, fields, equal={c.TAG_RUN_ID: run_id}))
-
-    def metrics(self, run_id: str) -> Rows:
-        """The run's simple metrics: name, value and when it was logged (the last value of each name)."""
-        self._require(run_id)
+    def metrics(self, run_id: str, *, step: str | None = None, attempt: int | str | None = None) -> Rows:
+        """The step run's simple metrics: name, value and when it was logged (the last value of each)."""
+        scope = self._scope(run_id, step, attempt)
 
         def produce() -> Iterator[dict[str, Any]]:
             latest: dict[str, Row] = {}
-            for row in self.backend.select(Select(c.METRIC, (c.FIELD_VALUE,), equal={c.TAG_RUN_ID: run_id})):
+            for row in self.backend.select(Select(c.METRIC, (c.FIELD_VALUE,), equal=scope.equal())):
                 latest[row.tags[c.TAG_NAME]] = row
             for name in sorted(latest):
                 row = latest[name]
@@ -381,13 +374,19 @@ class ReadClient:
 
         return Rows(produce, ("name", "value", "time"))
 
-    def list_metrics(self, run_id: str, name: str | None = None) -> Rows:
-        """The run's list metrics as series: name, step, value and time, in time order (streamed)."""
-        self._require(run_id)
-        equal = {c.TAG_RUN_ID: run_id}
+    def list_metrics(
+        self,
+        run_id: str,
+        name: str | None = None,
+        *,
+        step: str | None = None,
+        attempt: int | str | None = None,
+    ) -> Rows:
+        """The step run's list metrics as series: name, step, value and time, in time order (streamed)."""
+        if name is not None and (type(name) is not str or not name):
+            raise ValueError(f"name={name!r} is invalid: must be a list metric's name")
+        equal = self._scope(run_id, step, attempt).equal()
         if name is not None:
-            if type(name) is not str or not name:
-                raise ValueError(f"name={name!r} is invalid: must be a list metric's name")
             equal[c.TAG_NAME] = name
 
         def produce() -> Iterator[dict[str, Any]]:
@@ -402,13 +401,14 @@ class ReadClient:
 
         return Rows(produce, ("name", "step", "value", "time"))
 
-    def list_metric_names(self, run_id: str) -> Rows:
-        """Each list metric of the run: its name, number of points, and last, min, max and mean."""
-        self._require(run_id)
+    def list_metric_names(
+        self, run_id: str, *, step: str | None = None, attempt: int | str | None = None
+    ) -> Rows:
+        """Each list metric of the step run: its name, and its last, min, max and mean value."""
+        select = Select(c.LIST_METRIC, (c.FIELD_VALUE,), equal=self._scope(run_id, step, attempt).equal())
 
         def produce() -> Iterator[dict[str, Any]]:
             table: dict[str, dict[str, Any]] = {}
-            select = Select(c.LIST_METRIC, (c.FIELD_VALUE,), equal={c.TAG_RUN_ID: run_id})
             for agg in AGGREGATIONS:
                 for tags, value in self.backend.reduce(Reduce(select, (c.TAG_NAME,), agg)):
                     table.setdefault(tags.get(c.TAG_NAME, ""), {})[agg] = value
@@ -420,20 +420,22 @@ class ReadClient:
     def logs(
         self,
         run_id: str,
-        since: datetime | str | int | None = None,
-        until: datetime | str | int | None = None,
+        since: Time = None,
+        until: Time = None,
         level: str | int | None = None,
         limit: int | None = None,
+        *,
+        step: str | None = None,
+        attempt: int | str | None = None,
     ) -> Rows:
-        """The run's log records in time order: ``level`` or above, in [since, until), at most ``limit``."""
-        self._require(run_id)
+        """Its log records in time order: ``level`` and up, in [since, until), at most ``limit``."""
         start, stop = time_range(since, until)
         check_limit(limit)
         among = {c.TAG_LEVEL: _levels_from(level)} if level is not None else {}
         query = Select(
             c.LOG,
             (c.FIELD_MESSAGE, c.FIELD_LOGGER, c.FIELD_EXTRA),
-            equal={c.TAG_RUN_ID: run_id},
+            equal=self._scope(run_id, step, attempt).equal(),
             among=among,
             start_ns=start,
             stop_ns=stop,
@@ -447,7 +449,7 @@ class ReadClient:
                     "level": row.tags.get(c.TAG_LEVEL),
                     "logger": unescape_text(str(row.fields.get(c.FIELD_LOGGER, ""))),
                     "message": unescape_text(str(row.fields.get(c.FIELD_MESSAGE, ""))),
-                    "extra": _json_value(row.fields.get(c.FIELD_EXTRA)),
+                    "extra": json_value(row.fields.get(c.FIELD_EXTRA)),
                 }
 
         return Rows(produce, ("time", "level", "logger", "message", "extra"))
@@ -460,44 +462,46 @@ class ReadClient:
         agg: Agg = "last",
         sort: str | None = None,
         descending: bool = False,
+        *,
+        step: str | None = None,
+        attempt: int | str | None = None,
     ) -> Rows:
-        """One row per run: status and duration, ``param.*``, ``metric.*``, and ``list.*`` reduced by ``agg``.
+        """A row per step run: status and duration, ``param.*``, ``metric.*``, ``list.*`` reduced by ``agg``.
 
-        ``agg`` is ``last``, ``first``, ``min``, ``max`` or ``mean``.  ``sort`` names a column:
-        in full (``metric.accuracy``) or by its bare name (``accuracy``: a metric, a list
-        metric, then a param); runs without it come last.
+        Each run is compared at its latest attempt; ``attempt`` picks another one in
+        every run (its number or key), ``"all"`` compares every attempt.  ``step``
+        names the step to compare in each run (needed for a run id several steps
+        share).  ``agg`` is ``last``, ``first``, ``min``, ``max`` or ``mean``.  ``sort``
+        names a column: in full (``metric.accuracy``) or by its bare name (``accuracy``:
+        a metric, a list metric, then a param); runs without it come last.
         """
         ids = [_check_run_id(r, "run_ids") for r in ([run_ids] if isinstance(run_ids, str) else run_ids)]
         if not ids:
             raise ValueError("run_ids is empty: name at least one run")
         if agg not in AGGREGATIONS:
             raise ValueError(f"agg={agg!r} is invalid: must be one of {', '.join(AGGREGATIONS)}")
+        check_step(step)
+        check_attempt(attempt, every=True)
         ids = list(dict.fromkeys(ids))
-        summaries = {s["run_id"]: s for s in self._summaries(ids, None)}
-        missing = [r for r in ids if r not in summaries and not self._exists(r)]
+        found = self._step_runs(ids)
+        missing = [r for r in ids if r not in found and not self._exists(r)]
         if missing:
             raise RunNotFound(f"runs {missing} not found in {self.describe()}")
-        base = ("run_id", "pipeline", "step", "status", "duration_ms")
-        rows: dict[str, dict[str, Any]] = {
-            r: {k: summaries.get(r, {}).get(k) for k in base} | {"run_id": r} for r in ids
-        }
-        among = {c.TAG_RUN_ID: tuple(ids)}
-        by = (c.TAG_RUN_ID, c.TAG_NAME)
-        for row in self.backend.select(Select(c.PARAM, (c.FIELD_VALUE, c.FIELD_NUMBER), among=among)):
-            rows[row.tags[c.TAG_RUN_ID]][f"param.{row.tags[c.TAG_NAME]}"] = _param_value(row.fields)
-        for tags, value in self.backend.reduce(
-            Reduce(Select(c.METRIC, (c.FIELD_VALUE,), among=among), by, "last")
-        ):
-            rows[tags[c.TAG_RUN_ID]][f"metric.{tags[c.TAG_NAME]}"] = value
-        for tags, value in self.backend.reduce(
-            Reduce(Select(c.LIST_METRIC, (c.FIELD_VALUE,), among=among), by, agg)
-        ):
-            rows[tags[c.TAG_RUN_ID]][f"list.{tags[c.TAG_NAME]}"] = value
-        found = sorted({k for row in rows.values() for k in row if k not in base}, key=_column_order)
-        columns = (*base, *found)
-        table = [{k: row.get(k) for k in columns} for row in rows.values()]
+        targets: list[tuple[Scope, dict[str, Any]]] = []
+        for rid in ids:
+            if rid not in found:  # points without lifecycle events
+                targets.append((Scope(rid), {k: None for k in BASE_COLUMNS} | {"run_id": rid}))
+                continue
+            chosen = choose_step(rid, found[rid], step)
+            every = attempt == ALL_ATTEMPTS and not any(a.key == ALL_ATTEMPTS for a in chosen.attempts)
+            numbers = range(1, len(chosen.attempts) + 1) if every else [pick(chosen, attempt)]
+            for n in numbers:
+                row = summary(chosen, n)
+                scope = Scope(rid, chosen.step, row["attempt_key"])
+                targets.append((scope, {k: row[k] for k in BASE_COLUMNS}))
+        table, columns = compare_table(self.backend, targets, agg)
         if sort is not None:
-            table = _sorted(table, _resolve_column(sort, columns), descending)
+            table = sort_rows(table, resolve_column(sort, columns), descending)
 
         def produce() -> Iterator[dict[str, Any]]:
             return iter([dict(row) for row in table])
@@ -505,62 +509,11 @@ class ReadClient:
         return Rows(produce, columns)
 
 
-def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Lists of at most ``size`` items, only one held at a time."""
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _summary(run_id: str, events: list[Row], record: Row | None) -> dict[str, Any]:
-    """A run's summary from its lifecycle events (SDK) and its run record (exporter), the record winning."""
-    identity: Mapping[str, str] = record.tags if record is not None else (events[0].tags if events else {})
-    started = next((e for e in events if e.tags.get(c.TAG_STATUS) == c.RunStatus.STARTED.value), None)
-    ends = [e for e in events if e.tags.get(c.TAG_STATUS) != c.RunStatus.STARTED.value]
-    end = max(ends, key=lambda e: e.time_ns) if ends else None
-    status = end.tags.get(c.TAG_STATUS) if end is not None else RUNNING
-    start_ns = started.time_ns if started is not None else None
-    end_ns = end.time_ns if end is not None else None
-    duration = end.fields.get(c.FIELD_DURATION_MS) if end is not None else None
-    reason = exit_code = None
-    if record is not None:
-        status = record.tags.get(c.TAG_STATUS, status)
-        reason = record.tags.get(c.TAG_REASON)
-        exit_code = record.fields.get(c.FIELD_EXIT_CODE)
-        start_ns = start_ns if start_ns is not None else record.fields.get(c.FIELD_START_NS)
-        end_ns = end_ns if end_ns is not None else record.fields.get(c.FIELD_END_NS)
-        duration = duration if duration is not None else record.fields.get(c.FIELD_EXECUTION_TIME_MS)
-    error = None
-    if end is not None and c.FIELD_ERROR_TYPE in end.fields:
-        message = unescape_text(str(end.fields.get(c.FIELD_ERROR_MESSAGE, "")))
-        error = f"{unescape_text(str(end.fields[c.FIELD_ERROR_TYPE]))}: {message}".rstrip(": ")
-    return {
-        "run_id": run_id,
-        "pipeline": identity.get(c.TAG_PIPELINE),
-        "step": identity.get(c.TAG_STEP),
-        "status": status,
-        "reason": reason,
-        "started": ns_datetime(int(start_ns)) if start_ns is not None else None,
-        "ended": ns_datetime(int(end_ns)) if end_ns is not None else None,
-        "duration_ms": duration,
-        "exit_code": exit_code,
-        "error": error,
-        "host": unescape_text(str(started.fields[c.FIELD_HOST]))
-        if started and c.FIELD_HOST in started.fields
-        else None,
-    }
-
-
 def _io_row(row: Row, location: str) -> dict[str, Any]:
     where = row.fields.get(location)
     return {
         "name": row.tags.get(c.TAG_NAME),
-        "value": _json_value(row.fields.get(c.FIELD_VALUE)),
+        "value": json_value(row.fields.get(c.FIELD_VALUE)),
         location: unescape_text(str(where)) if where is not None else None,
         "time": ns_datetime(row.time_ns),
     }
@@ -575,33 +528,3 @@ def _levels_from(level: str | int) -> tuple[str, ...]:
     if number is None:
         raise ValueError(f"level={level!r} is invalid: must be one of {', '.join(LEVELS)} (or a number)")
     return tuple(sorted(name for name, n in numbers.items() if n >= number)) or (LEVELS[-1],)
-
-
-_PREFIXES = ("param.", "metric.", "list.")
-
-
-def _column_order(column: str) -> tuple[int, str]:
-    for i, prefix in enumerate(_PREFIXES):
-        if column.startswith(prefix):
-            return i, column
-    return len(_PREFIXES), column
-
-
-def _resolve_column(sort: str, columns: Sequence[str]) -> str:
-    if sort in columns:
-        return sort
-    for prefix in ("metric.", "list.", "param."):
-        if prefix + sort in columns:
-            return prefix + sort
-    raise ValueError(f"sort={sort!r} is not a column of this comparison; columns: {', '.join(columns)}")
-
-
-def _sorted(table: list[dict[str, Any]], key: str, descending: bool) -> list[dict[str, Any]]:
-    """Rows by ``key``: numbers, then text (each ascending, or both descending); missing values last."""
-
-    def missing(value: Any) -> bool:
-        return value is None or (isinstance(value, float) and math.isnan(value))
-
-    present = [row for row in table if not missing(row.get(key))]
-    present.sort(key=lambda row: (isinstance(row[key], str), row[key]), reverse=descending)
-    return present + [row for row in table if missing(row.get(key))]

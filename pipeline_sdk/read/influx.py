@@ -7,10 +7,14 @@ contract (``tests/test_read_influx.py`` does):
       |> pivot(fields into columns) |> map(exact time as _ns) |> group() |> sort |> limit
 
 and a reduction ends with ``group(columns: by) |> sort(_time) |> last()`` (or
-``first``, ``min``, ``max``, ``mean``).  The exact nanosecond time is asked for as an
-integer column, ``_ns``, because influxdb-client turns ``_time`` into a datetime,
-which holds microseconds only.  ``query_stream`` parses the annotated CSV as it
-arrives, so a result of any size is never held whole.
+``first``, ``min``, ``max``, ``mean``), a count with ``group(columns: by) |> count()``.
+A filter on a tag that older points lack (:data:`.query.ABSENT_TAGS`) that takes
+the tag's default also takes them: ``not exists r.attempt or r.attempt == "1"``.
+
+The exact nanosecond time is asked for as an integer column, ``_ns``, because
+influxdb-client turns ``_time`` into a datetime, which holds microseconds only.
+``query_stream`` parses the annotated CSV as it arrives, so a result of any size is
+never held whole.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..redact import redact, redact_secret, without_userinfo
-from .query import BackendUnavailable, Reduce, Row, Select
+from .query import ABSENT_TAGS, BackendUnavailable, Count, Reduce, Row, Select
 
 if TYPE_CHECKING:
     from influxdb_client.client.influxdb_client import InfluxDBClient
@@ -38,6 +42,12 @@ def _flux_list(values: Iterable[str]) -> str:
     return "[" + ", ".join(flux_string(v) for v in values) + "]"
 
 
+def _tag_filter(tag: str, values: tuple[str, ...], condition: str) -> str:
+    if tag in ABSENT_TAGS and ABSENT_TAGS[tag] in values:  # a point written before the tag existed
+        condition = f"not exists r.{tag} or {condition}"
+    return f"filter(fn: (r) => {condition})"
+
+
 def _filters(query: Select, bucket: str, fields: Iterable[str]) -> list[str]:
     start = query.start_ns if query.start_ns is not None else 0
     stop = f", stop: time(v: {int(query.stop_ns)})" if query.stop_ns is not None else ""
@@ -46,9 +56,11 @@ def _filters(query: Select, bucket: str, fields: Iterable[str]) -> list[str]:
         f"range(start: time(v: {int(start)}){stop})",
         f"filter(fn: (r) => r._measurement == {flux_string(query.stream.measurement)})",
     ]
-    lines += [f"filter(fn: (r) => r.{tag} == {flux_string(value)})" for tag, value in query.equal.items()]
     lines += [
-        f"filter(fn: (r) => contains(value: r.{tag}, set: {_flux_list(values)}))"
+        _tag_filter(tag, (value,), f"r.{tag} == {flux_string(value)}") for tag, value in query.equal.items()
+    ]
+    lines += [
+        _tag_filter(tag, values, f"contains(value: r.{tag}, set: {_flux_list(values)})")
         for tag, values in query.among.items()
     ]
     lines.append("filter(fn: (r) => " + " or ".join(f"r._field == {flux_string(f)}" for f in fields) + ")")
@@ -79,8 +91,16 @@ def reduce_flux(query: Reduce, bucket: str) -> str:
     return "\n  |> ".join(lines)
 
 
+def count_flux(query: Count, bucket: str) -> str:
+    """The Flux of a :class:`Count`: one row per group, its number of points in ``_value``."""
+    lines = _filters(query.select, bucket, [query.value])
+    lines += [f"group(columns: {_flux_list(query.by)})", "count()"]
+    lines.append(f"keep(columns: {_flux_list([*query.by, '_value'])})")
+    return "\n  |> ".join(lines)
+
+
 class InfluxBackend:
-    """Answers :class:`Select` and :class:`Reduce` from an InfluxDB 2 bucket.
+    """Answers :class:`Select`, :class:`Reduce` and :class:`Count` from an InfluxDB 2 bucket.
 
     ``url`` may carry credentials (userinfo, a token in the query): :attr:`url`,
     :meth:`describe` and every error show it with them masked (:mod:`.redact`), and
@@ -163,6 +183,14 @@ class InfluxBackend:
             if values.get("_value") is None:
                 continue
             yield {t: values[t] for t in query.by if values.get(t) not in (None, "")}, values["_value"]
+
+    def count(self, query: Count) -> Iterator[tuple[dict[str, str], int]]:
+        for values in self._records(count_flux(query, self.bucket)):
+            if values.get("_value"):
+                yield (
+                    {t: values[t] for t in query.by if values.get(t) not in (None, "")},
+                    int(values["_value"]),
+                )
 
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]

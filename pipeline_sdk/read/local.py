@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import contract as c
 from ..local_store import DB_NAME
-from .query import BackendUnavailable, Reduce, Row, Select
+from .query import ABSENT_TAGS, BackendUnavailable, Count, Reduce, Row, Select
 
 _SQL_AGG = {"min": "MIN", "max": "MAX", "mean": "AVG"}
 
@@ -25,8 +25,21 @@ def _json_path(key: str) -> str:
     return '$."' + key.replace('"', '""') + '"'
 
 
+def _takes_absent(tag: str, values: tuple[str, ...]) -> bool:
+    """Whether a filter on ``tag`` for ``values`` also takes points without the tag (ABSENT_TAGS)."""
+    return tag in ABSENT_TAGS and ABSENT_TAGS[tag] in values
+
+
+def _or_absent(tag: str, values: tuple[str, ...], clause: str) -> str:
+    return f"({clause} OR json_extract(tags, ?) IS NULL)" if _takes_absent(tag, values) else clause
+
+
+def _absent_args(tag: str, values: tuple[str, ...]) -> list[str]:
+    return [_json_path(tag)] if _takes_absent(tag, values) else []
+
+
 class LocalBackend:
-    """Answers :class:`Select` and :class:`Reduce` from ``home/mlobs.db``."""
+    """Answers :class:`Select`, :class:`Reduce` and :class:`Count` from ``home/mlobs.db``."""
 
     def __init__(self, home: Path | str) -> None:
         self.path = Path(home).expanduser() / DB_NAME
@@ -66,16 +79,16 @@ class LocalBackend:
                 clauses.append("run_id = ?")
                 args.append(value)
             else:
-                clauses.append("json_extract(tags, ?) = ?")
-                args += [_json_path(tag), value]
+                clauses.append(_or_absent(tag, (value,), "json_extract(tags, ?) = ?"))
+                args += [_json_path(tag), value, *_absent_args(tag, (value,))]
         for tag, values in query.among.items():
             marks = ",".join("?" * len(values))
             if tag == c.TAG_RUN_ID:
                 clauses.append(f"run_id IN ({marks})")
                 args += list(values)
             else:
-                clauses.append(f"json_extract(tags, ?) IN ({marks})")
-                args += [_json_path(tag), *values]
+                clauses.append(_or_absent(tag, values, f"json_extract(tags, ?) IN ({marks})"))
+                args += [_json_path(tag), *values, *_absent_args(tag, values)]
         if query.start_ns is not None:
             clauses.append("time_ns >= ?")
             args.append(query.start_ns)
@@ -129,6 +142,18 @@ class LocalBackend:
         for row in self._execute(sql, [*group_args, value_arg, *args, value_arg, *group_args]):
             tags = {t: v for t, v in zip(query.by, row, strict=False) if v is not None}
             yield tags, row[len(query.by)]
+
+    def count(self, query: Count) -> Iterator[tuple[dict[str, str], int]]:
+        where, args = self._where(query.select)
+        groups = ", ".join(["json_extract(tags, ?)" for _ in query.by] + ["COUNT(*)"])
+        group_args = [_json_path(t) for t in query.by]
+        sql = f"SELECT {groups} FROM points WHERE {where} AND json_extract(fields, ?) IS NOT NULL"  # noqa: S608
+        if query.by:
+            sql += " GROUP BY " + ", ".join("json_extract(tags, ?)" for _ in query.by)
+        value_arg = _json_path(query.value)
+        for row in self._execute(sql, [*group_args, *args, value_arg, *group_args]):
+            if row[len(query.by)]:  # no GROUP BY: one row, 0 when nothing matched
+                yield {t: v for t, v in zip(query.by, row, strict=False) if v is not None}, row[len(query.by)]
 
     def close(self) -> None:
         if self._db is not None:

@@ -1,6 +1,6 @@
-"""What a read backend is asked: select points of one stream, or reduce them per group.
+"""What a read backend is asked: select points of one stream, or reduce or count them per group.
 
-Both backends (the local store and InfluxDB) answer the same two questions, so the
+Both backends (the local store and InfluxDB) answer the same questions, so the
 read client above them is written once and they return the same results for the
 same events.  A question names only what the contract defines for its stream:
 building one with another name raises at once.
@@ -14,12 +14,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
+from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from .. import contract as c
 
 Agg = Literal["last", "first", "min", "max", "mean"]
 AGGREGATIONS: tuple[Agg, ...] = ("last", "first", "min", "max", "mean")
+# Tags that points written before them lack, and the value such a point reads as: a filter
+# on a tag of these that takes its value also takes the points without the tag.
+ABSENT_TAGS: Mapping[str, str] = MappingProxyType({c.TAG_ATTEMPT: c.FIRST_ATTEMPT})
 
 
 class ReadError(Exception):
@@ -51,7 +55,9 @@ class Select:
     Rows come in time order (``desc`` for newest first), or by a numeric field
     (``order_by``, e.g. a run record's ``start_ns``); ``limit`` (a whole number, 1
     or more; None for all) cuts the result.  The time range is ``start_ns <= t <
-    stop_ns``: the start is in it, the stop is not.
+    stop_ns``: the start is in it, the stop is not.  A filter on a tag of
+    :data:`ABSENT_TAGS` that takes the tag's default value (``attempt == "1"``) also
+    keeps the points that lack the tag.
     """
 
     stream: c.Stream
@@ -99,6 +105,21 @@ class Reduce:
             raise ValueError(f"agg={self.agg!r} is invalid: must be one of {', '.join(AGGREGATIONS)}")
 
 
+@dataclass(frozen=True)
+class Count:
+    """How many of ``select``'s points have field ``value``, per group of ``by`` tags."""
+
+    select: Select
+    by: tuple[str, ...]
+    value: str
+
+    def __post_init__(self) -> None:
+        stream = self.select.stream
+        unknown = [t for t in self.by if t not in stream.tags]
+        if unknown or self.value not in self.select.fields:
+            raise ValueError(f"cannot count {stream.measurement!r} by {list(self.by)} over {self.value!r}")
+
+
 def check_limit(limit: object) -> int | None:
     """``limit`` as given: None (no limit) or a whole number, 1 or more (0 rows is never asked for)."""
     if limit is not None and (type(limit) is not int or limit < 1):
@@ -107,7 +128,7 @@ def check_limit(limit: object) -> int | None:
 
 
 class Backend(Protocol):
-    """A store of the contract's points that answers :class:`Select` and :class:`Reduce`."""
+    """A store of the contract's points that answers :class:`Select`, :class:`Reduce` and :class:`Count`."""
 
     def describe(self) -> str:
         """Where it reads, for messages: "the local store /path" or "InfluxDB at URL"."""
@@ -119,6 +140,10 @@ class Backend(Protocol):
 
     def reduce(self, query: Reduce) -> Iterator[tuple[dict[str, str], Any]]:
         """(group tags, reduced value) per group that has points."""
+        ...
+
+    def count(self, query: Count) -> Iterator[tuple[dict[str, str], int]]:
+        """(group tags, number of points) per group that has points."""
         ...
 
     def close(self) -> None: ...
