@@ -6,15 +6,18 @@ Over 400 lines, one concern: what the tracker makes of runs, pinned value by val
 
 from __future__ import annotations
 
+import inspect
 import json
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporters.pipeline_exporter import tracker as tracker_module
 from exporters.pipeline_exporter.collectors import ExporterCollector, ExporterStats, RunCollector
-from exporters.pipeline_exporter.config import ConfigError, ExporterConfig, Limits, SeriesLimits
-from exporters.pipeline_exporter.figures import FinishedRun
+from exporters.pipeline_exporter.config import ConfigError, ExporterConfig, Limits, SeriesLimits, Thresholds
+from exporters.pipeline_exporter.figures import FinishedRun, RecordSink
+from exporters.pipeline_exporter.kube import Raw
 from exporters.pipeline_exporter.tracker import RunTracker
 from pipeline_sdk import contract as c
 from tests import kube_objects as k
@@ -68,6 +71,28 @@ def runs(registry: CollectorRegistry, pipeline: str, step: str, status: str, rea
 
 def gauge(registry: CollectorRegistry, name: str, pipeline: str = "train", step: str = "fit") -> float | None:
     return registry.get_sample_value(name, {"pipeline": pipeline, "step": step})
+
+
+def test_every_annotation_in_the_tracker_resolves() -> None:
+    """As typing.get_type_hints and runtime type checkers read them (mypy checks them statically)."""
+    defined = [
+        v for v in vars(tracker_module).values() if getattr(v, "__module__", None) == tracker_module.__name__
+    ]
+    assert {v.__name__ for v in defined} >= {"RunTracker", "_Run", "_historical"}
+    for obj in defined:
+        get_type_hints(obj)
+        for member in vars(obj).values() if inspect.isclass(obj) else ():
+            if inspect.isfunction(member):
+                get_type_hints(member)
+    seen_before = {"seen_before": float | None, "return": type(None)}
+    assert get_type_hints(RunTracker.on_job) == {"event_type": str, "raw": Raw, **seen_before}
+    assert get_type_hints(RunTracker.tick) == {"now": float | None, "return": type(None)}
+    hints = get_type_hints(RunTracker.__init__)
+    assert (hints["thresholds"], hints["records"], hints["series"]) == (
+        Thresholds | None,
+        RecordSink | None,
+        SeriesLimits | None,
+    )
 
 
 @pytest.mark.parametrize(
@@ -258,15 +283,6 @@ def test_bare_pod_runs() -> None:
     )
     assert runs(registry, "serve", "batch", "failed", "Error") == 1
     assert records.sent[0].exit_code == 2
-
-
-def test_finished_runs_are_forgotten_after_the_bound() -> None:
-    tracker, registry, _, _ = make(max_finished=100)
-    for i in range(500):
-        play(tracker, k.succeeding(k.RunSpec("train", "fit", f"r{i}"), T0 + i, T0 + i + 1)[-1:])
-    assert tracker.snapshot().tracked == 100
-    assert registry.get_sample_value(c.PROM_EXPORTER_TRACKED_RUNS) == 100
-    assert runs(registry, "train", "fit", "succeeded", "Completed") == 500
 
 
 def test_run_id_falls_back_to_the_job_name() -> None:
@@ -474,26 +490,6 @@ def test_a_jobs_failure_settles_at_exactly_its_deadline() -> None:
     assert [r.reason for r in records.sent] == [R.BACKOFF_LIMIT_EXCEEDED]
 
 
-def test_the_default_memory_of_finished_runs_is_fifty_thousand() -> None:
-    tracker = RunTracker(clock=lambda: T0 + 100)
-    done = k.job(
-        k.RunSpec("train", "fit", "r"), started=T0, succeeded=1, condition=("Complete", None, T0 + 9)
-    )
-
-    def finish(i: int) -> None:
-        tracker.on_job("ADDED", {**done, "metadata": {**done["metadata"], "name": f"j-{i}"}})
-
-    for i in range(50_000):
-        finish(i)
-    assert (tracker.snapshot().tracked, tracker.finished_total) == (50_000, 50_000)
-    finish(50_000)  # n + 1: the oldest is forgotten
-    assert (tracker.snapshot().tracked, tracker.finished_total) == (50_000, 50_001)
-    finish(1)  # still remembered: not counted again
-    assert tracker.finished_total == 50_001
-    finish(0)  # forgotten: its next event counts it again
-    assert tracker.finished_total == 50_002
-
-
 def test_the_oldest_finished_run_is_the_one_forgotten() -> None:
     tracker, registry, records, _ = make(max_finished=2)
     finals = [k.succeeding(k.RunSpec("train", "fit", f"r{i}"), T0 + i, T0 + i + 1)[-1:] for i in range(3)]
@@ -536,10 +532,11 @@ def test_only_a_run_seen_running_has_a_running_start() -> None:
             ("jobs", "apply", k.job(run, started=T0, active=1)),
             ("pods", "apply", k.pod(run, 0, "Failed", started=T0, terminated=("Error", 1, T0 + 1))),
             ("pods", "apply", k.pod(run, 1, "Pending")),  # the retry waits for a node: nothing runs
+            ("pods", "apply", k.pod(k.RunSpec("train", "fit", "lost"), 0, "Unknown", started=T0, bare=True)),
         ],
     )
-    assert gauge(registry, c.PROM_RUNS_IN_PROGRESS) == 1
-    assert gauge(registry, c.PROM_OLDEST_RUNNING_START) is None
+    assert gauge(registry, c.PROM_RUNS_IN_PROGRESS) == 2
+    assert gauge(registry, c.PROM_OLDEST_RUNNING_START) is None, "pending, failed or unknown is not running"
     for i, start in ((2, T0 + 50), (3, T0 + 5)):  # later first
         other = k.RunSpec("train", "fit", f"r{i}")
         play(tracker, [("pods", "apply", k.pod(other, 0, "Running", started=start, bare=True))])
@@ -821,3 +818,35 @@ def test_a_duration_is_end_minus_start_whatever_the_epoch() -> None:
     play(tracker, k.succeeding(k.RunSpec("train", "fit", "r1", created=1.0), 5.0, 100.0))  # 1970
     assert duration_samples(registry)["_sum"] == 95
     assert duration_samples(registry)["60.0"] == 0 and duration_samples(registry)["300.0"] == 1
+
+
+# ---- the slow ones last: thousands of runs --------------------------------------------------------
+
+
+def test_finished_runs_are_forgotten_after_the_bound() -> None:
+    tracker, registry, _, _ = make(max_finished=100)
+    for i in range(500):
+        play(tracker, k.succeeding(k.RunSpec("train", "fit", f"r{i}"), T0 + i, T0 + i + 1)[-1:])
+    assert tracker.snapshot().tracked == 100
+    assert registry.get_sample_value(c.PROM_EXPORTER_TRACKED_RUNS) == 100
+    assert runs(registry, "train", "fit", "succeeded", "Completed") == 500
+
+
+def test_the_default_memory_of_finished_runs_is_fifty_thousand() -> None:
+    tracker = RunTracker(clock=lambda: T0 + 100)
+    done = k.job(
+        k.RunSpec("train", "fit", "r"), started=T0, succeeded=1, condition=("Complete", None, T0 + 9)
+    )
+
+    def finish(i: int) -> None:
+        tracker.on_job("ADDED", {**done, "metadata": {**done["metadata"], "name": f"j-{i}"}})
+
+    for i in range(50_000):
+        finish(i)
+    assert (tracker.snapshot().tracked, tracker.finished_total) == (50_000, 50_000)
+    finish(50_000)  # n + 1: the oldest is forgotten
+    assert (tracker.snapshot().tracked, tracker.finished_total) == (50_000, 50_001)
+    finish(1)  # still remembered: not counted again
+    assert tracker.finished_total == 50_001
+    finish(0)  # forgotten: its next event counts it again
+    assert tracker.finished_total == 50_002

@@ -43,6 +43,41 @@ LOG_COLUMNS = (
 )
 
 
+# ---- the annotations resolve (as typing.get_type_hints and runtime type checkers read them) -----------
+
+
+def test_every_annotation_in_the_module_resolves() -> None:
+    defined = [v for v in vars(query).values() if getattr(v, "__module__", None) == query.__name__]
+    assert len(defined) >= 12
+    for obj in defined:
+        get_type_hints(obj)
+        for member in vars(obj).values() if inspect.isclass(obj) else ():
+            if inspect.isfunction(member):
+                get_type_hints(member)
+    time_value = datetime | str | int | None
+    assert get_type_hints(time_arg) == {
+        "arg": str,
+        "value": time_value,
+        "now_ns": int | None,
+        "return": int | None,
+    }
+    assert get_type_hints(time_range) == {
+        "since": time_value,
+        "until": time_value,
+        "return": tuple[int | None, int | None],
+    }
+    assert get_type_hints(check_limit) == {"limit": object, "return": int | None}
+    hints = get_type_hints(Select)
+    assert (hints["start_ns"], hints["stop_ns"], hints["order_by"], hints["limit"]) == (
+        int | None,
+        int | None,
+        str | None,
+        int | None,
+    )
+    assert hints["among"] == Mapping[str, tuple[str, ...]]
+    assert get_type_hints(query.Backend.select) == {"query": Select, "return": Iterator[Row]}
+
+
 # ---- questions --------------------------------------------------------------------------------------------
 
 
@@ -340,38 +375,3 @@ def test_nanoseconds_print_exactly_and_floor_to_a_datetime(ns: int, text: str, a
     assert format_ns(ns) == text
     assert ns_datetime(ns) == as_datetime and ns_datetime(ns).tzinfo is UTC
     assert time_arg("since", text) == ns, "a printed time reads back exactly"
-
-
-# ---- the annotations resolve (as typing.get_type_hints and runtime type checkers read them) -----------
-
-
-def test_every_annotation_in_the_module_resolves() -> None:
-    defined = [v for v in vars(query).values() if getattr(v, "__module__", None) == query.__name__]
-    assert len(defined) >= 12
-    for obj in defined:
-        get_type_hints(obj)
-        for member in vars(obj).values() if inspect.isclass(obj) else ():
-            if inspect.isfunction(member):
-                get_type_hints(member)
-    time_value = datetime | str | int | None
-    assert get_type_hints(time_arg) == {
-        "arg": str,
-        "value": time_value,
-        "now_ns": int | None,
-        "return": int | None,
-    }
-    assert get_type_hints(time_range) == {
-        "since": time_value,
-        "until": time_value,
-        "return": tuple[int | None, int | None],
-    }
-    assert get_type_hints(check_limit) == {"limit": object, "return": int | None}
-    hints = get_type_hints(Select)
-    assert (hints["start_ns"], hints["stop_ns"], hints["order_by"], hints["limit"]) == (
-        int | None,
-        int | None,
-        str | None,
-        int | None,
-    )
-    assert hints["among"] == Mapping[str, tuple[str, ...]]
-    assert get_type_hints(query.Backend.select) == {"query": Select, "return": Iterator[Row]}

@@ -75,6 +75,26 @@ def accepted(check, *args):  # type: ignore[no-untyped-def]
         return False, None
 
 
+# ---- the annotations resolve (as typing.get_type_hints and runtime type checkers read them) -----------
+
+
+def test_every_annotation_in_the_module_resolves() -> None:
+    functions = [
+        f for f in vars(validation).values() if inspect.isfunction(f) and f.__module__ == validation.__name__
+    ]
+    assert len(functions) >= 20
+    for function in functions:
+        get_type_hints(function)  # raises for an annotation that is not a type
+    assert get_type_hints(json_dumps) == {
+        "value": object,
+        "default": Callable[[Any], Any] | None,
+        "allow_nan": bool,
+        "return": str,
+    }
+    assert get_type_hints(json_nesting_problem) == {"value": object, "max_depth": int, "return": str | None}
+    assert get_type_hints(param_value) == {"arg": str, "value": Any, "return": tuple[str, float | None]}
+
+
 # ---- tag values --------------------------------------------------------------------------
 
 
@@ -785,23 +805,3 @@ def test_param_values_exactly() -> None:
         with pytest.raises(TypeError) as info:
             param_value("p", bad)
         assert str(info.value) == f"p must be a str, int, float, bool or None, got {shown_as}"
-
-
-# ---- the annotations resolve (as typing.get_type_hints and runtime type checkers read them) -----------
-
-
-def test_every_annotation_in_the_module_resolves() -> None:
-    functions = [
-        f for f in vars(validation).values() if inspect.isfunction(f) and f.__module__ == validation.__name__
-    ]
-    assert len(functions) >= 20
-    for function in functions:
-        get_type_hints(function)  # raises for an annotation that is not a type
-    assert get_type_hints(json_dumps) == {
-        "value": object,
-        "default": Callable[[Any], Any] | None,
-        "allow_nan": bool,
-        "return": str,
-    }
-    assert get_type_hints(json_nesting_problem) == {"value": object, "max_depth": int, "return": str | None}
-    assert get_type_hints(param_value) == {"arg": str, "value": Any, "return": tuple[str, float | None]}
