@@ -196,7 +196,8 @@ _throttle = _Throttle()
 def _read_ack(path: Path) -> int | None:
     """The offset in ``path``; 0 when there is none; None when it is not a file of ours (distrust)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO planted as an ack would otherwise block the open until a writer came
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return 0
     except OSError as exc:

@@ -439,6 +439,26 @@ def test_an_ack_file_is_read_back_exactly(tmp_path: Path, ack: bytes | None, del
     assert adopted.release() is (not delivered)
 
 
+@pytest.mark.timeout(10)
+def test_a_fifo_planted_as_an_ack_never_blocks_adoption(tmp_path: Path) -> None:
+    left = leftover(tmp_path, 2, segment_bytes=L)
+    os.mkfifo(left / "000000000000.ack")  # opened for reading as it is, it would wait for a writer
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    assert adopted.errors == 1 and str(adopted.last_error).startswith(f"{left / '000000000000.seg'}: ")
+    assert [(f.segment, f.entries[0]) for f in iter(adopted.next_frame, None)] == [(1, 1)]
+    adopted.release()
+
+
+def test_release_removes_the_directory_when_its_lock_file_is_gone_already(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = SpoolDir.create(tmp_path)
+    (spool.path / LOCK_NAME).unlink()
+    with caplog.at_level(logging.WARNING, "mlobs.spool"):
+        assert spool.release() is True
+    assert not spool.path.exists() and caplog.records == []
+
+
 def test_appending_to_an_adopted_spool_starts_past_its_highest_segment(tmp_path: Path) -> None:
     left = leftover(tmp_path, 3, segment_bytes=2 * L)
     (left / "000000000004.seg").mkdir()  # not a regular file: never read, but its number is taken
