@@ -6,6 +6,7 @@ variable and what it should look like.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -43,6 +44,27 @@ def _positive_int(raw: str) -> int:
     if not raw.strip().isdigit() or int(raw) < 1:
         raise ValueError("must be a whole number, 1 or more")
     return int(raw)
+
+
+LOG_LEVEL_NAMES = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ON_INVALID_CHOICES = ("raise", "drop")  # what an invalid recording call does: raise, or drop and count
+
+
+def log_level(raw: str) -> int:
+    """A logging level: one of LOG_LEVEL_NAMES (any case) or a whole number from 0."""
+    text = raw.strip()
+    if text.upper() in LOG_LEVEL_NAMES:
+        return int(getattr(logging, text.upper()))
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"must be a logging level: {', '.join(LOG_LEVEL_NAMES)} or a whole number from 0")
+
+
+def on_invalid(raw: str) -> str:
+    """One of ON_INVALID_CHOICES (any case)."""
+    if raw.strip().lower() not in ON_INVALID_CHOICES:
+        raise ValueError("must be 'raise' or 'drop'")
+    return raw.strip().lower()
 
 
 def _text(raw: str) -> str:
@@ -95,6 +117,8 @@ FLUENTD_SHARED_KEY = EnvVar(c.ENV_FLUENTD_SHARED_KEY, _text, show=_hidden)
 USER_HASH_KEY = EnvVar(c.ENV_USER_HASH_KEY, _text, show=_hidden)
 FLUSH_TIMEOUT = EnvVar(c.ENV_FLUSH_TIMEOUT, _positive_float, 10.0)
 SPOOL_MAX_MB = EnvVar(c.ENV_SPOOL_MAX_MB, _positive_int, 512)
+LOG_LEVEL = EnvVar(c.ENV_LOG_LEVEL, log_level, logging.INFO)
+ON_INVALID = EnvVar(c.ENV_ON_INVALID, on_invalid, "raise")
 
 
 def _http_url(raw: str) -> str:

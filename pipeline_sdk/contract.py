@@ -52,6 +52,7 @@ FIELD_INDEX: Final = "index"  # position of a list-metric value: the step/epoch 
 FIELD_DURATION_MS: Final = "duration_ms"  # wall time of a finished run (float)
 FIELD_ERROR_TYPE: Final = "error_type"  # qualified exception class of a failed run
 FIELD_ERROR_MESSAGE: Final = "error_message"  # exception message of a failed run
+FIELD_TRACEBACK: Final = "traceback"  # the last frames of a failed run's traceback (at most 8 KiB)
 FIELD_HOST: Final = "host"  # host name of the process that ran the step
 FIELD_PID: Final = "pid"  # process id of the process that ran the step (int)
 FIELD_SDK_VERSION: Final = "sdk_version"  # mlobs SDK version that wrote the event
@@ -162,6 +163,7 @@ RUN: Final = Stream(  # run lifecycle: started, then succeeded / failed / cancel
         FIELD_DURATION_MS: _F.FLOAT,
         FIELD_ERROR_TYPE: _F.STRING,
         FIELD_ERROR_MESSAGE: _F.STRING,
+        FIELD_TRACEBACK: _F.STRING,
     },
 )
 PARAM: Final = Stream(  # one hyper-parameter or setting of a run
@@ -385,11 +387,17 @@ ENV_ATTEMPT: Final = "MLOBS_ATTEMPT"  # run identity: the attempt (e.g. Argo's r
 ENV_POD_NAME: Final = "MLOBS_POD_NAME"  # the pod's name (Downward API): a retried Job's attempt
 ENV_FLUSH_TIMEOUT: Final = "MLOBS_FLUSH_TIMEOUT"  # seconds a run waits at exit for delivery (default 10)
 ENV_SPOOL_MAX_MB: Final = "MLOBS_SPOOL_MAX_MB"  # bound of the on-disk spool in MiB (default 512)
+ENV_LOG_LEVEL: Final = "MLOBS_LOG_LEVEL"  # lowest level of the log records a run captures (default INFO)
+ENV_ON_INVALID: Final = "MLOBS_ON_INVALID"  # an invalid recording call: "raise" (default) or "drop" (counted)
 ENV_FLUENTD_SHARED_KEY: Final = "MLOBS_FLUENTD_SHARED_KEY"  # Forward-protocol shared key; unset: no auth
 ENV_USER_HASH_KEY: Final = "MLOBS_USER_HASH_KEY"  # HMAC key of model-API user ids; unset: unkeyed
 ENV_INFLUXDB_URL: Final = "MLOBS_INFLUXDB_URL"  # InfluxDB the read API queries; unset: the local store
 ENV_INFLUXDB_TOKEN: Final = "MLOBS_INFLUXDB_TOKEN"  # noqa: S105 - the name of the variable holding the API token
 ENV_INFLUXDB_ORG: Final = "MLOBS_INFLUXDB_ORG"  # its organization (default INFLUXDB_ORG)
 ENV_INFLUXDB_BUCKET: Final = "MLOBS_INFLUXDB_BUCKET"  # its bucket (default INFLUXDB_BUCKET)
+# Set in a notebook's kernel by Jupyter and VS Code; each names the notebook (the default pipeline).
+JUPYTER_SESSION_VAR: Final = "JPY_SESSION_NAME"  # environment variable Jupyter sets: the notebook's path
+JUPYTER_SESSION_GLOBAL: Final = "__session__"  # global ipykernel sets in the notebook: its path
+VSCODE_NOTEBOOK_GLOBAL: Final = "__vsc_ipynb_file__"  # global VS Code sets in the notebook: its path
 
 DEFAULT_FLUENTD_PORT: Final = 24224  # Fluentd's in_forward default

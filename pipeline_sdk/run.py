@@ -6,13 +6,32 @@ injects, else generated), records ``started``, then exactly one of
 ``cancelled`` (SIGTERM or Ctrl-C), each with the run's duration.  On the way
 out it flushes with a bounded timeout.
 
+A failed run's end also keeps its traceback: the innermost 30 frames, at most
+8 KiB (:data:`TRACEBACK_FRAMES`, :data:`TRACEBACK_CHARS`); longer text keeps its
+end, after a marker that says how much was cut.
+
+Once the run has ended, its recorder refuses every call with a ``RuntimeError``
+that names the run: an event logged after the end could never be delivered by
+the client the run closed, so none is queued.
+
+During the run, its context's log records are captured (see
+:mod:`pipeline_sdk.logs`), and ``on_invalid`` says what a call with an invalid
+argument does (see :class:`~pipeline_sdk.recorder.RunRecorder`).
+
 The exit cannot fail the caller: the exception's type and message are stored
 with :func:`~pipeline_sdk.validation.safe_text` (lone surrogates as backslash
 escapes, a ``str()`` that raises described instead), and every cleanup step
-(detach logging, record the end, restore the SIGTERM handler, clear
-``current_run()``, close or flush the client) runs even when another one
-raised; a step that raises is logged as a warning on the ``mlobs`` logger.
-The caller's own exception propagates unchanged.
+(stop capturing logs, record the end, refuse later calls, restore the SIGTERM
+handler, clear ``current_run()``, close or flush the client) runs even when
+another one raised; a step that raises is logged as a warning on the ``mlobs``
+logger.  The caller's own exception propagates unchanged.
+
+The default pipeline name is the script's name; in a notebook's kernel, the
+notebook's (from VS Code's ``__vsc_ipynb_file__`` or ipykernel's ``__session__``
+global, else Jupyter's ``JPY_SESSION_NAME``), else ``notebook``.
+
+(One concern, a run's start and end and what they record, so one module a little over
+400 lines.)
 """
 
 from __future__ import annotations
@@ -28,25 +47,35 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
-from . import config
+from . import config, logs
 from . import contract as c
 from ._version import __version__
 from .attempts import next_attempt
 from .client import Client
-from .logs import RunLogHandler
-from .recorder import RunRecorder
-from .validation import check_identity, check_name, describe, describe_error, param_value, safe_text
+from .recorder import CURRENT_RUN, RunRecorder, check_on_invalid
+from .validation import (
+    check_identity,
+    check_name,
+    describe,
+    describe_error,
+    param_value,
+    safe_text,
+    short_repr,
+)
+from .values import flatten_params, param_scalar
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("mlobs")
 
-_current: contextvars.ContextVar[RunRecorder | None] = contextvars.ContextVar(
-    "mlobs_current_run", default=None
-)
+_current = CURRENT_RUN
+TRACEBACK_FRAMES = 30  # a failed run keeps the innermost frames of its traceback
+TRACEBACK_CHARS = 8192  # and at most this many characters of it (its end)
+_KERNEL_LAUNCHERS = frozenset({"ipykernel_launcher", "colab_kernel_launcher"})  # argv[0] in a notebook
 
 
 class RunCancelled(SystemExit):
@@ -58,8 +87,13 @@ class RunCancelled(SystemExit):
 
 
 def current_run() -> RunRecorder | None:
-    """The innermost active run of this thread or task, if any."""
-    return _current.get()
+    """The innermost active run of this thread or task, if any.
+
+    A new thread starts without one; a thread running in a copy of a run's context
+    (``contextvars.copy_context()``) and an asyncio task created inside a run have it.
+    """
+    rec = _current.get()
+    return rec if rec is not None and not rec.ended else None
 
 
 def new_run_id() -> str:
@@ -68,9 +102,68 @@ def new_run_id() -> str:
 
 
 def _default_pipeline() -> str:
-    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.path.splitext(script)[0]).strip("-_.")
-    return stem[:63].strip("-_.") or "notebook"
+    """The script's name; in a notebook's kernel the notebook's name; else ``notebook``."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if not argv0 or _stem(argv0) in _KERNEL_LAUNCHERS:
+        return _name_of(_notebook_path()) or "notebook"
+    return _name_of(argv0) or "notebook"
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _notebook_path() -> str:
+    """The notebook a kernel runs, as VS Code, ipykernel or Jupyter name it; "" when none does."""
+    main = sys.modules.get("__main__")
+    user_ns = vars(main) if main is not None else {}
+    for path in (
+        user_ns.get(c.VSCODE_NOTEBOOK_GLOBAL),
+        user_ns.get(c.JUPYTER_SESSION_GLOBAL),
+        os.environ.get(c.JUPYTER_SESSION_VAR),
+    ):
+        if isinstance(path, str) and path.strip():
+            return path
+    return ""
+
+
+def _name_of(path: str) -> str:
+    """A file's stem as a pipeline name (a Kubernetes label value); "" if nothing of it is usable."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", _stem(path)).strip("-_.")
+    return stem[:63].strip("-_.")
+
+
+def _capture_level(value: object) -> int:
+    """``log_level``: a level name or a whole number from 0; None: ``MLOBS_LOG_LEVEL``, else INFO."""
+    if value is None:
+        level = config.LOG_LEVEL.get()
+        assert level is not None  # it has a default
+        return level
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(
+            f"log_level must be a level name or an int, got {type(value).__name__} {short_repr(value)}"
+        )
+    try:
+        return config.log_level(str(value))
+    except ValueError as exc:
+        raise ValueError(f"log_level={value!r} is invalid: {exc}") from None
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The innermost TRACEBACK_FRAMES frames, at most TRACEBACK_CHARS characters (the end); never raises."""
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-TRACEBACK_FRAMES))
+    except Exception as error:  # noqa: BLE001 - the run's end is recorded all the same
+        return f"<traceback not formatted: {describe_error(error)}>"
+    if len(text) <= TRACEBACK_CHARS:
+        return text
+    cut = len(text) - TRACEBACK_CHARS
+    while True:  # the marker's length depends on the digits of the count it shows
+        marker = f"[{cut} characters cut by mlobs]..."
+        kept = TRACEBACK_CHARS - len(marker)
+        if len(text) - kept == cut:
+            return marker + text[cut:]
+        cut = len(text) - kept
 
 
 def _type_name(exc_type: type[BaseException]) -> str:
@@ -113,23 +206,26 @@ class Run:
         *,
         client: Client | None = None,
         capture_logs: bool = True,
-        log_level: int = logging.INFO,
+        log_level: int | str | None = None,
         flush_timeout: float | None = None,
+        on_invalid: str | None = None,
     ) -> None:
-        # Explicit arguments are checked here, at the call site.
+        # Explicit arguments are checked here, at the call site, and so are the settings.
         for arg, value in (("pipeline", pipeline), ("step", step), ("run_id", run_id)):
             if value is not None:
                 check_identity(arg, value)
-        if params is not None:
-            if not isinstance(params, Mapping):
-                raise TypeError(f"params must be a mapping of name to value, got {type(params).__name__}")
-            for name, value in params.items():
+        if params is not None:  # always checked (raised): nothing is lost at the start of a run
+            for name, where, leaf in flatten_params("params", params):
                 check_name(f"params key {name!r}", name)
-                param_value(f"params[{name!r}]", value)
+                param_value(where, param_scalar(where, leaf))
         self._args = (pipeline, step, run_id, params)
         self._client = client
         self._capture_logs = capture_logs
-        self._log_level = log_level
+        self._settings = (log_level, on_invalid)  # as given: each call of a decorated function reads them
+        self._log_level = _capture_level(log_level)
+        self._on_invalid = (
+            config.ON_INVALID.get() if on_invalid is None else check_on_invalid("on_invalid", on_invalid)
+        )
         self._flush_timeout = flush_timeout
         self.recorder: RunRecorder | None = None
         self.status: c.RunStatus | None = None  # set when the run ends
@@ -139,11 +235,12 @@ class Run:
         self._token: contextvars.Token[RunRecorder | None] | None = None
         self._sigterm_installed = False
         self._previous_handler: Any = None
-        self._handler: RunLogHandler | None = None
-        self._root_level = logging.NOTSET
+        self._capturing: RunRecorder | None = None
 
     def __enter__(self) -> RunRecorder:
         if self.recorder is not None:
+            if self.recorder.ended:
+                raise RuntimeError("this run has ended; use a new run(...) for each run")
             raise RuntimeError("this run is already active; use a new run(...) for each run")
         pipeline, step, run_id, params = self._args
         identity = (
@@ -154,9 +251,10 @@ class Run:
         generated = run_id is None and config.RUN_ID.get() is None
         self._owned = self._client is None
         client = self._client if self._client is not None else Client()
+        rec: RunRecorder | None = None
         try:
             attempt = next_attempt(identity[2], identity[1], client.transport, generated=generated)
-            self.recorder = rec = client.recorder(*identity, attempt)
+            self.recorder = rec = RunRecorder(client, *identity, attempt, on_invalid=self._on_invalid)
             self._t0 = time.perf_counter_ns()
             rec.log_status(
                 c.RunStatus.STARTED,
@@ -172,9 +270,11 @@ class Run:
             self._install_sigterm()
             self._attach_logging(rec)
         except BaseException:
-            # Nothing of the run is left behind: no handler, no current run, no client threads.
-            self.recorder = None
-            self._cleanup(identity[2], self._undo_steps(identity[2], client, end=None))
+            # Nothing of the run is left behind: no log capture, no current run, no client threads.
+            try:
+                self._cleanup(identity[2], self._undo_steps(identity[2], client, rec, end=None))
+            finally:
+                self.recorder = None
             raise
         return rec
 
@@ -198,19 +298,26 @@ class Run:
             assert failed_type is not None
             fields[c.FIELD_ERROR_TYPE] = safe_text(_type_name(failed_type), 256)
             fields[c.FIELD_ERROR_MESSAGE] = safe_text(exc)
+            if exc is not None:
+                fields[c.FIELD_TRACEBACK] = _traceback_text(exc)
         status = self.status
         end: _Step = ("record the end of the run", lambda: self._record_end(rec, status, fields))
-        self._cleanup(rec.run_id, self._undo_steps(rec.run_id, rec.client, end=end))
+        self._cleanup(rec.run_id, self._undo_steps(rec.run_id, rec.client, rec, end=end))
 
-    def _undo_steps(self, run_id: str, client: Client, *, end: _Step | None) -> list[_Step]:
+    def _undo_steps(
+        self, run_id: str, client: Client, rec: RunRecorder | None, *, end: _Step | None
+    ) -> list[_Step]:
         """The steps that undo __enter__, in order; each is a no-op when its part was not set up.
 
         With ``end`` (the run ran), the end is recorded once logging is detached, and a client
         the caller lent is flushed; without it (the start failed), only a client of our own is closed.
+        Either way the recorder then refuses every call.
         """
         steps: list[_Step] = [("stop capturing logs", self._detach_logging)]
         if end is not None:
             steps.append(end)
+        if rec is not None:
+            steps.append(("refuse later calls", rec._end))
         return [
             *steps,
             ("restore the SIGTERM handler", self._restore_sigterm),
@@ -252,13 +359,16 @@ class Run:
 
     def _clear_current(self) -> None:
         token, self._token = self._token, None
-        if token is None:
-            return
+        if token is None or _current.get() is not self.recorder:
+            return  # a run entered after this one and still active (overlapping runs) stays current
         try:
             _current.reset(token)
         except ValueError:  # exited in another context than it was entered in
             old = token.old_value
             _current.set(None if old is contextvars.Token.MISSING else old)
+        restored = _current.get()
+        if restored is not None and restored.ended:  # an overlapping run that ended before this one
+            _current.set(None)
 
     def _release(self, run_id: str, client: Client, *, flush: bool) -> None:
         """Close the client the run made; flush one the caller lent (bounded), if ``flush``."""
@@ -273,6 +383,7 @@ class Run:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             pipeline, step, run_id, params = self._args
+            log_level, on_invalid = self._settings
             fresh = Run(
                 pipeline,
                 step,
@@ -280,8 +391,9 @@ class Run:
                 params,
                 client=self._client,
                 capture_logs=self._capture_logs,
-                log_level=self._log_level,
+                log_level=log_level,
                 flush_timeout=self._flush_timeout,
+                on_invalid=on_invalid,
             )
             with fresh:
                 return func(*args, **kwargs)
@@ -315,21 +427,14 @@ class Run:
     # ---- logging ------------------------------------------------------------------------
 
     def _attach_logging(self, rec: RunRecorder) -> None:
-        if not self._capture_logs:
-            return
-        root = logging.getLogger()
-        self._root_level = root.level
-        self._handler = RunLogHandler(rec, self._log_level)
-        root.addHandler(self._handler)
-        if root.getEffectiveLevel() > self._log_level:
-            root.setLevel(self._log_level)  # so records at log_level reach the handler
+        if self._capture_logs:
+            logs.capture(rec, self._log_level)
+            self._capturing = rec
 
     def _detach_logging(self) -> None:
-        handler, self._handler = self._handler, None
-        if handler is not None:
-            root = logging.getLogger()
-            root.removeHandler(handler)
-            root.setLevel(self._root_level)
+        rec, self._capturing = self._capturing, None
+        if rec is not None:
+            logs.release(rec)
 
 
 def run(
@@ -340,8 +445,9 @@ def run(
     *,
     client: Client | None = None,
     capture_logs: bool = True,
-    log_level: int = logging.INFO,
+    log_level: int | str | None = None,
     flush_timeout: float | None = None,
+    on_invalid: str | None = None,
 ) -> Run:
     """Track one run of a pipeline step, as a context manager or a decorator.
 
@@ -352,8 +458,17 @@ def run(
     Without ``client``, the run makes its own from the environment (Fluentd when
     ``MLOBS_FLUENTD_HOST`` is set, else the local store under ``MLOBS_HOME``) and
     closes it at the end, waiting at most ``flush_timeout`` seconds (default
-    ``MLOBS_FLUSH_TIMEOUT``) for delivery.  With ``capture_logs``, records of the
-    stdlib ``logging`` module at ``log_level`` and above go to the run.
+    ``MLOBS_FLUSH_TIMEOUT``) for delivery.
+
+    With ``capture_logs``, the stdlib ``logging`` records at ``log_level`` and above
+    (a level name or number; default ``MLOBS_LOG_LEVEL``, else INFO) logged in the
+    run's context go to the run; your console shows what it showed without mlobs
+    (see :mod:`pipeline_sdk.logs`).  Nested ``params`` are flattened to dotted names.
+
+    ``on_invalid`` (default ``MLOBS_ON_INVALID``, else ``"raise"``): ``"raise"`` makes
+    a recording call with an invalid argument raise at the call; ``"drop"`` drops it,
+    counts it in ``Client.stats().dropped_invalid`` and logs why, so a long job keeps
+    its result.  ``run()``'s own arguments are always checked, at the call.
     """
     return Run(
         pipeline,
@@ -364,4 +479,5 @@ def run(
         capture_logs=capture_logs,
         log_level=log_level,
         flush_timeout=flush_timeout,
+        on_invalid=on_invalid,
     )

@@ -75,6 +75,7 @@ class ShipperStats:
     dropped_spool_full: int = 0  # events refused because the spool was at its bound
     dropped_spool_error: int = 0  # events the disk refused (full, read-only, no fds) or a crash held
     dropped_log_records: int = 0  # log records a run's logging handler could not record at all
+    dropped_invalid: int = 0  # recording calls refused as invalid and dropped (on_invalid="drop")
     lost_corrupt_bytes: int = 0  # spool bytes found corrupt and skipped (after a disk fault)
     spool_errors: int = 0  # disk errors that lost nothing (an ack or unlink that failed): lived with
     delivery_failures: int = 0  # failed delivery attempts (each one retried)
@@ -225,6 +226,11 @@ class Shipper:
         """A logging handler could not turn a record into an event: count it (it logs why itself)."""
         with self._lock:
             self._stats.dropped_log_records += 1
+
+    def count_invalid(self) -> None:
+        """A recording call was refused as invalid and dropped (on_invalid="drop"): count it."""
+        with self._lock:
+            self._stats.dropped_invalid += 1
 
     def stats(self) -> ShipperStats:
         with self._lock:

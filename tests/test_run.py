@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import pipeline_sdk
 from pipeline_sdk import contract as c
+from pipeline_sdk.client import Client
 from pipeline_sdk.local_store import DB_NAME, LocalStore, Point
+from pipeline_sdk.recorder import RunRecorder
 from pipeline_sdk.validation import check_identity, unescape_text
 from tests.conftest import ROOT
 
@@ -187,3 +192,173 @@ def test_exit_is_bounded_when_fluentd_is_down(
     assert elapsed < 3, f"exit took {elapsed:.1f} s with a 0.5 s flush timeout"
     kept = list((home / "spool" / "fluent").glob("*/*.seg"))
     assert kept, "undelivered events are kept in the spool for the next process"
+
+
+# ---- a run that has ended refuses every recording call ---------------------------------------------
+
+LATE_CALLS: dict[str, Callable[[RunRecorder], None]] = {
+    "log_metric": lambda r: r.log_metric("loss", 0.25),  # a known name: the fast path
+    "log_metric (list)": lambda r: r.log_metric("loss", 0.25, step=1),
+    "log_metric (new name)": lambda r: r.log_metric("accuracy", 0.9),
+    "log_metrics": lambda r: r.log_metrics({"loss": 0.25}),
+    "log_param": lambda r: r.log_param("lr", 0.1),
+    "log_params": lambda r: r.log_params({"lr": 0.1}),
+    "log_input": lambda r: r.log_input("data", {"rows": 1}),
+    "log_output": lambda r: r.log_output("model", "m.pkl"),
+    "log_record": lambda r: r.log_record("INFO", "late"),
+    "log_status": lambda r: r.log_status(c.RunStatus.SUCCEEDED, {}),
+}
+
+
+def ended_message(call: str, run_id: str) -> str:
+    return (
+        f"{call}() on run p/s run_id={run_id} attempt=1, which has ended: record inside the run's "
+        "`with` block (or in the function that run() decorates), or start a new run with "
+        "pipeline_sdk.run(...)"
+    )
+
+
+@pytest.mark.parametrize("call", list(LATE_CALLS))
+def test_a_call_after_the_run_ended_raises_naming_the_run_and_queues_nothing(home: Path, call: str) -> None:
+    run_id = "late-" + re.sub(r"[^a-z_]+", "-", call).strip("-")  # one run id per case: attempt 1
+    with pipeline_sdk.run(pipeline="p", step="s", run_id=run_id) as run:
+        run.log_metric("loss", 0.5)
+        run.log_metric("loss", 0.5, step=0)
+    assert run.ended
+    with pytest.raises(RuntimeError) as raised:
+        LATE_CALLS[call](run)
+    assert str(raised.value) == ended_message(call.split(maxsplit=1)[0], run_id)
+    stats = run.client.stats()
+    assert (stats.queued_events, stats.dropped_events, stats.delivered_events) == (0, 0, 4)
+    assert len(list(LocalStore(home / DB_NAME).points(run_id=run_id))) == 4
+
+
+def test_a_lent_client_keeps_nothing_of_a_late_call_and_serves_the_next_run(home: Path) -> None:
+    with Client() as client:
+        with pipeline_sdk.run(pipeline="p", step="s", run_id="late-2", client=client) as run:
+            run.log_metric("loss", 0.5)
+        with pytest.raises(RuntimeError, match=r"^log_metric\(\) on run p/s run_id=late-2 attempt=1, which"):
+            run.log_metric("loss", 0.25)
+        assert client.stats().queued_events == 0
+        with pipeline_sdk.run(pipeline="p", step="s", run_id="late-3", client=client) as again:
+            again.log_metric("loss", 0.25)
+        assert client.flush(10)
+        assert client.stats().queued_events == 0
+    assert [p.fields[c.FIELD_VALUE] for p in LocalStore(home / DB_NAME).points(c.METRIC.measurement)] == [
+        0.5,
+        0.25,
+    ]
+
+
+def test_a_run_leaked_out_of_its_decorated_function_has_ended(home: Path) -> None:
+    @pipeline_sdk.run(pipeline="p", step="s", run_id="late-4")
+    def step() -> RunRecorder | None:
+        return pipeline_sdk.current_run()
+
+    leaked = step()
+    assert leaked is not None and leaked.ended
+    with pytest.raises(RuntimeError, match=r"^log_param\(\) on run p/s run_id=late-4 attempt=1, which has"):
+        leaked.log_param("lr", 0.1)
+
+
+def test_entering_an_ended_run_again_says_it_has_ended(home: Path) -> None:
+    ctx = pipeline_sdk.run(pipeline="p", step="s", run_id="late-5")
+    with ctx:
+        pass
+    with (
+        pytest.raises(RuntimeError, match=r"^this run has ended; use a new run\(\.\.\.\) for each run$"),
+        ctx,
+    ):
+        pass
+
+
+# ---- the traceback of a failed run -----------------------------------------------------------------
+
+
+def _dive(depth: int) -> None:
+    if depth == 0:
+        raise TrainingDiverged("deep down")
+    if depth % 2:  # two call lines in turn: no frame repeats the one before (those are shown once)
+        _dive(depth - 1)
+    else:
+        _dive(depth - 1)
+
+
+def test_a_failed_run_keeps_its_last_30_frames(home: Path) -> None:
+    with pytest.raises(TrainingDiverged), pipeline_sdk.run(pipeline="p", step="s", run_id="tb-1"):
+        _dive(100)
+    _, ended = run_events(home, "tb-1")
+    text = unescape_text(ended.fields[c.FIELD_TRACEBACK])
+    assert text.startswith("Traceback (most recent call last):\n")
+    assert text.endswith("tests.test_run.TrainingDiverged: deep down\n")
+    assert text.count('  File "') == 30, "the innermost 30 frames"
+    assert text.count(", in _dive\n") == 30
+    assert "test_a_failed_run_keeps_its_last_30_frames" not in text, "the outermost frame is cut"
+
+
+def test_a_traceback_longer_than_8_kib_keeps_its_end(home: Path) -> None:
+    message = "m" * 20_000
+    with (
+        pytest.raises(TrainingDiverged) as raised,
+        pipeline_sdk.run(pipeline="p", step="s", run_id="tb-2"),
+    ):
+        raise TrainingDiverged(message)
+    _, ended = run_events(home, "tb-2")
+    text = unescape_text(ended.fields[c.FIELD_TRACEBACK])
+    assert len(text) == 8192
+    head = re.match(r"\[(\d+) characters cut by mlobs\]\.\.\.", text)
+    assert head is not None
+    full = "".join(traceback.format_exception(raised.value))
+    assert full.startswith("Traceback (most recent call last):\n") and len(full) > 20_000
+    cut = int(head.group(1))
+    assert text[head.end() :] == full[cut:], "the end is kept"
+    assert cut + len(text) - head.end() == len(full), "the marker counts exactly what was cut"
+
+
+def test_only_a_failed_run_has_a_traceback(home: Path) -> None:
+    with pipeline_sdk.run(pipeline="p", step="s", run_id="tb-3"):
+        pass
+    with pytest.raises(KeyboardInterrupt), pipeline_sdk.run(pipeline="p", step="s", run_id="tb-4"):
+        raise KeyboardInterrupt
+    for run_id in ("tb-3", "tb-4"):
+        assert c.FIELD_TRACEBACK not in run_events(home, run_id)[1].fields
+
+
+# ---- the default pipeline name in a notebook -------------------------------------------------------
+
+LAUNCHER = "/opt/conda/lib/python3.11/site-packages/ipykernel_launcher.py"
+
+
+JPY, SESSION, VSCODE = c.JUPYTER_SESSION_VAR, c.JUPYTER_SESSION_GLOBAL, c.VSCODE_NOTEBOOK_GLOBAL
+
+
+@pytest.mark.parametrize(
+    ("argv0", "hints", "pipeline"),  # hints: environment variables, and globals of __main__ (``__...``)
+    [
+        (LAUNCHER, {}, "notebook"),
+        (LAUNCHER, {JPY: "/home/ada/work/churn model v2.ipynb"}, "churn-model-v2"),
+        (LAUNCHER, {SESSION: "/home/ada/work/eval.ipynb"}, "eval"),
+        (LAUNCHER, {JPY: "/home/ada/work/other.ipynb", VSCODE: "/home/ada/work/vscode.ipynb"}, "vscode"),
+        (LAUNCHER, {JPY: "/home/ada/???.ipynb"}, "notebook"),
+        ("/content/colab_kernel_launcher.py", {}, "notebook"),
+        ("", {}, "notebook"),
+        # A script started from a notebook inherits JPY_SESSION_NAME: it is still the script.
+        ("/home/ada/work/train.py", {JPY: "/home/ada/work/eval.ipynb"}, "train"),
+    ],
+)
+def test_the_default_pipeline_in_a_notebook_is_its_name(
+    home: Path, monkeypatch: pytest.MonkeyPatch, argv0: str, hints: dict[str, str], pipeline: str
+) -> None:
+    monkeypatch.setattr(sys, "argv", [argv0, "-f", "/tmp/kernel-1.json"])
+    monkeypatch.delenv(JPY, raising=False)
+    main = sys.modules["__main__"]
+    for global_name in (SESSION, VSCODE):
+        monkeypatch.delattr(main, global_name, raising=False)
+    for name, value in hints.items():
+        if name.startswith("__"):
+            monkeypatch.setattr(main, name, value, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    with pipeline_sdk.run(step="s") as run:
+        pass
+    assert run.pipeline == pipeline

@@ -2,9 +2,10 @@
 
 Whatever an exception, a log record or a cleanup step does, the run ends cleanly: the end is
 recorded (text that cannot be encoded is stored with backslash escapes), the SIGTERM handler is
-restored, ``current_run()`` is cleared, logging is detached and the client the run made is
-closed.  The user's own exception propagates unchanged.  Each test reads the run back from the
-local store.  (One concern, the paths that must not raise, so one file a little over 400 lines.)
+restored, ``current_run()`` is cleared, log capture stops (``logging.Logger`` is as it was), the
+recorder refuses later calls and the client the run made is closed.  The user's own exception
+propagates unchanged.  Each test reads the run back from the local store.  (One concern, the
+paths that must not raise, so one file a little over 400 lines.)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pipeline_sdk.client import Client
 from pipeline_sdk.local_store import DB_NAME, LocalStore, Point
 from pipeline_sdk.logs import RunLogHandler
 from pipeline_sdk.read import ReadClient
-from pipeline_sdk.recorder import EXTRA_ERROR_KEY, EXTRA_TRUNCATED_KEY, RunRecorder
+from pipeline_sdk.recorder import CURRENT_RUN, EXTRA_ERROR_KEY, EXTRA_TRUNCATED_KEY, RunRecorder
 from pipeline_sdk.run import Run
 from pipeline_sdk.validation import MAX_TEXT_LENGTH, unescape_text
 
@@ -50,11 +51,16 @@ class Before:
     sigterm: Any
     threads: set[threading.Thread]
     root_level: int
+    hooks: tuple[Any, Any] = (logging.Logger.isEnabledFor, logging.Logger.callHandlers)
 
     def assert_restored(self) -> None:
         assert signal.getsignal(signal.SIGTERM) is self.sigterm, "the SIGTERM handler is restored"
         assert pipeline_sdk.current_run() is None
-        assert run_log_handlers() == [], "the run's log handler is detached"
+        assert CURRENT_RUN.get() is None, "the context holds no run, not even an ended one"
+        assert run_log_handlers() == [], "no log handler is left on the root logger"
+        assert (logging.Logger.isEnabledFor, logging.Logger.callHandlers) == self.hooks, (
+            "logging is unwrapped"
+        )
         assert logging.getLogger().level == self.root_level
         assert mlobs_threads() - self.threads == set(), "the client the run made is closed"
 
@@ -168,6 +174,7 @@ def _end_status_raises(original: Callable[..., Any], error: BaseException) -> Ca
 CLEANUP_STEPS: dict[str, tuple[type, str, Callable[..., Any], bool, str]] = {
     "detach": (Run, "_detach_logging", _after, True, "stop capturing logs"),
     "end": (RunRecorder, "log_status", _end_status_raises, False, "record the end of the run"),
+    "refuse": (RunRecorder, "_end", _after, True, "refuse later calls"),
     "sigterm": (Run, "_restore_sigterm", _after, True, "restore the SIGTERM handler"),
     "current": (Run, "_clear_current", _after, True, "clear the current run"),
     "close": (Client, "close", _after, True, "close its client"),
@@ -244,6 +251,17 @@ def test_a_failed_start_closes_the_client_it_made(
 
     monkeypatch.setattr(RunRecorder, "log_status", refuse)
     with pytest.raises(OSError, match="injected at start"), pipeline_sdk.run(pipeline="p", step="s"):
+        raise AssertionError("not reached")
+    monkeypatch.undo()
+    before.assert_restored()
+
+
+@pytest.mark.parametrize("step", ["_install_sigterm", "_attach_logging"])
+def test_a_start_that_fails_once_the_run_is_current_leaves_nothing_behind(
+    home: Path, before: Before, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    monkeypatch.setattr(Run, step, _after(getattr(Run, step), OSError("injected late in the start")))
+    with pytest.raises(OSError, match="injected late in the start"), pipeline_sdk.run(pipeline="p", step="s"):
         raise AssertionError("not reached")
     monkeypatch.undo()
     before.assert_restored()
@@ -378,14 +396,13 @@ def test_a_surrogate_in_the_message_and_logger_name_is_escaped(home: Path) -> No
     assert (row["level"], row["logger"], row["message"]) == ("WARNING", "app\\udcff", "bad \\udcff")
 
 
-def test_a_message_that_cannot_be_formatted_is_kept_with_the_reason(home: Path) -> None:
-    # Handed to the run's handler alone: pytest's own capturing handler re-raises formatting errors.
-    bad = logging.LogRecord("app", logging.INFO, __file__, 1, "%d rows", ("many",), None)
+def test_a_message_that_cannot_be_formatted_is_kept_with_the_reason(home: Path, before: Before) -> None:
+    # An INFO record under a root at WARNING exists for the run alone: pytest's own handlers, which
+    # re-raise formatting errors, never see it.
+    logging.getLogger().setLevel(logging.WARNING)
 
-    def emit(_: logging.Logger) -> None:
-        [handler] = run_log_handlers()
-        handler.handle(bad)
-        assert handler.lost_records == 0
+    def emit(log: logging.Logger) -> None:
+        log.info("%d rows", "many")
 
     [row] = logged(home, "fmt-1", emit)
     assert (row["level"], row["logger"]) == ("INFO", "app")
@@ -416,17 +433,38 @@ def test_a_level_name_that_cannot_be_a_tag_falls_back_to_its_number(home: Path) 
     assert (row["level"], row["message"]) == ("Level 25", "odd level")
 
 
-def test_the_handler_never_raises_into_the_code_that_logs(
-    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_capture_never_raises_into_the_code_that_logs(
+    home: Path, before: Before, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise OSError("recorder broke")
 
-    with pipeline_sdk.run(pipeline="p", step="s", run_id="hand-1") as run:
+    with caplog.at_level(logging.WARNING), pipeline_sdk.run(pipeline="p", step="s", run_id="hand-1") as run:
         monkeypatch.setattr(run, "log_record", broken)
-        [handler] = run_log_handlers()
-        logging.getLogger("app").warning("lost")  # must not raise
-        assert handler.lost_records == 1
+        for _ in range(3):
+            logging.getLogger("app").warning("lost")  # must not raise
         stats = run.client.stats()
-        assert stats.dropped_log_records == 1 and stats.dropped_events == 1  # counted, never silent
-    assert "OSError: recorder broke" in capsys.readouterr().err
+        assert stats.dropped_log_records == 3 and stats.dropped_events == 3  # counted, never silent
+    said = [r.getMessage() for r in caplog.records if r.name == "mlobs"]
+    assert said == [
+        "mlobs: run p/s run_id=hand-1 attempt=1: a log record of logger 'app' was not recorded: "
+        "OSError: recorder broke"
+    ], "said once (rate-limited)"
+    assert [r.getMessage() for r in caplog.records if r.name == "app"] == ["lost"] * 3, "the console saw them"
+    before.assert_restored()
+
+
+def test_a_handler_attached_by_hand_counts_what_it_cannot_record(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Client() as client:
+        rec = client.recorder("p", "s", "hand-3")
+        handler = RunLogHandler(rec)
+        rec._end()  # the run is over: its recorder refuses the record
+        handler.handle(logging.LogRecord("app", logging.WARNING, __file__, 1, "late", None, None))
+        assert handler.lost_records == 1
+        assert client.stats().dropped_log_records == 1
+    assert (
+        "RuntimeError: log_record() on run p/s run_id=hand-3 attempt=1, which has ended"
+        in capsys.readouterr().err
+    )
