@@ -33,7 +33,7 @@ from typing import Any, TextIO
 from ._version import __version__
 from .config import SettingError
 from .read import AGGREGATIONS, ALL_ATTEMPTS, LEVELS, RUN_STATUSES, AmbiguousRun, ReadClient, ReadError, Rows
-from .read.client import RUN_SORTS
+from .read.runs import RUN_SORTS
 from .read.services import PREDICTION_COLUMNS, REQUEST_COLUMNS, SERVICE_COLUMNS
 from .read.steps import ATTEMPT_COLUMNS
 from .read.terminal import (

@@ -397,6 +397,16 @@ class InfluxServer:
         self.httpd.server_close()
 
 
+def serve_store(home: Path, token: str) -> InfluxServer:
+    """The stand-in serving the points of the local store under ``home`` (read once); close() it."""
+    store = LocalStore(home / "mlobs.db")
+    try:
+        points = list(store.points())
+    finally:
+        store.close()
+    return InfluxServer(InfluxFake(lambda: points), token=token)
+
+
 def synthetic_list_metric(
     points: int, run_id: str = "bench-run", start_ns: int = 1_795_000_000 * 10**9
 ) -> Iterator[Point]:

@@ -1,4 +1,5 @@
-"""The read path against hostile input: terminal escapes, odd store paths, credentials in URLs.
+"""The read path against hostile input (terminal escapes, odd store paths, credentials in URLs), and
+the CLI's papercuts: help, version, option spellings, UTC times, run ids by a start of theirs.
 
 Everything goes through what a user runs: the installed ``mlobs`` executable in a
 subprocess (bytes asserted exactly), :class:`ReadClient` on a real local store, and
@@ -25,7 +26,7 @@ from pipeline_sdk import contract as c
 from pipeline_sdk.config import SettingError
 from pipeline_sdk.encoding import pack_entry
 from pipeline_sdk.local_store import DB_NAME, LocalStore
-from pipeline_sdk.read import BackendUnavailable, ReadClient
+from pipeline_sdk.read import BackendUnavailable, ReadClient, RunNotFound
 from pipeline_sdk.read.influx import InfluxBackend
 from pipeline_sdk.read.local import LocalBackend
 
@@ -385,3 +386,128 @@ def test_settings_themselves_never_echo_credentials(url: str) -> None:
         str(blank.value)
         == "environment variable MLOBS_INFLUXDB_TOKEN=(hidden, 3 characters): must not be blank"
     )
+
+
+# ---- papercuts: help, version, option spellings, UTC times, run ids by prefix ------------------------------
+
+BASE_NS = 1_795_341_600 * 10**9  # 2026-11-22T10:00:00Z
+PREFIXED = [
+    "sweep-a1",
+    "sweep-b2",
+    "other",
+    "other-1",
+    *(f"many-{n:02d}" for n in range(12)),
+]  # in start order
+
+
+@pytest.fixture(scope="module")
+def prefixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Runs one second apart from BASE_NS: ids that begin alike, and one id the start of another."""
+    home = tmp_path_factory.mktemp("prefixed") / "home"
+    client = pipeline_sdk.Client(home=home)
+    for i, run_id in enumerate(PREFIXED):
+        recorder = client.recorder("p", "s", run_id)
+        recorder.log_status(c.RunStatus.STARTED, {c.FIELD_HOST: "h"}, time_ns=BASE_NS + i * 10**9)
+        recorder.log_metric("loss", 1.0 / (i + 1))
+        recorder.log_status(
+            c.RunStatus.SUCCEEDED, {c.FIELD_DURATION_MS: 5.0}, time_ns=BASE_NS + i * 10**9 + 5
+        )
+    assert client.close(10)
+    return home
+
+
+def test_mlobs_alone_prints_its_help(tmp_path: Path) -> None:
+    code, out, err = mlobs(tmp_path)
+    assert (code, err) == (0, b"")
+    assert out.startswith(b"usage: mlobs [-h] [--version] [--home HOME] {runs,services}")
+    assert b"list, show, compare runs" in out and b"model APIs" in out
+    code, out, err = mlobs(tmp_path, "runs")
+    assert (code, err) == (0, b"") and out.startswith(b"usage: mlobs runs [-h] COMMAND")
+    assert all(f"    {name} ".encode() in out for name in ("list", "show", "compare", "logs", "metrics"))
+    code, out, err = mlobs(tmp_path, "services")
+    assert (code, err) == (0, b"") and out.startswith(b"usage: mlobs services [-h] COMMAND")
+    assert not (tmp_path / DB_NAME).exists()  # help reads nothing
+
+
+def test_mlobs_version(tmp_path: Path) -> None:
+    assert mlobs(tmp_path, "--version") == (0, f"mlobs {pipeline_sdk.__version__}\n".encode(), b"")
+
+
+def test_compare_takes_descending_as_the_api_spells_it_and_desc_still(prefixed: Path) -> None:
+    ascending = mlobs(prefixed, "runs", "compare", "sweep-a1", "sweep-b2", "--sort", "loss")
+    descending = mlobs(prefixed, "runs", "compare", "sweep-a1", "sweep-b2", "--sort", "loss", "--descending")
+    assert [line.split()[0] for line in ascending[1].decode().splitlines()[1:3]] == ["sweep-b2", "sweep-a1"]
+    assert [line.split()[0] for line in descending[1].decode().splitlines()[1:3]] == ["sweep-a1", "sweep-b2"]
+    assert (
+        mlobs(prefixed, "runs", "compare", "sweep-a1", "sweep-b2", "--sort", "loss", "--desc") == descending
+    )
+    assert descending[1].decode().splitlines()[0].split() == [
+        "run_id",
+        "pipeline",
+        "step",
+        "status",
+        "duration_ms",
+        "metric.loss",
+    ]  # first attempts only: no attempt column, as before attempts existed
+
+
+def test_table_times_say_utc_and_paste_back(prefixed: Path) -> None:
+    code, out, _ = mlobs(prefixed, "runs", "list", "--limit", "2")
+    assert code == 0
+    assert [line.split()[6] for line in out.decode().splitlines()[1:]] == [
+        "2026-11-22T10:00:15Z",
+        "2026-11-22T10:00:14Z",
+    ]
+    code, out, _ = mlobs(prefixed, "runs", "show", "sweep-a1")
+    assert code == 0
+    assert re.search(r"^started +2026-11-22T10:00:00Z$", out.decode(), re.MULTILINE)
+    code, out, _ = mlobs(prefixed, "runs", "list", "--since", "2026-11-22T10:00:15Z", "--json")
+    assert code == 0
+    assert [json.loads(line)["run_id"] for line in out.splitlines()] == ["many-11"]
+
+
+def test_a_run_is_named_by_its_id_a_unique_start_of_it_or_latest(prefixed: Path) -> None:
+    def shown(run: str) -> str:
+        code, out, err = mlobs(prefixed, "runs", "show", run, "--json")
+        assert (code, err) == (0, b""), err
+        return str(json.loads(out)["run_id"])
+
+    assert [shown(r) for r in ("sweep-a1", "sweep-a", "sweep-b", "other", "other-", "latest")] == [
+        "sweep-a1",
+        "sweep-a1",
+        "sweep-b2",
+        "other",  # an id that is also the start of another is itself
+        "other-1",
+        "many-11",
+    ]
+    code, out, _ = mlobs(prefixed, "runs", "compare", "sweep-a", "sweep-b", "--json")
+    assert code == 0
+    assert [json.loads(line)["run_id"] for line in out.splitlines()] == ["sweep-a1", "sweep-b2"]
+    for run, message in [
+        ("sweep", "run id 'sweep' is the start of 2 run ids: sweep-a1, sweep-b2; give more of one"),
+        ("oth", "run id 'oth' is the start of 2 run ids: other, other-1; give more of one"),
+        (
+            "many-",
+            "run id 'many-' is the start of 12 run ids: many-00, many-01, many-02, many-03, many-04, "
+            "many-05, many-06, many-07, many-08, many-09 and 2 more; give more of one",
+        ),
+        ("swept", f"run 'swept' not found in the local store {prefixed / DB_NAME}"),
+    ]:
+        for command in ("show", "logs", "metrics") if run == "sweep" else ("show",):
+            assert mlobs(prefixed, "runs", command, run) == (1, b"", f"mlobs: error: {message}\n".encode())
+    with ReadClient(home=prefixed) as reader:
+        assert [reader.resolve_run_id(r) for r in ("many-11", "many-09", "sweep-b")] == [
+            "many-11",
+            "many-09",
+            "sweep-b2",
+        ]
+        with pytest.raises(
+            RunNotFound, match=r"^run id 'many-1' is the start of 2 run ids: many-10, many-11;"
+        ):
+            reader.resolve_run_id("many-1")
+
+
+def test_latest_in_an_empty_store_is_named(tmp_path: Path) -> None:
+    with ReadClient(home=tmp_path) as reader, pytest.raises(RunNotFound) as caught:
+        reader.resolve_run_id("latest")
+    assert str(caught.value) == f"no runs in the local store {tmp_path / DB_NAME} (no file yet)"

@@ -22,13 +22,14 @@ from typing import Any
 
 import pytest
 
+import pipeline_sdk
 from pipeline_sdk import contract as c
-from pipeline_sdk.local_store import DB_NAME, LocalStore, Point
+from pipeline_sdk.cli import TRACEBACK_LINES
 from pipeline_sdk.read import AmbiguousRun, ReadClient, RunNotFound
 from pipeline_sdk.read.influx import InfluxBackend
 from pipeline_sdk.read.query import ns_datetime
 
-from .influx_fake import InfluxFake, InfluxServer
+from .influx_fake import InfluxServer, serve_store
 from .read_data import LR1_LOSS, LR5_LOSS, POD_ATTEMPTS, WF_TRAIN_LOSS, StepRuns, record_step_runs
 from .test_read_influx import flux_contract_problems
 
@@ -51,8 +52,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> StepRuns:
 
 @pytest.fixture(scope="module")
 def server(data: StepRuns) -> Iterator[InfluxServer]:
-    points: list[Point] = list(LocalStore(data.home / DB_NAME).points())
-    srv = InfluxServer(InfluxFake(lambda: points), token=TOKEN)
+    srv = serve_store(data.home, TOKEN)
     yield srv
     srv.close()
 
@@ -359,10 +359,11 @@ def test_every_query_names_only_the_contract(data: StepRuns, server: InfluxServe
 # ---- the CLI ---------------------------------------------------------------------------------------------
 
 
-def mlobs(data: StepRuns, *args: str) -> subprocess.CompletedProcess[str]:
+def mlobs(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``mlobs`` command on the local store under ``home``, as a user runs it."""
     exe = Path(sys.executable).parent / "mlobs"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
-    env["MLOBS_HOME"] = str(data.home)
+    env["MLOBS_HOME"] = str(home)
     return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -372,22 +373,24 @@ def json_lines(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
 
 
 def test_cli_metrics_and_compare_read_the_latest_attempt_or_the_one_asked(data: StepRuns) -> None:
-    latest = json_lines(mlobs(data, "runs", "metrics", "lr-0.1", "--list", "loss", "--json"))
+    latest = json_lines(mlobs(data.home, "runs", "metrics", "lr-0.1", "--list", "loss", "--json"))
     assert [(p["step"], p["value"]) for p in latest] == list(enumerate(LR1_LOSS[1]))
-    first = json_lines(mlobs(data, "runs", "metrics", "lr-0.1", "--list", "loss", "--attempt", "1", "--json"))
+    first = json_lines(
+        mlobs(data.home, "runs", "metrics", "lr-0.1", "--list", "loss", "--attempt", "1", "--json")
+    )
     assert [(p["step"], p["value"]) for p in first] == list(enumerate(LR1_LOSS[0]))
-    compared = json_lines(mlobs(data, "runs", "compare", "lr-0.1", "lr-0.5", "--agg", "mean", "--json"))
+    compared = json_lines(mlobs(data.home, "runs", "compare", "lr-0.1", "lr-0.5", "--agg", "mean", "--json"))
     assert [(r["run_id"], r["attempt"], round(r["list.loss"], 9)) for r in compared] == [
         ("lr-0.1", 2, 0.3),
         ("lr-0.5", 1, round(fmean(LR5_LOSS), 9)),
     ]
-    every = json_lines(mlobs(data, "runs", "compare", "lr-0.1", "--attempt", "all", "--json"))
+    every = json_lines(mlobs(data.home, "runs", "compare", "lr-0.1", "--attempt", "all", "--json"))
     assert [(r["attempt"], r["status"]) for r in every] == [(1, "failed"), (2, "succeeded")]
 
 
 def test_cli_show_lists_the_attempts(data: StepRuns) -> None:
     first, second = keys(data, "lr-0.1/fit")
-    done = mlobs(data, "runs", "show", "lr-0.1")
+    done = mlobs(data.home, "runs", "show", "lr-0.1")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert re.search(r"^attempt +2$", done.stdout, re.MULTILINE)
@@ -397,10 +400,10 @@ def test_cli_show_lists_the_attempts(data: StepRuns) -> None:
     one, two = (line.split() for line in lines[at + 2 : at + 4])
     assert (one[:4], two[:4]) == (["1", first, "failed", "-"], ["2", second, "succeeded", "-"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", one[4])  # times say UTC
-    earlier = mlobs(data, "runs", "show", "lr-0.1", "--attempt", "1")
+    earlier = mlobs(data.home, "runs", "show", "lr-0.1", "--attempt", "1")
     assert re.search(r"^status +failed$", earlier.stdout, re.MULTILINE)
     assert re.search(r"^error +ValueError: out of patience$", earlier.stdout, re.MULTILINE)
-    missing = mlobs(data, "runs", "show", "lr-0.1", "--attempt", "3")
+    missing = mlobs(data.home, "runs", "show", "lr-0.1", "--attempt", "3")
     assert missing.returncode == 1
     assert missing.stderr == (
         f"mlobs: error: run 'lr-0.1' (step fit) has no attempt 3; its attempts: 1 (key {first}), "
@@ -409,7 +412,7 @@ def test_cli_show_lists_the_attempts(data: StepRuns) -> None:
 
 
 def test_cli_an_execution_and_its_steps(data: StepRuns) -> None:
-    done = mlobs(data, "runs", "show", "wf-123")
+    done = mlobs(data.home, "runs", "show", "wf-123")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert re.search(r"^status +failed$", done.stdout, re.MULTILINE)
@@ -419,21 +422,63 @@ def test_cli_an_execution_and_its_steps(data: StepRuns) -> None:
         ["train", "1", "failed"],
         ["prep", "1", "succeeded"],
     ]
-    ambiguous = mlobs(data, "runs", "metrics", "wf-123")
+    ambiguous = mlobs(data.home, "runs", "metrics", "wf-123")
     assert (ambiguous.returncode, ambiguous.stdout) == (1, "")
     assert ambiguous.stderr == "mlobs: error: run id 'wf-123' has steps prep, train: pass --step\n"
-    train = json_lines(mlobs(data, "runs", "metrics", "wf-123", "--step", "train", "--json"))
+    train = json_lines(mlobs(data.home, "runs", "metrics", "wf-123", "--step", "train", "--json"))
     assert [(r["kind"], r["name"]) for r in train] == [("metric", "accuracy"), ("list_metric", "loss")]
-    step = mlobs(data, "runs", "show", "wf-123", "--step", "prep")
+    step = mlobs(data.home, "runs", "show", "wf-123", "--step", "prep")
     assert re.search(r"^step +prep$", step.stdout, re.MULTILINE) and re.search(
         r"^rows +100$", step.stdout, re.M
     )
-    listed = mlobs(data, "runs", "list")
+    listed = mlobs(data.home, "runs", "list")
     assert [line.split()[:4] for line in listed.stdout.splitlines()[1:]] == [
         [run_id, _pipeline, step, str(n)]
         for (run_id, step, n), _pipeline in zip(
             NEWEST_FIRST, ["train", "wf", "wf", "train", "train", "legacy"], strict=True
         )
     ]
-    logs = mlobs(data, "runs", "logs", "wf-123", "--step", "prep")
+    logs = mlobs(data.home, "runs", "logs", "wf-123", "--step", "prep")
     assert logs.stdout.endswith(" INFO     wf: prep of wf-123\n")
+
+
+# ---- a failed run's traceback ------------------------------------------------------------------------------
+
+
+MESSAGE_LINES = [f"shard {n} unreadable" for n in range(50)] + ["boom \x1b[2J at the bottom"]
+
+
+def _fail_deep(depth: int) -> None:
+    if depth:
+        _fail_deep(depth - 1)
+    raise ValueError("\n".join(MESSAGE_LINES))  # a traceback longer than `runs show` prints
+
+
+def test_a_failed_runs_traceback_is_read_back_and_shown_bounded(home: Path) -> None:
+    if not any("traceback" in f for f in c.RUN.fields):
+        pytest.skip("the contract has no traceback field on the run stream yet (the SDK does not record one)")
+    with pytest.raises(ValueError), pipeline_sdk.run(pipeline="p", step="s", run_id="deep"):
+        _fail_deep(3)
+    with pipeline_sdk.run(pipeline="p", step="s", run_id="fine"):
+        pass
+    reader = ReadClient(home=home)
+    assert reader.run("fine")["traceback"] is None
+    traceback = reader.run("deep")["traceback"]
+    lines = traceback.splitlines()
+    assert lines[-len(MESSAGE_LINES) :] == [f"ValueError: {MESSAGE_LINES[0]}", *MESSAGE_LINES[1:]]
+    assert len(lines) > TRACEBACK_LINES
+    assert "in _fail_deep" in traceback
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")} | {"MLOBS_HOME": str(home)}
+    exe = Path(sys.executable).parent / "mlobs"
+    done = subprocess.run(
+        [str(exe), "runs", "show", "deep"], env=env, capture_output=True, text=True, check=False
+    )
+    shown = done.stdout.splitlines()
+    at = shown.index("traceback:")
+    assert (
+        shown[at + 1] == f"    ({len(lines) - TRACEBACK_LINES} earlier lines not shown; --json has them all)"
+    )
+    assert shown[at + 2 :] == ["    " + line.replace("\x1b", "\\x1b") for line in lines[-TRACEBACK_LINES:]]
+    assert (
+        json.loads(mlobs(home, "runs", "show", "deep", "--json").stdout)["traceback"] == traceback
+    )  # whole, and exact

@@ -10,10 +10,7 @@ installed ``mlobs`` command.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +25,13 @@ from starlette.routing import Route
 
 from pipeline_sdk import Client, MLObsMiddleware
 from pipeline_sdk import contract as c
-from pipeline_sdk.local_store import DB_NAME, LocalStore, Point
+from pipeline_sdk.local_store import DB_NAME, LocalStore
 from pipeline_sdk.read import ReadClient, ServiceNotFound
 from pipeline_sdk.read.influx import InfluxBackend
 
-from .influx_fake import InfluxFake, InfluxServer
+from .influx_fake import InfluxServer, serve_store
 from .test_model_api import Server, fetch
+from .test_read_attempts import mlobs
 from .test_read_influx import flux_contract_problems
 
 SERVICE, RULES = "churn-api", "fraud-api"
@@ -96,8 +94,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> ServiceData:
 
 @pytest.fixture(scope="module")
 def server(data: ServiceData) -> Iterator[InfluxServer]:
-    points: list[Point] = list(LocalStore(data.home / DB_NAME).points())
-    srv = InfluxServer(InfluxFake(lambda: points), token=TOKEN)
+    srv = serve_store(data.home, TOKEN)
     yield srv
     srv.close()
 
@@ -264,15 +261,8 @@ def test_every_service_query_names_only_the_contract(data: ServiceData, server: 
 # ---- the CLI ---------------------------------------------------------------------------------------------
 
 
-def mlobs(data: ServiceData, *args: str) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).parent / "mlobs"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
-    env["MLOBS_HOME"] = str(data.home)
-    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=60, check=False)
-
-
 def test_cli_lists_services_and_prints_their_requests_and_predictions(data: ServiceData) -> None:
-    listed = mlobs(data, "services", "list")
+    listed = mlobs(data.home, "services", "list")
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].split() == [
@@ -288,25 +278,25 @@ def test_cli_lists_services_and_prints_their_requests_and_predictions(data: Serv
     assert lines[1].split()[:3] == [SERVICE, "5", "1"] and lines[1].split()[4:7] == ["churn,", "fraud", "3"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", lines[1].split()[3])
     assert lines[2].split()[:5] == [RULES, "0", "0", "-", "rules"]
-    failed = mlobs(data, "services", "requests", SERVICE, "--status", "5xx")
+    failed = mlobs(data.home, "services", "requests", SERVICE, "--status", "5xx")
     assert [line.split()[1:4] for line in failed.stdout.splitlines()] == [
         ["endpoint", "method", "status_code"],
         ["/boom", "GET", "500"],
     ]
-    newest = mlobs(data, "services", "requests", SERVICE, "--descending", "--limit", "1", "--json")
+    newest = mlobs(data.home, "services", "requests", SERVICE, "--descending", "--limit", "1", "--json")
     assert [json.loads(line)["status_code"] for line in newest.stdout.splitlines()] == [404]
-    code = mlobs(data, "services", "requests", SERVICE, "--status", "404", "--json")
+    code = mlobs(data.home, "services", "requests", SERVICE, "--status", "404", "--json")
     assert [json.loads(line)["endpoint"] for line in code.stdout.splitlines()] == ["none"]
-    outcomes = mlobs(data, "services", "predictions", RULES)
+    outcomes = mlobs(data.home, "services", "predictions", RULES)
     assert outcomes.stdout.splitlines()[1].split()[1:] == ["rules", "2", "-", "blocked\\nmanual", "review"]
-    scores = mlobs(data, "services", "predictions", SERVICE, "--model", "churn", "--json")
+    scores = mlobs(data.home, "services", "predictions", SERVICE, "--model", "churn", "--json")
     assert [json.loads(line)["score"] for line in scores.stdout.splitlines()] == [0.9, 0.25]
-    none = mlobs(data, "services", "requests", SERVICE, "--endpoint", "/other")
+    none = mlobs(data.home, "services", "requests", SERVICE, "--endpoint", "/other")
     assert (none.returncode, none.stdout.splitlines()[1:]) == (
         0,
         [f"(no requests of service {SERVICE} match)"],
     )
-    unknown = mlobs(data, "services", "predictions", "churn")
+    unknown = mlobs(data.home, "services", "predictions", "churn")
     assert (unknown.returncode, unknown.stdout) == (1, "")
     assert unknown.stderr.startswith("mlobs: error: service 'churn' not found in the local store ")
     assert unknown.stderr.endswith(f"; services: {SERVICE}, {RULES}\n")
