@@ -140,23 +140,38 @@ def _extra(record: logging.LogRecord) -> dict[str, object] | None:
 
 # ---- capture per context ---------------------------------------------------------------------------
 
-_lock = threading.Lock()
-_levels: dict[RunRecorder, int] = {}  # the runs that capture, and the lowest level each captures
+
+class _Capturing:
+    """The runs that capture (changed under ``lock``, read without it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.levels: dict[RunRecorder, int] = {}  # each run, and the lowest level it captures
+        self.lowest = _NO_LEVEL  # the lowest of those levels: below it, no run wants a record
+
+    def changed(self) -> None:
+        self.lowest = min(self.levels.values(), default=_NO_LEVEL)
+
+
+_NO_LEVEL = logging.CRITICAL + 1
+_capturing = _Capturing()
 
 
 def capture(recorder: RunRecorder, level: int) -> None:
     """Capture the records at ``level`` and above logged while ``recorder`` is the current run."""
-    with _lock:
-        _levels[recorder] = level
+    with _capturing.lock:
+        _capturing.levels[recorder] = level
+        _capturing.changed()
         for hook in _HOOKS:
             hook.install()
 
 
 def release(recorder: RunRecorder) -> None:
     """Stop capturing for ``recorder``; the last run to stop puts ``logging.Logger`` back."""
-    with _lock:
-        _levels.pop(recorder, None)
-        if not _levels:
+    with _capturing.lock:
+        _capturing.levels.pop(recorder, None)
+        _capturing.changed()
+        if not _capturing.levels:
             for hook in _HOOKS:
                 hook.uninstall()
 
@@ -187,10 +202,12 @@ class _Hook:
 def _is_enabled_for(self: logging.Logger, level: int) -> bool:
     if _ENABLED.original(self, level):
         return True
+    if level < _capturing.lowest:  # the common case, logger.debug() in a run at INFO: decided at once
+        return False
     recorder = CURRENT_RUN.get()
     if recorder is None:
         return False
-    floor = _levels.get(recorder)
+    floor = _capturing.levels.get(recorder)
     return floor is not None and level >= floor and _inherits_the_root_level(self, level)
 
 
@@ -208,7 +225,7 @@ def _inherits_the_root_level(logger: logging.Logger, level: int) -> bool:
 
 def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
     recorder = CURRENT_RUN.get()
-    floor = _levels.get(recorder) if recorder is not None else None
+    floor = _capturing.levels.get(recorder) if recorder is not None else None
     if recorder is None or floor is None:
         _CALLS.original(self, record)
         return

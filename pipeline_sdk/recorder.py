@@ -346,8 +346,8 @@ class RunRecorder(EventWriter):
         """Record several parameters; all are validated before any is recorded.
 
         A nested config (dicts, OmegaConf-like mappings, ``argparse.Namespace``, dataclasses) is
-        flattened to dotted names: ``{"optim": {"lr": 0.1}}`` records ``optim.lr``.  A list or
-        tuple is stored as its JSON text; numpy scalars, paths and timestamps as their Python
+        flattened to dotted names: ``{"optim": {"lr": 0.1}}`` records ``optim.lr``.  A list, tuple
+        or numpy array is stored as its JSON text; numpy scalars, paths and timestamps as their Python
         value, text and ISO text (see :mod:`pipeline_sdk.values`).
         """
         self._check_open("log_params")

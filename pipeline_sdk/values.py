@@ -26,8 +26,9 @@ ever fit is refused before it is converted.
 
 Params (``log_param``, ``log_params``, ``run(params=...)``) are flat name/value pairs:
 nested configs (dicts, OmegaConf-like mappings, ``argparse.Namespace``, dataclasses) are
-flattened to dotted names (``{"optim": {"lr": 0.1}}`` -> ``optim.lr``), a list or tuple is
-stored as its JSON text, and numpy scalars, paths and timestamps as above.
+flattened to dotted names (``{"optim": {"lr": 0.1}}`` -> ``optim.lr``), a list, tuple or
+numpy array is stored as its JSON text, numpy scalars as their Python value, paths as their
+text and timestamps as ISO text.
 
 numpy and pandas are optional: this module never imports them.  A value can only be a
 numpy or pandas object if that library is already imported, so the checks look it up
@@ -274,7 +275,7 @@ def nested_config(value: object) -> Mapping[Any, Any] | None:
 def param_scalar(where: str, value: object) -> object:
     """A param's value as :func:`~pipeline_sdk.validation.param_value` takes it.
 
-    Lists, tuples and empty mappings become their JSON text; numpy scalars their Python value;
+    Lists, tuples, numpy arrays and empty mappings become their JSON text; numpy scalars their Python value;
     paths their text; timestamps, datetimes and dates ISO text.  Anything else is left for
     ``param_value`` to accept or refuse.
     """
@@ -287,6 +288,8 @@ def param_scalar(where: str, value: object) -> object:
     np = _module("numpy")
     if np is not None and isinstance(value, np.generic):
         return json_value(where, value)  # its Python value (a NaN is refused by param_value)
+    if np is not None and isinstance(value, np.ndarray):
+        return json_text(where, value, _PARAM_TEXT)
     return value
 
 

@@ -232,6 +232,25 @@ def test_the_console_is_byte_for_byte_what_it_is_without_mlobs(
     assert shortened(captured(home, "nest-inner")) == expected_lines("inner")
 
 
+def test_the_console_check_catches_a_capture_that_lowers_the_root_level(logging_state: Saved) -> None:
+    """The check above can fail: a handler on the root with the root lowered to INFO (how a capture
+    by handler must work) shows lines the console never showed."""
+    alone = Console(WARNING)
+    emit_all("a")
+    expected = alone.output()
+    for logger in map(logging.getLogger, LOGGERS):
+        logger.handlers = []
+    watched = Console(WARNING)
+    root = logging.getLogger()
+    root.setLevel(INFO)
+    root.addHandler(logging.NullHandler())
+    emit_all("a")
+    got = watched.output()
+    assert got != expected
+    added = sorted(set(got["root"].splitlines()) - set(expected["root"].splitlines()))
+    assert added == sorted(f"INFO:{name}:a {name} INFO" for name in ("app", "lib", "lib.sub"))
+
+
 def test_a_run_at_debug_captures_debug_while_the_console_stays_at_warning(
     home: Path, logging_state: Saved
 ) -> None:
