@@ -145,7 +145,10 @@ def test_a_reduce_names_what_it_cannot_reduce() -> None:
     select = Select(c.LIST_METRIC, (c.FIELD_VALUE, c.FIELD_INDEX))
     for agg in AGGREGATIONS:
         assert Reduce(select, (c.TAG_RUN_ID, c.TAG_NAME), agg).value == c.FIELD_VALUE
-    assert Reduce(select, (), "max", c.FIELD_INDEX).by == ()
+    reduce = Reduce(select, (), "max", c.FIELD_INDEX)
+    assert (reduce.select, reduce.by, reduce.agg, reduce.value) == (select, (), "max", c.FIELD_INDEX)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        reduce.agg = "min"  # type: ignore[misc]
     refusals = [
         ((select, ("level",), "last"), "cannot reduce 'list_metric' by ['level'] over 'value'"),
         (

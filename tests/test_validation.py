@@ -698,6 +698,8 @@ def test_numbers_from_item_and_numpy() -> None:
     assert check_number("v", Scalar(2)) == 2.0 and check_number("v", Scalar(0.5)) == 0.5
     assert check_number("v", np.float32(0.5)) == 0.5 and check_number("v", np.int64(-3)) == -3.0
     assert check_number("v", np.array(1.25)) == 1.25, "a 0-d array"
+    for number in (3, Fraction(1, 4), Decimal("0.5"), np.int64(2), np.float32(0.5), Scalar(1), 1.5):
+        assert type(check_number("v", number)) is float, number
     for bad in (Scalar(TypeError("no")), Scalar(ValueError("size 2"))):
         with pytest.raises(TypeError) as info:
             check_number("v", bad)
