@@ -438,6 +438,17 @@ def test_cli_an_execution_and_its_steps(data: StepRuns) -> None:
             NEWEST_FIRST, ["train", "wf", "wf", "train", "train", "legacy"], strict=True
         )
     ]
+    one = mlobs(data.home, "runs", "list", "--run", "wf-123", "--json")
+    assert [(r["step"], r["status"]) for r in json_lines(one)] == [("train", "failed"), ("prep", "succeeded")]
+    by_id = mlobs(data.home, "runs", "list", "--sort", "run_id", "--limit", "6")
+    assert [line.split()[0] for line in by_id.stdout.splitlines()[1:]] == [
+        "job-7",
+        "lr-0.1",
+        "lr-0.5",
+        "old-1",
+        "wf-123",
+        "wf-123",
+    ]
     logs = mlobs(data.home, "runs", "logs", "wf-123", "--step", "prep")
     assert logs.stdout.endswith(" INFO     wf: prep of wf-123\n")
 

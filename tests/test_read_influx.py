@@ -36,7 +36,7 @@ from pipeline_sdk.read.influx import (
 from pipeline_sdk.read.local import LocalBackend
 from pipeline_sdk.read.query import ABSENT_TAGS, Count, Reduce, Select
 
-from .influx_fake import InfluxFake, InfluxServer, parse, strings, unquote
+from .influx_fake import FluxUnsupported, InfluxFake, InfluxServer, parse, strings, unquote
 from .read_data import Dataset, record_dataset
 
 TOKEN = "read-test-token"  # the stand-in server's own
@@ -371,6 +371,23 @@ def test_a_query_influxdb_refuses_is_named(server: InfluxServer) -> None:
     backend = InfluxBackend(server.url, TOKEN, c.INFLUXDB_ORG, c.INFLUXDB_BUCKET)
     with pytest.raises(BackendUnavailable, match=r"HTTP 400: compilation failed: unsupported Flux: drop\(\)"):
         list(backend._records('from(bucket: "mlobs")\n  |> drop()'))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'filter(fn: (r) => not exists r.step or r.attempt == "1")',  # one tag tested, another absent
+        "filter(fn: (r) => not exists r.attempt)",
+        'filter(fn: (r) => exists r.attempt or r.attempt == "1")',
+    ],
+)
+def test_the_stand_in_refuses_a_filter_it_does_not_evaluate(line: str) -> None:
+    good = select_flux(Select(c.METRIC, (c.FIELD_VALUE,), equal={c.TAG_ATTEMPT: "1"}), "mlobs")
+    assert parse(good).or_absent == {c.TAG_ATTEMPT} and parse(good).equal == {c.TAG_ATTEMPT: "1"}
+    bad = good.replace('filter(fn: (r) => not exists r.attempt or r.attempt == "1")', line)
+    assert bad != good
+    with pytest.raises(FluxUnsupported, match="unsupported Flux: "):
+        parse(bad)
 
 
 # ---- the CLI on InfluxDB, by the SDK's settings ------------------------------------------------------
