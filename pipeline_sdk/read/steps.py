@@ -46,8 +46,6 @@ RUN_COLUMNS = (  # a step run, as runs() lists it (its latest attempt)
 )
 ATTEMPT_COLUMNS = ("attempt", "key", "status", "reason", "started", "ended", "duration_ms", "error")
 EXECUTION_COLUMNS = ("run_id", "pipeline", "status", "started", "ended", "duration_ms", "steps")
-# The run stream's traceback of a failed run: whichever field of the contract holds it.
-TRACEBACK_FIELDS = tuple(f for f in c.RUN.fields if "traceback" in f)
 _STATUS_ORDER = {c.RunStatus.FAILED.value: 0, RUNNING: 1, c.RunStatus.CANCELLED.value: 2}  # else: succeeded
 _LATEST = datetime.max.replace(tzinfo=UTC)
 
@@ -267,8 +265,7 @@ def details(run: StepRun, number: int) -> dict[str, Any]:
             pods=record.fields.get(c.FIELD_ATTEMPTS),
         )
     end = _end(attempt)
-    traceback = next((end.fields[f] for f in TRACEBACK_FIELDS if end and f in end.fields), None)
-    out["traceback"] = _text(traceback)
+    out["traceback"] = _text(end.fields.get(c.FIELD_TRACEBACK)) if end is not None else None
     return out
 
 
