@@ -8,6 +8,7 @@ and every recorder it hands out writes through it.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from pathlib import Path
 from types import TracebackType
 
@@ -15,7 +16,7 @@ from . import contract as c
 from .config import Settings
 from .files import usable_home
 from .model_api import ServiceRecorder
-from .recorder import RunRecorder
+from .recorder import EventWriter, RunRecorder
 from .shipper import Shipper, ShipperStats
 from .transports import Transport, transport_from_settings
 
@@ -44,6 +45,7 @@ class Client:
         self.home = usable_home(Path(home) if home is not None else settings.home)
         self.settings = dataclasses.replace(settings, home=self.home)
         self.transport = transport if transport is not None else transport_from_settings(self.settings)
+        self._writers: weakref.WeakSet[EventWriter] = weakref.WeakSet()
         self.shipper = Shipper(
             self.transport,
             self.home,
@@ -85,9 +87,17 @@ class Client:
     def close(self, timeout: float | None = None) -> bool:
         """Flush for at most ``timeout`` seconds (default MLOBS_FLUSH_TIMEOUT), then stop.
 
-        Undelivered events stay in the spool under MLOBS_HOME for the next process.
+        Undelivered events stay in the spool under MLOBS_HOME for the next process.  From
+        here on, every recorder and service of this client refuses events with a
+        ``RuntimeError``: nothing can be queued that will never be sent.
         """
+        for writer in list(self._writers):
+            writer._client_closed()
         return self.shipper.close(timeout)
+
+    def _adopt_writer(self, writer: EventWriter) -> None:
+        """Remember a recorder (weakly), so that close() can make it refuse later events."""
+        self._writers.add(writer)
 
     def __enter__(self) -> Client:
         return self

@@ -649,6 +649,7 @@ class MLObsMiddleware:
     def _observe(self, scope: Scope, handler: str | None, status_code: int, seconds: float) -> None:
         if self._closed:  # a request after the lifespan's shutdown (or close()), with no startup since
             self._reopen()
+        recording = not self._closed  # still closed: no client could be made (warned in _reopen)
         if handler is None:
             handler = _dispatched_template(scope) or c.PROM_HTTP_UNMATCHED_HANDLER
         method = scope["method"]
@@ -661,6 +662,8 @@ class MLObsMiddleware:
                 if name == self._user_header:
                     user = value.decode("latin-1") or None
                     break
+        if not recording:
+            return
         try:
             self.recorder.log_request(handler, method, status_code, seconds * 1000.0, user)
         except (TypeError, ValueError) as exc:  # a route template or status the store cannot take

@@ -116,6 +116,18 @@ class EventWriter:
         self._soft_limit = shipper.soft_limit
         self._relieve = shipper.relieve
         self._last_ns = 0
+        client._adopt_writer(self)
+
+    def _client_closed(self) -> None:
+        """The client is closing: refuse every later event (the same free check as an ended run)."""
+        self._soft_limit = 0
+        self._relieve = self._refuse_closed
+
+    def _refuse_closed(self, queue: deque[bytes]) -> bool:
+        raise RuntimeError(
+            f"{self!r} writes through a client that was closed ({self.client.describe()}): "
+            "record before closing it, or make a new pipeline_sdk.Client()"
+        )
 
     def _emit(
         self, tag: str, record: Mapping[str, Any], time_ns: int | None = None, *, exact: bool = False
@@ -197,6 +209,10 @@ class RunRecorder(EventWriter):
         self._ended = True
         self._soft_limit = 0
         self._relieve = self._refuse_ended
+
+    def _client_closed(self) -> None:
+        if not self._ended:  # an ended run keeps saying that it ended
+            super()._client_closed()
 
     def _refuse_ended(self, queue: deque[bytes]) -> bool:
         tag = next((t for t, q in self.client.shipper.queues.items() if q is queue), "")

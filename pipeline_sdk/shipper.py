@@ -76,6 +76,7 @@ class ShipperStats:
     dropped_spool_error: int = 0  # events the disk refused (full, read-only, no fds) or a crash held
     dropped_log_records: int = 0  # log records a run's logging handler could not record at all
     dropped_invalid: int = 0  # recording calls refused as invalid and dropped (on_invalid="drop")
+    dropped_at_close: int = 0  # events still queued in memory when close() stopped the spooler
     lost_corrupt_bytes: int = 0  # spool bytes found corrupt and skipped (after a disk fault)
     spool_errors: int = 0  # disk errors that lost nothing (an ack or unlink that failed): lived with
     delivery_failures: int = 0  # failed delivery attempts (each one retried)
@@ -96,6 +97,8 @@ class ShipperStats:
             + self.dropped_spool_full
             + self.dropped_spool_error
             + self.dropped_log_records
+            + self.dropped_invalid
+            + self.dropped_at_close
         )
 
 
@@ -303,6 +306,13 @@ class Shipper:
         if stuck:
             log.warning("mlobs: %s did not stop within %.0f s; leaving them behind", stuck, JOIN_TIMEOUT)
             return False
+        left = self._queued()  # appended while close() ran, after the spooler's last drain
+        if left:
+            for queue in self.queues.values():
+                queue.clear()
+            with self._lock:
+                self._stats.dropped_at_close += left
+            log.warning("mlobs: %d events were logged while the client closed; dropped and counted", left)
         pending = self._pending_bytes()
         if self._spool is not None:
             self._spool.release()

@@ -362,3 +362,36 @@ def test_the_default_pipeline_in_a_notebook_is_its_name(
     with pipeline_sdk.run(step="s") as run:
         pass
     assert run.pipeline == pipeline
+
+
+def test_a_closed_client_refuses_events_of_its_recorders_and_services(home: Path) -> None:
+    """Nothing can be queued that will never be sent: after close(), every writer raises."""
+    client = Client()
+    rec = client.recorder("p", "s", "closed-1")
+    service = client.service("churn-api")
+    rec.log_metric("loss", 1.0)
+    assert client.close(10)
+    for call in (
+        lambda: rec.log_metric("loss", 2.0),
+        lambda: rec.log_metric("loss", 2.0, step=1),
+        lambda: rec.log_param("a", 1),
+        lambda: service.log_prediction("m", version=1, score=0.5),
+    ):
+        with pytest.raises(RuntimeError, match=r"writes through a client that was closed \(the local store "):
+            call()
+    stats = client.stats()
+    assert (stats.queued_events, stats.dropped_events, stats.delivered_events) == (0, 0, 1)
+
+
+def test_events_logged_while_a_client_closes_are_counted(home: Path) -> None:
+    from pipeline_sdk import contract as c
+
+    client = Client(linger=60)
+    queue = client.shipper.queues[c.METRIC.tag]
+    client.shipper._stopping.set()  # the spooler's last drain has happened
+    client.shipper._wake.set()
+    assert client.shipper._spooler.join(10) is None and not client.shipper._spooler.is_alive()
+    queue.append(b"an entry appended after the last drain")
+    client.close(0)
+    stats = client.stats()
+    assert stats.dropped_at_close == 1 and stats.dropped_events == 1 and stats.queued_events == 0

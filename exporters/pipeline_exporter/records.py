@@ -49,7 +49,11 @@ class RecordSender(EventWriter):
         ):
             if value:
                 fields[key] = escape_text(value)
-        if self._emit(c.RUN_RECORD.tag, fields, int(record.end * 1e9), exact=True):
+        try:
+            sent = self._emit(c.RUN_RECORD.tag, fields, int(record.end * 1e9), exact=True)
+        except RuntimeError:  # the client closed (the exporter is shutting down): counted, never raised
+            sent = False
+        if sent:
             self._stats.records_sent += 1
         else:
             self._stats.records_dropped += 1
