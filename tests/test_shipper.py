@@ -31,13 +31,6 @@ from pipeline_sdk import contract as c
 from pipeline_sdk import shipper as shipper_module
 from pipeline_sdk.forward import DeliveryError
 from pipeline_sdk.shipper import (
-    CHUNK_BYTES,
-    CHUNK_EVENTS,
-    FRAME_BYTES,
-    FRAME_EVENTS,
-    SLICE,
-    SPOOL_RETRY,
-    YIELD,
     Shipper,
     ShipperStats,
     _atexit_closer,
@@ -47,6 +40,10 @@ from pipeline_sdk.spool import Chunk, Frame, SpoolDir, frame_bytes
 from tests.conftest import wait_for
 from tests.test_spool import assert_annotations_resolve
 
+# The documented bounds, spelt out: the tests pin them rather than follow the module's constants.
+FRAME_EVENTS, FRAME_BYTES = 4096, 1024 * 1024  # a frame: at most this many events, or about this many bytes
+CHUNK_EVENTS, CHUNK_BYTES = 16_384, 4 * 1024 * 1024  # a chunk: consecutive frames up to these
+SLICE, YIELD = 8192, 0.0002  # events per GIL hold of the spooler; its sleep between two slices
 SMALL = c.METRIC.tag  # its entries are popped whole frames at a time
 OTHER = c.PARAM.tag  # popped one by one, counting bytes
 HEADER = 15
@@ -328,7 +325,6 @@ def test_the_spooler_cuts_frames_at_frame_events_and_slices_at_slice(
     assert shipper.flush(10)
     assert recorder.frames() == frames
     assert sleeps == [YIELD] * (slices - 1)  # between two slices the GIL is handed to callers
-    assert YIELD == 0.0002
     stats = shipper.stats()
     total = sum(queued.values())
     assert (stats.spooled_events, stats.delivered_events, stats.thread_restarts) == (total, total, 0)
@@ -415,33 +411,37 @@ def test_a_write_the_disk_refuses_drops_and_counts_its_events(
     assert (stats.spooler_alive, stats.delivery_alive) == (True, True)
 
 
-def test_without_a_spool_directory_events_are_dropped_and_creation_is_retried(
-    make: Callable[..., Shipper], tmp_path: Path
+def test_without_a_spool_directory_events_are_dropped_and_creation_is_retried_every_second(
+    make: Callable[..., Shipper], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "home").mkdir()
     blocker = tmp_path / "home" / "spool"
     blocker.write_text("a file where the spool's directory should be")
     recorder = Recorder()
-    shipper = make(recorder)
     root = tmp_path / "home" / "spool" / "local"
-    stats = shipper.stats()
-    assert (
-        stats.last_spool_error
-        == f"cannot create a spool directory in {root}: [Errno 20] Not a directory: '{root}'"
-    )
-    assert shipper.spool_path == root
-    shipper.queues[SMALL].extend([b"e"] * 3)
-    shipper._drain()
-    stats = shipper.stats()
-    assert (stats.dropped_spool_error, stats.pending_bytes) == (3, 0)
-    assert stats.last_spool_error == f"no spool directory could be created in {root}"
-    blocker.unlink()
-    shipper._spool_tried = time.monotonic()
-    assert shipper._ensure_spool() is None  # tried less than SPOOL_RETRY ago: not yet
-    shipper._spool_tried -= SPOOL_RETRY
-    spool = shipper._ensure_spool()
-    assert spool is not None and shipper.spool_path == spool.path and spool.path.parent == root
-    assert shipper._ensure_spool() is spool
+    clock = FakeClock()
+    clock.now = 0.5  # a young clock (a VM booted half a second ago): the first attempt is made all the same
+    with monkeypatch.context() as patched:
+        patched.setattr(shipper_module, "time", SimpleNamespace(monotonic=clock, sleep=time.sleep))
+        shipper = make(recorder)
+        stats = shipper.stats()
+        assert (
+            stats.last_spool_error
+            == f"cannot create a spool directory in {root}: [Errno 20] Not a directory: '{root}'"
+        )
+        assert shipper.spool_path == root
+        shipper.queues[SMALL].extend([b"e"] * 3)
+        shipper._drain()
+        stats = shipper.stats()
+        assert (stats.dropped_spool_error, stats.pending_bytes) == (3, 0)
+        assert stats.last_spool_error == f"no spool directory could be created in {root}"
+        blocker.unlink()
+        clock.now = 1.4999
+        assert shipper._ensure_spool() is None  # less than a second since the last attempt: not yet
+        clock.now = 1.5
+        spool = shipper._ensure_spool()
+        assert spool is not None and shipper.spool_path == spool.path and spool.path.parent == root
+        assert shipper._ensure_spool() is spool
     shipper.queues[SMALL].extend([b"e"] * 2)
     shipper._drain()
     assert shipper.flush(10)
@@ -682,6 +682,25 @@ def test_close_delivers_what_it_can_and_says_what_it_left(
     [left] = SpoolDir.adopt_orphans(path.parent, exclude="none")  # unlocked, kept
     assert left.name == path.name and left.pending_bytes() == frame_size(SMALL, 30)
     left.release()
+
+
+def test_flush_and_wait_spooled_wait_without_spinning(make: Callable[..., Shipper]) -> None:
+    shipper = make(Recorder(down=True))
+    shipper.queues[SMALL].append(b"e")
+    assert shipper.wait_spooled(10)
+    checks = 0
+    pending = shipper._pending_bytes
+
+    def counted() -> int:
+        nonlocal checks
+        checks += 1
+        return pending()
+
+    shipper._pending_bytes = counted  # type: ignore[method-assign]
+    cpu = time.process_time()
+    assert shipper.flush(0.3) is False  # the receiver is down: it waits out its timeout...
+    assert checks <= 12, f"flush checked {checks} times in 0.3 s"  # ...looking every 50 ms, not in a loop
+    assert time.process_time() - cpu < 0.15
 
 
 def test_close_after_delivering_everything_removes_the_spool(make: Callable[..., Shipper]) -> None:

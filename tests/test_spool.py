@@ -30,7 +30,6 @@ from pipeline_sdk import spool as spool_module
 from pipeline_sdk.spool import (
     LOCK_NAME,
     SEGMENT_BYTES,
-    WARN_EVERY,
     Chunk,
     Frame,
     SpoolDir,
@@ -234,6 +233,17 @@ def test_a_segment_rolls_over_past_its_size_exactly(
     spool.release()
 
 
+def test_a_segment_holds_8_mib_by_default(tmp_path: Path) -> None:
+    mib8 = 8 * 1024 * 1024
+    spool = SpoolDir.create(tmp_path)
+    big = frame_bytes(TAG, 1, b"b" * (mib8 - L - 15 - 12))
+    spool.append([big])
+    spool.append([frame(0)])  # exactly 8 MiB: still the first segment
+    spool.append([frame(1)])
+    assert segments(spool) == {"000000000000.seg": mib8, "000000000001.seg": L}
+    spool.release()
+
+
 def test_an_ack_in_the_middle_does_not_roll_the_segment(tmp_path: Path) -> None:
     spool = SpoolDir.create(tmp_path)
     spool.append([frame(0)])
@@ -262,6 +272,7 @@ def test_a_delivered_segment_that_was_rolled_over_is_removed(tmp_path: Path) -> 
     assert segments(spool) == {"000000000002.seg": L}
     spool.ack(got_3)
     assert segments(spool) == {}
+    assert spool.errors == 0  # segment 0 had no ack file to remove: nothing failed
     assert spool.release() is True and not spool.path.exists()
 
 
@@ -325,7 +336,47 @@ def test_a_failed_first_write_leaves_the_fresh_segment_in_use(tmp_path: Path) ->
     spool.release()
 
 
+def test_an_append_that_is_not_bytes_raises_and_leaves_the_spool_as_it_was(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path)
+    spool.append([frame(0)])
+    with pytest.raises(TypeError):
+        spool.append([[b"MF", "not bytes"]])  # type: ignore[list-item]
+    assert (spool.disk_bytes(), segments(spool)) == (L, {"000000000000.seg": L})
+    header_and_tag, entries = b"".join(frame(1)[:2]), frame(1)[2]
+    assert spool.append([[header_and_tag, entries]]) == L  # a frame may come in any number of parts
+    assert [(f.entries[0], f.end) for f in iter(spool.next_frame, None)] == [(0, L), (1, 2 * L)]
+    spool.release()
+
+
 # ---- file names, descriptors and flags ------------------------------------------------------------
+
+
+def test_a_spool_directory_is_named_by_time_host_pid_and_random(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_module.socket, "gethostname", lambda: "h" * 39 + "XYZ")
+    first, second = SpoolDir.create(tmp_path), SpoolDir.create(tmp_path)
+    stamp, host, pid, token = first.name.split("-")
+    assert (len(stamp), host, pid, len(token)) == (20, "h" * 39 + "X", str(os.getpid()), 8)
+    assert second.name > first.name  # names sort by creation time
+    first.release()
+    second.release()
+
+
+def test_a_spool_directory_whose_lock_cannot_be_opened_is_not_left_behind(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    lowest_free = os.open(os.devnull, os.O_RDONLY)
+    os.close(lowest_free)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no descriptor left: EMFILE
+    try:
+        with pytest.raises(OSError) as refused:
+            SpoolDir.create(root)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert refused.value.errno == errno.EMFILE
+    assert list(root.iterdir()) == []
 
 
 @pytest.mark.parametrize(("planted", "used"), [(1, 1), (99, 99)])
@@ -410,6 +461,18 @@ def test_the_reader_opens_close_on_exec_and_never_through_a_symlink(
     [fd] = [fd for fd, target in fds_on(left).items() if target == str(seg)]
     assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
     assert forged.read_bytes() == b"".join(frame(9))
+    ack = left / "000000000000.ack"
+    ack.mkdir()  # the ack cannot be written: delivered all the same, counted, warned under the same file
+    with caplog.at_level(logging.WARNING, "mlobs.spool"):
+        adopted.ack(got)
+    assert adopted.errors == 2
+    assert (
+        adopted.last_error
+        == f"{seg}: could not record the ack: [Errno {errno.EISDIR}] Is a directory: '{ack}'"
+    )
+    assert len(caplog.records) == 1  # one warning per file every WARN_EVERY seconds
+    assert adopted.pending_bytes() == L  # the ack holds in memory
+    assert [f.entries[0] for f in iter(adopted.next_frame, None)] == [1]
     adopted.release()
 
 
@@ -437,6 +500,7 @@ def test_an_ack_file_is_read_back_exactly(tmp_path: Path, ack: bytes | None, del
     assert [f.entries[0] for f in iter(adopted.next_frame, None)] == delivered
     assert (adopted.lost_bytes, adopted.errors) == (0, 0)
     assert adopted.release() is (not delivered)
+    assert left.exists() is bool(delivered)
 
 
 @pytest.mark.timeout(10)
@@ -457,6 +521,89 @@ def test_release_removes_the_directory_when_its_lock_file_is_gone_already(
     with caplog.at_level(logging.WARNING, "mlobs.spool"):
         assert spool.release() is True
     assert not spool.path.exists() and caplog.records == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another uid needs root")
+@pytest.mark.parametrize("name", ["000000000000.seg", "000000000000.ack"])
+def test_a_segment_or_ack_of_another_uid_is_left_alone(tmp_path: Path, name: str) -> None:
+    left = leftover(tmp_path, 2, segment_bytes=L)
+    (left / "000000000000.ack").write_bytes((0).to_bytes(8, "big"))
+    os.chown(left / name, 65534, 65534)
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    assert adopted.errors == 1 and "000000000000.seg: the segment or its .ack" in str(adopted.last_error)
+    assert [(f.segment, f.entries[0]) for f in iter(adopted.next_frame, None)] == [(1, 1)]
+    adopted.release()
+
+
+def test_a_delivered_file_that_cannot_be_removed_is_removed_at_release(tmp_path: Path) -> None:
+    left = leftover(tmp_path, 1)
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    ack = left / "000000000000.ack"
+    ack.mkdir()  # unlink() refuses a directory
+    [got] = iter(adopted.next_frame, None)
+    adopted.ack(got)
+    assert adopted.errors == 1
+    assert (
+        adopted.last_error
+        == f"{ack}: could not remove a delivered file: [Errno {errno.EISDIR}] Is a directory: '{ack}'"
+    )
+    assert sorted(p.name for p in left.iterdir()) == ["000000000000.ack", LOCK_NAME]
+    ack.rmdir()
+    ack.write_bytes(b"")  # removable now
+    assert adopted.release() is True
+    assert not left.exists()
+
+
+def test_a_read_that_fails_is_counted_and_tried_again(tmp_path: Path) -> None:
+    left = leftover(tmp_path, 2)
+    seg = left / "000000000000.seg"
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    first = adopted.next_frame()
+    assert first is not None
+    [fd] = [fd for fd, target in fds_on(left).items() if target == str(seg)]
+    directory = os.open(tmp_path, os.O_RDONLY)
+    os.dup2(directory, fd)  # the reader's descriptor now fails every read (EISDIR), as a bad disk would (EIO)
+    assert adopted.next_frame() is None
+    assert adopted.errors == 1
+    assert adopted.last_error == f"{seg}: read at byte {L} failed: [Errno {errno.EISDIR}] Is a directory"
+    assert (adopted.lost_bytes, adopted.pending_bytes()) == (0, 2 * L)
+    again = os.open(seg, os.O_RDWR)
+    os.dup2(again, fd)  # the disk is back
+    os.close(again)
+    os.close(directory)
+    second = adopted.next_frame()
+    assert second is not None and (second.entries[0], second.end) == (1, 2 * L)
+    adopted.release()
+
+
+def test_a_segment_cut_short_after_adoption_loses_what_is_missing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    left = leftover(tmp_path, 3)
+    seg = left / "000000000000.seg"
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    os.truncate(seg, L + 20)  # frame 1's header is there, its body is not
+    with caplog.at_level(logging.ERROR, "mlobs.spool"):
+        assert [f.entries[0] for f in iter(adopted.next_frame, None)] == [0]
+    assert adopted.lost_bytes == 2 * L
+    assert [r.getMessage() for r in caplog.records] == [
+        f"mlobs: spool segment {seg} is corrupt at byte {L} (truncated frame body); skipping {2 * L} bytes"
+    ]
+
+
+def test_a_frame_whose_tag_is_not_utf8_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    left = leftover(tmp_path, 2)
+    seg = left / "000000000000.seg"
+    tag, entries = b"\xff\xfe", b"e" * 10
+    crc = zlib.crc32(tag + entries)
+    bad = b"MF" + bytes([2]) + (10).to_bytes(4, "big") + (1).to_bytes(4, "big") + crc.to_bytes(4, "big")
+    data = seg.read_bytes()
+    seg.write_bytes(data[:L] + bad + tag + entries + data[L:])  # a checksum that holds, a tag that does not
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    with caplog.at_level(logging.ERROR, "mlobs.spool"):
+        assert [f.entries[0] for f in iter(adopted.next_frame, None)] == [0, 1]
+    assert adopted.lost_bytes == 15 + 2 + 10
+    assert "(tag is not UTF-8)" in caplog.records[0].getMessage()
 
 
 def test_appending_to_an_adopted_spool_starts_past_its_highest_segment(tmp_path: Path) -> None:
@@ -507,8 +654,12 @@ def test_a_symlinked_segment_is_counted_at_adoption_and_the_others_delivered(tmp
 def test_a_leftover_directory_that_cannot_be_read_is_skipped_and_its_lock_closed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_module, "_throttle", _Throttle())  # "adopt" warnings of other tests
+    clock = FakeClock()
+    monkeypatch.setattr(spool_module, "_throttle", _Throttle(clock))  # this test's own "adopt" warnings
     bad = leftover(tmp_path, 1)
+    locked = leftover(tmp_path, 1)
+    (locked / LOCK_NAME).unlink()
+    (locked / LOCK_NAME).mkdir()  # its lock cannot be opened: never even locked
     good = leftover(tmp_path, 2)
     monkeypatch.chdir(bad)  # a socket's path must be short
     with socket.socket(socket.AF_UNIX) as sock:
@@ -516,18 +667,21 @@ def test_a_leftover_directory_that_cannot_be_read_is_skipped_and_its_lock_closed
     before = set(open_fds())
     with caplog.at_level(logging.WARNING, "mlobs.spool"):
         [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
-    assert adopted.name == good.name
-    assert set(open_fds()) - before == set(fds_on(good))  # the bad one's lock was closed
-    assert [r.getMessage() for r in caplog.records] == [
+        assert adopted.name == good.name
+        assert set(open_fds()) - before == set(fds_on(good))  # the bad one's lock was closed
+        adopted.release()
+        clock.now = 10.0
+        [again] = SpoolDir.adopt_orphans(tmp_path, exclude="none")  # a later process tries them again
+        again.release()
+    enxio = (
         f"mlobs: leftover spool {bad} not adopted: [Errno {errno.ENXIO}] No such device or address: "
         f"'{bad / '000000000000.ack'}'"
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        enxio,  # the other ("Is a directory: '.../owner.lock'") within the same 10 s: suppressed, counted
+        enxio + " (1 similar messages suppressed)",
     ]
-    fd = os.open(bad / LOCK_NAME, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it: tried again by a later process
-    finally:
-        os.close(fd)
-    adopted.release()
+    assert again.name == good.name
 
 
 def test_which_leftover_directories_are_adopted_and_in_what_order(tmp_path: Path) -> None:
@@ -705,7 +859,6 @@ def test_the_throttle_logs_one_message_of_a_kind_every_interval(caplog: pytest.L
         (logging.INFO, "a at 20.0 (1 similar messages suppressed)"),
         (logging.INFO, "a at 40.0"),
     ]
-    assert WARN_EVERY == 10.0
 
 
 def test_a_spool_error_is_counted_every_time_and_warned_once_per_file(
