@@ -263,9 +263,15 @@ class Shipper:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._wake.set()
+                self._wake_if_queued()
                 self._progress.wait(min(left, 0.05))
         return True
+
+    def _wake_if_queued(self) -> None:
+        """Wake the spooler when it has entries to drain, and only then: every drain notifies the
+        waiters, so waking it for nothing would make a waiter spin until its timeout."""
+        if self._queued():
+            self._wake.set()
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything logged so far is delivered; False if ``timeout`` ran out."""
@@ -278,7 +284,7 @@ class Shipper:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
-                self._wake.set()
+                self._wake_if_queued()
                 self._progress.wait(min(left, 0.05))
         return True
 
