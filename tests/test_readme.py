@@ -20,10 +20,13 @@ def readme_example() -> str:
 
 
 def test_readme_example_runs_with_nothing_running(tmp_path: Path) -> None:
+    """As written, then again in the same session (a notebook cell run twice): two attempts, no merge."""
+    example = readme_example()
+    twice = f"exec(compile({example!r}, 'cell', 'exec'))\nexec(compile({example!r}, 'cell', 'exec'))\n"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
     env["MLOBS_HOME"] = str(tmp_path / "home")
     done = subprocess.run(
-        [sys.executable, "-c", readme_example()],
+        [sys.executable, "-c", twice],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -32,16 +35,15 @@ def test_readme_example_runs_with_nothing_running(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    db = tmp_path / "home" / "mlobs.db"
-    expected = rf"run \S+ of train/fit went to the local store {re.escape(str(db))}"
-    assert re.fullmatch(expected, lines[0]), lines[0]
-    measurements = [line.split()[0] for line in lines[1:]]
-    assert measurements[0] == "run" and measurements[-1] == "run"
-    assert measurements.count("list_metric") == 3
-    assert measurements.count("log") == 3
-    assert {"param", "io", "metric"} <= set(measurements)
-    assert "succeeded" in lines[-1]
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Record a run, with nothing running") :]
+    printed = re.search(r"It prints:\n\n```text\n(.*?)```", section, re.DOTALL)
+    assert printed, "the README lost the example's output"
+    first = printed.group(1).splitlines()
+    second = [first[0].replace("attempt 1", "attempt 2"), *first[1:]]
+    assert done.stdout.splitlines() == first + second  # as the README says, then attempt 2, unmerged
+    [said] = [line for line in done.stderr.splitlines() if "already has" in line]  # once
+    assert "'lr-0.01'" in said and "attempt 2" in said
 
 
 def read_section() -> str:
