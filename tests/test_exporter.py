@@ -523,6 +523,23 @@ def test_runs_in_progress_and_runs_held_count_every_run_once() -> None:
     assert registry.get_sample_value(c.PROM_EXPORTER_TRACKED_RUNS) == 9
 
 
+def test_a_run_refused_at_its_start_stays_uncounted_when_its_pair_gets_series_later() -> None:
+    tracker, registry, records, clock = make(series=SeriesLimits(max_pipeline_steps=1, idle_expiry=60))
+    play(tracker, k.succeeding(k.RunSpec("a", "fit", "a1"), T0, T0 + 1))  # the one pair with series
+    early, late = k.RunSpec("b", "fit", "b1"), k.RunSpec("b", "fit", "b2")
+    play(tracker, [("jobs", "apply", k.job(early, started=T0, active=1))])  # refused: the cap is reached
+    tracker.tick(clock.now + 61)  # pair a expires, which makes room
+    play(tracker, [("jobs", "apply", k.job(late, started=T0, active=1))])  # admitted: b gets series
+    assert gauge(registry, c.PROM_RUNS_IN_PROGRESS, "b", "fit") == 1
+    for run in (early, late):
+        play(
+            tracker,
+            [("jobs", "apply", k.job(run, started=T0, succeeded=1, condition=("Complete", None, T0 + 9)))],
+        )
+    assert runs(registry, "b", "fit", "succeeded", "Completed") == 1, "only the run that started with series"
+    assert [r.run_id for r in records.sent] == ["a1", "b1", "b2"] and tracker.refused_total == 1
+
+
 def test_only_a_run_seen_running_has_a_running_start() -> None:
     tracker, registry, _, _ = make()
     run = k.RunSpec("train", "fit", "r1", backoff_limit=2)
