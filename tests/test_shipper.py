@@ -44,6 +44,8 @@ from tests.test_spool import assert_annotations_resolve
 FRAME_EVENTS, FRAME_BYTES = 4096, 1024 * 1024  # a frame: at most this many events, or about this many bytes
 CHUNK_EVENTS, CHUNK_BYTES = 16_384, 4 * 1024 * 1024  # a chunk: consecutive frames up to these
 SLICE, YIELD = 8192, 0.0002  # events per GIL hold of the spooler; its sleep between two slices
+pytestmark = pytest.mark.timeout(30)  # each test takes well under a second; a mutant that hangs fails fast
+
 SMALL = c.METRIC.tag  # its entries are popped whole frames at a time
 OTHER = c.PARAM.tag  # popped one by one, counting bytes
 HEADER = 15
@@ -222,6 +224,9 @@ def test_a_rate_limited_warning_says_how_many_it_suppressed(caplog: pytest.LogCa
 def test_defaults_and_keyword_only_settings(tmp_path: Path) -> None:
     shipper = Shipper(Recorder(), tmp_path / "defaults")
     try:
+        assert shipper.wait_spooled(0) is True  # nothing queued, nothing being written
+        threads = {t.name: (t.daemon, t.is_alive()) for t in (shipper._spooler, shipper._delivery)}
+        assert threads == {"mlobs-spooler": (True, True), "mlobs-delivery": (True, True)}
         assert (shipper.max_queue, shipper.soft_limit) == (262_144, 65_536)
         assert (shipper._spool_max_bytes, shipper._linger, shipper._exit_timeout) == (
             512 * 1024 * 1024,
@@ -250,7 +255,7 @@ def test_the_soft_limit_is_a_quarter_of_the_queue_at_least_1_at_most_65536(
 
 
 def test_a_full_queue_drops_the_event_counts_it_and_warns_once(
-    make: Callable[..., Shipper], caplog: pytest.LogCaptureFixture
+    make: Callable[..., Shipper], caplog: pytest.LogCaptureFixture, sleeps: list[float]
 ) -> None:
     shipper = make(max_queue=4)
     queue = shipper.queues[SMALL]
@@ -265,8 +270,10 @@ def test_a_full_queue_drops_the_event_counts_it_and_warns_once(
         f"mlobs: in-memory queue full (4 events): event dropped (1 so far); "
         f"the spool at {shipper.spool_path} cannot keep up"
     ]
+    assert sleeps == []  # a dropped event costs the caller no wait
     queue.pop()
     assert shipper.relieve(queue) is True  # below the bound: the spooler is woken, nothing dropped
+    assert sleeps == [0.0001]  # and the caller lends it the GIL for 0.1 ms
     assert shipper.wait_spooled(10)
     stats = shipper.stats()
     assert (stats.dropped_queue_full, stats.spooled_events, stats.queued_events) == (2, 3, 0)
@@ -602,19 +609,21 @@ def test_leftover_spools_are_delivered_first_and_their_losses_counted(
     data = bytearray(seg.read_bytes())
     data[frame_size(SMALL, 10) + 3] ^= 0xFF  # the second frame's length: corrupt
     seg.write_bytes(bytes(data))
+    newer = spool_of(root, [(OTHER, 5, 10)])
+    newer.release()
     recorder = Recorder()
     shipper = make(recorder, linger=0.01)
     shipper.queues[SMALL].append(b"e")
     assert shipper.flush(10)
     stats = shipper.stats()
-    assert recorder.frames() == [(SMALL, 2), (SMALL, 4), (SMALL, 1)]
-    assert (stats.delivered_events, stats.adopted_events, stats.spooled_events) == (7, 6, 1)
+    assert recorder.frames() == [(SMALL, 2), (SMALL, 4), (OTHER, 5), (SMALL, 1)]  # oldest first, ours last
+    assert (stats.delivered_events, stats.adopted_events, stats.spooled_events) == (12, 11, 1)
     assert (stats.lost_corrupt_bytes, stats.spool_errors, stats.last_spool_error) == (
         frame_size(SMALL, 10),
         0,
         None,
     )
-    assert not older.path.exists()  # delivered to its end: removed
+    assert not older.path.exists() and not newer.path.exists()  # delivered to their ends: removed
 
 
 def test_a_leftover_spools_harmless_errors_are_counted(make: Callable[..., Shipper], tmp_path: Path) -> None:
@@ -704,6 +713,47 @@ def test_flush_and_wait_spooled_wait_without_spinning(make: Callable[..., Shippe
     assert shipper.flush(0.3) is False  # the receiver is down: it waits out its timeout...
     assert checks <= 12, f"flush checked {checks} times in 0.3 s"  # ...looking every 50 ms, not in a loop
     assert time.process_time() - cpu < 0.15
+
+
+def test_wait_spooled_waits_for_entries_popped_but_not_yet_written(
+    make: Callable[..., Shipper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    append = SpoolDir.append
+
+    def slow_append(spool: SpoolDir, frames: list[list[bytes]]) -> int:  # a slow disk
+        time.sleep(0.2)
+        return append(spool, frames)
+
+    monkeypatch.setattr(SpoolDir, "append", slow_append)
+    shipper = make(Recorder(down=True))
+    shipper.queues[SMALL].append(b"e")
+    assert shipper.wait_spooled(10)
+    assert shipper.stats().spooled_events == 1
+
+
+def test_a_sink_that_raised_something_unexpected_is_closed_and_opened_afresh(
+    make: Callable[..., Shipper],
+) -> None:
+    recorder = Recorder()
+    deliver = recorder.deliver
+    calls = 0
+
+    def buggy(chunk: Chunk) -> None:  # a custom transport's bug, once
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyError("a bug in the transport")
+        deliver(chunk)
+
+    recorder.deliver = buggy  # type: ignore[method-assign]
+    shipper = make(recorder, linger=0.01)
+    shipper.queues[SMALL].append(b"e")
+    assert shipper.flush(10)
+    stats = shipper.stats()
+    assert (stats.thread_restarts, stats.delivered_events, stats.delivery_failures) == (1, 1, 0)
+    assert stats.last_thread_error == "mlobs-delivery: KeyError: 'a bug in the transport'"
+    assert (recorder.opens, recorder.closes) == (2, 1)
+    assert recorder.frames() == [(SMALL, 1)]  # handed out again after the restart, delivered once
 
 
 def test_close_after_delivering_everything_removes_the_spool(make: Callable[..., Shipper]) -> None:
