@@ -51,6 +51,8 @@ def drain(spool: SpoolDir) -> list[bytes]:
     return out
 
 
+pytestmark = pytest.mark.timeout(30)  # each test takes well under a second; a mutant that hangs fails fast
+
 TAG = "mlobs.metric"
 
 
