@@ -711,6 +711,17 @@ def test_numbers_from_item_and_numpy() -> None:
         with pytest.raises(TypeError) as info:
             check_number("v", Scalar(inner))
         assert str(info.value) == f"v must be a real number, got Scalar Scalar({inner!r})"
+
+    class NumericText(str):
+        def item(self) -> float:
+            return 1.0
+
+    for text in (NumericText("1"), NumericText("")):
+        with pytest.raises(TypeError) as refused:
+            check_number("v", text)
+        assert str(refused.value) == f"v must be a real number, got NumericText {text!r}", (
+            "text is never a number"
+        )
     with pytest.raises(ValueError) as inf:
         check_number("v", Scalar(float("inf")))
     assert str(inf.value) == "v=inf is invalid: must be a finite number (InfluxDB drops NaN and infinity)"
