@@ -765,6 +765,7 @@ def test_truncate_text_at_the_markers_own_boundaries() -> None:
     assert truncate_text("a" * 100, 38) == "a" * 38, "the marker would be 39 characters: a plain cut"
     # Both 99 and 100 characters cut would fit 200 (a prefix of 162 or of 161): the longer prefix is kept.
     assert truncate_text("a" * 261, 200) == "a" * 162 + "... [99 characters truncated by mlobs]"
+    assert truncate_text("a" * 189, 128) == "a" * 90 + "... [99 characters truncated by mlobs]"
     assert truncate_text("a" * 10_000, 50) == "a" * 10 + "... [9990 characters truncated by mlobs]"
 
 
