@@ -173,10 +173,12 @@ def test_stats_start_at_zero_and_dropped_events_sums_the_four_drop_counters() ->
         dropped_spool_full=20,
         dropped_spool_error=300,
         dropped_log_records=4000,
-        lost_corrupt_bytes=50_000,
-        delivery_failures=600_000,
+        dropped_invalid=50_000,
+        dropped_at_close=600_000,
+        lost_corrupt_bytes=7_000_000,  # bytes, not events: not in the sum
+        delivery_failures=80_000_000,  # retried: not lost
     )
-    assert stats.dropped_events == 4321
+    assert stats.dropped_events == 654_321
 
 
 def test_the_annotations_resolve_as_introspection_reads_them() -> None:
@@ -709,8 +711,9 @@ def test_flush_and_wait_spooled_wait_without_spinning(make: Callable[..., Shippe
         return pending()
 
     shipper._pending_bytes = counted  # type: ignore[method-assign]
-    cpu = time.process_time()
+    cpu, started = time.process_time(), time.monotonic()
     assert shipper.flush(0.3) is False  # the receiver is down: it waits out its timeout...
+    assert time.monotonic() - started >= 0.3
     assert checks <= 12, f"flush checked {checks} times in 0.3 s"  # ...looking every 50 ms, not in a loop
     assert time.process_time() - cpu < 0.15
 
@@ -727,6 +730,9 @@ def test_wait_spooled_waits_for_entries_popped_but_not_yet_written(
     monkeypatch.setattr(SpoolDir, "append", slow_append)
     shipper = make(Recorder(down=True))
     shipper.queues[SMALL].append(b"e")
+    started = time.monotonic()
+    assert shipper.wait_spooled(0.05) is False  # still being written
+    assert time.monotonic() - started >= 0.05
     assert shipper.wait_spooled(10)
     assert shipper.stats().spooled_events == 1
 
