@@ -603,6 +603,29 @@ def test_a_bare_pods_run_record_and_its_phases() -> None:
     assert runs(registry, "serve", "batch", "cancelled", "Deleted") == 1
 
 
+def test_objects_built_in_code_read_as_objects_from_the_wire() -> None:
+    """The same runs from objects whose strings are the code's own (as a test or a client builds them)."""
+    tracker, registry, records, _ = make()
+    for name, phase, terminated in (
+        ("p1", "Failed", ("Error", 2, T0 + 3)),
+        ("p2", "Succeeded", ("Completed", 0, T0 + 4)),
+    ):
+        tracker.on_pod(
+            "MODIFIED",
+            k.pod(k.RunSpec("serve", "batch", name), 0, phase, started=T0, terminated=terminated, bare=True),
+        )
+    run = k.RunSpec("train", "fit", "r1")
+    for resource, _, obj in k.oom_killed(run, T0, T0 + 30):
+        handler = tracker.on_job if resource == "jobs" else tracker.on_pod
+        handler("MODIFIED", obj)
+    assert records_of(records) == [
+        ("p1", "failed", "Error", T0, T0 + 3),
+        ("p2", "succeeded", "Completed", T0, T0 + 4),
+        ("r1", "failed", "OOMKilled", T0, T0 + 30),
+    ]
+    assert runs(registry, "serve", "batch", "failed", "Error") == 1
+
+
 def test_added_and_modified_events_do_not_end_a_run_only_deleted_does() -> None:
     tracker, registry, records, _ = make()
     run = k.RunSpec("train", "fit", "r1")

@@ -19,7 +19,9 @@ import pytest
 from pipeline_sdk import contract as c
 from pipeline_sdk.read import query
 from pipeline_sdk.read.query import (
+    ABSENT_TAGS,
     AGGREGATIONS,
+    Count,
     Reduce,
     Row,
     Select,
@@ -169,6 +171,28 @@ def test_a_reduce_names_what_it_cannot_reduce() -> None:
             Reduce(*args)  # type: ignore[arg-type]
         assert str(info.value) == message
     assert AGGREGATIONS == ("last", "first", "min", "max", "mean")
+
+
+def test_a_count_names_what_it_cannot_count() -> None:
+    select = Select(c.LIST_METRIC, (c.FIELD_VALUE, c.FIELD_INDEX))
+    count = Count(select, (c.TAG_RUN_ID, c.TAG_ATTEMPT), c.FIELD_INDEX)
+    assert (count.select, count.by, count.value) == (select, (c.TAG_RUN_ID, c.TAG_ATTEMPT), c.FIELD_INDEX)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        count.value = c.FIELD_VALUE  # type: ignore[misc]
+    for by, value, message in (
+        (("level",), c.FIELD_VALUE, "cannot count 'list_metric' by ['level'] over 'value'"),
+        ((c.TAG_NAME,), c.FIELD_MESSAGE, "cannot count 'list_metric' by ['name'] over 'message'"),
+        ((), "extra", "cannot count 'list_metric' by [] over 'extra'"),
+    ):
+        with pytest.raises(ValueError) as info:
+            Count(select, by, value)
+        assert str(info.value) == message
+
+
+def test_the_tags_older_points_lack_read_as_the_first_attempt() -> None:
+    assert dict(ABSENT_TAGS) == {c.TAG_ATTEMPT: c.FIRST_ATTEMPT} == {"attempt": "1"}
+    with pytest.raises(TypeError):
+        ABSENT_TAGS["level"] = "INFO"  # type: ignore[index]
 
 
 def test_a_limit_is_none_or_a_whole_number_from_one() -> None:
