@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -117,6 +118,16 @@ class Service:
         query = ("?" + urllib.parse.urlencode(params)) if params else ""
         with urllib.request.urlopen(self.url + path + query, timeout=10) as resp:
             return json.loads(resp.read())
+
+    def ready(self) -> bool:
+        """The server answers its API (Prometheus says 503 while it starts up)."""
+        try:
+            with urllib.request.urlopen(self.url + "/-/ready", timeout=10) as resp:
+                return bool(resp.status == 200)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503:
+                return False
+            raise
 
     def stop(self) -> None:
         if self.proc.poll() is None:

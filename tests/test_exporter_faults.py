@@ -331,6 +331,8 @@ def test_readiness_drops_while_the_api_fails_and_recovers(
     not_ready = (503, "not ready: a watch has not listed yet, or is failing\n")
     wait_for(lambda: get(app.url + "/readyz") == not_ready, 10, "not ready")
     assert get(app.url + "/healthz") == (200, "ok\n"), "alive: the threads retry"
+    failed = lambda: sum(v or 0 for v in errors(app, c.PROM_EXPORTER_WATCH_ERRORS).values())  # noqa: E731
+    wait_for(lambda: failed() >= 2, 10, "both watches to fail and retry")
     api.kube.fail_requests = 0
     wait_for(lambda: get(app.url + "/readyz")[0] == 200, 10, "ready again")
     assert sum(v or 0 for v in errors(app, c.PROM_EXPORTER_WATCH_ERRORS).values()) >= 2

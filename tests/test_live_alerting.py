@@ -132,6 +132,7 @@ def test_failed_runs_reach_an_inbox(stack: dict[str, Any]) -> None:
     smtp, api, prom = stack["smtp"], stack["api"], stack["prom"]
     exporter: Exporter = stack["exporter"]
     up = f'up{{job="{c.PROM_JOB_EXPORTER}"}} == 1'
+    wait_for(prom.ready, 60, "Prometheus to be ready")
     wait_for(lambda: bool(query(prom, up)), 60, "Prometheus to scrape the exporter")
 
     # A run of train/fit that succeeds, seen by Prometheus before anything fails.
