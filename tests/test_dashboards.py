@@ -372,6 +372,7 @@ def test_exporter_backed_expressions_return_data(live_prometheus: Any) -> None:
     def result(expr: str) -> list[Any]:
         return prom.get_json("/api/v1/query", query=expr)["data"]["result"]  # type: ignore[no-any-return]
 
+    wait_for(prom.ready, 60, "Prometheus to be ready")
     wait_for(lambda: len(result(f'up{{job="{c.PROM_JOB_EXPORTER}"}} == 1')) == 1, 60, "the exporter scraped")
     wait_for(
         lambda: len(result(f'up{{job="{c.PROM_JOB_MODEL_API}"}} == 1')) == 1, 60, "the model API scraped"
