@@ -398,6 +398,20 @@ def test_the_spool_bound_is_exact(
     ]
 
 
+def test_the_spool_bound_counts_what_is_on_disk_plus_the_write(make: Callable[..., Shipper]) -> None:
+    assert frame_size(SMALL, 37) == 64
+    shipper = make(Recorder(down=True), spool_max_bytes=127)
+    for _ in range(2):
+        shipper.queues[SMALL].append(b"x" * 37)
+        shipper._drain()
+    stats = shipper.stats()
+    assert (stats.spooled_events, stats.dropped_spool_full, stats.pending_bytes) == (
+        1,
+        1,
+        64,
+    )  # 64 + 64 > 127
+
+
 def test_a_write_the_disk_refuses_drops_and_counts_its_events(
     make: Callable[..., Shipper], caplog: pytest.LogCaptureFixture
 ) -> None:
