@@ -860,6 +860,19 @@ def test_a_duration_is_end_minus_start_whatever_the_epoch() -> None:
     assert duration_samples(registry)["60.0"] == 0 and duration_samples(registry)["300.0"] == 1
 
 
+def test_an_idle_pair_expires_after_its_last_run_whatever_the_epoch() -> None:
+    tracker, registry, _, _ = make(series=SeriesLimits(idle_expiry=60))
+    play(
+        tracker,
+        k.succeeding(k.RunSpec("train", "fit", "r1", created=1.0), 5.0, 300.0)[-1:],
+        seen_before=float("inf"),
+    )
+    tracker.tick(360.0)  # exactly the expiry after the end: kept
+    assert registry.get_sample_value(c.PROM_EXPORTER_TRACKED_STEPS) == 1
+    tracker.tick(900.0)
+    assert registry.get_sample_value(c.PROM_EXPORTER_TRACKED_STEPS) == 0
+
+
 # ---- the slow ones last: thousands of runs --------------------------------------------------------
 
 
