@@ -266,20 +266,27 @@ class SpoolDir:
 
     @classmethod
     def create(cls, root: Path, segment_bytes: int = SEGMENT_BYTES) -> SpoolDir:
-        """A fresh directory owned by this process; names sort by creation time.  Raises OSError."""
+        """A fresh directory owned by this process; names sort by creation time.  Raises OSError.
+
+        Between the mkdir and the lock, another process adopting leftovers may lock the new
+        directory first (it finds it empty and removes it): then a new name is tried.
+        """
         make_private_dirs(root)
-        name = f"{time.time_ns():020d}-{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
-        path = root / name
-        path.mkdir(mode=0o700)
-        try:
-            fd = _lock(path / LOCK_NAME)
-        except OSError:
-            with contextlib.suppress(OSError):  # best effort: an empty directory left is harmless
-                path.rmdir()
-            raise
-        if fd is None:  # pragma: no cover - a fresh random name cannot be locked by anyone else
-            raise RuntimeError(f"cannot lock new spool directory {path}")
-        return cls(path, fd, segment_bytes)
+        for _ in range(10):
+            name = f"{time.time_ns():020d}-{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
+            path = root / name
+            path.mkdir(mode=0o700)
+            try:
+                fd = _lock(path / LOCK_NAME)
+            except OSError:
+                with contextlib.suppress(OSError):  # best effort: an empty directory left is harmless
+                    path.rmdir()
+                raise
+            if fd is not None:
+                return cls(path, fd, segment_bytes)
+        raise BlockingIOError(
+            errno.EAGAIN, f"every new spool directory in {root} was locked by another process first"
+        )
 
     @classmethod
     def adopt_orphans(cls, root: Path, exclude: str) -> list[SpoolDir]:

@@ -356,7 +356,7 @@ def test_an_append_that_is_not_bytes_raises_and_leaves_the_spool_as_it_was(tmp_p
 def test_a_spool_directory_is_named_by_time_host_pid_and_random(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_module.socket, "gethostname", lambda: "h" * 39 + "XYZ")
+    monkeypatch.setattr(socket, "gethostname", lambda: "h" * 39 + "XYZ")
     first, second = SpoolDir.create(tmp_path), SpoolDir.create(tmp_path)
     stamp, host, pid, token = first.name.split("-")
     assert (len(stamp), host, pid, len(token)) == (20, "h" * 39 + "X", str(os.getpid()), 8)
@@ -379,6 +379,47 @@ def test_a_spool_directory_whose_lock_cannot_be_opened_is_not_left_behind(tmp_pa
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert refused.value.errno == errno.EMFILE
     assert list(root.iterdir()) == []
+
+
+def test_a_new_directory_locked_first_by_an_adopter_is_left_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process adopting leftovers can lock a directory between its mkdir and its owner's lock."""
+    real_lock = spool_module._lock
+    raced: list[SpoolDir] = []
+    calls = 0
+
+    def racing_lock(path: Path) -> int | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # right after the first mkdir, another process lists the spool root
+            raced.extend(SpoolDir.adopt_orphans(tmp_path, exclude="none"))
+        return real_lock(path)
+
+    monkeypatch.setattr(spool_module, "_lock", racing_lock)
+    spool = SpoolDir.create(tmp_path)  # not an error: it starts again under a new name
+    [adopter] = raced
+    assert adopter.name != spool.name
+    assert adopter.release() is True  # it found the directory empty: removed
+    assert [p.name for p in tmp_path.iterdir()] == [spool.name]
+    spool.append([frame(0)])
+    assert [f.entries[0] for f in iter(spool.next_frame, None)] == [0]
+    spool.release()
+
+
+def test_a_new_directory_is_tried_under_ten_names_at_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tries: list[Path] = []
+
+    def always_taken(path: Path) -> int | None:
+        tries.append(path)
+        return None
+
+    monkeypatch.setattr(spool_module, "_lock", always_taken)
+    with pytest.raises(BlockingIOError, match=f"every new spool directory in {tmp_path} was locked"):
+        SpoolDir.create(tmp_path)
+    assert len(tries) == len({p.parent for p in tries}) == 10
 
 
 @pytest.mark.parametrize(("planted", "used"), [(1, 1), (99, 99)])
@@ -578,18 +619,19 @@ def test_a_read_that_fails_is_counted_and_tried_again(tmp_path: Path) -> None:
     adopted.release()
 
 
+@pytest.mark.parametrize(("cut", "why"), [(5, "truncated frame header"), (20, "truncated frame body")])
 def test_a_segment_cut_short_after_adoption_loses_what_is_missing(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, cut: int, why: str
 ) -> None:
     left = leftover(tmp_path, 3)
     seg = left / "000000000000.seg"
     [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
-    os.truncate(seg, L + 20)  # frame 1's header is there, its body is not
+    os.truncate(seg, L + cut)  # within frame 1, which the spool still counts on
     with caplog.at_level(logging.ERROR, "mlobs.spool"):
         assert [f.entries[0] for f in iter(adopted.next_frame, None)] == [0]
     assert adopted.lost_bytes == 2 * L
     assert [r.getMessage() for r in caplog.records] == [
-        f"mlobs: spool segment {seg} is corrupt at byte {L} (truncated frame body); skipping {2 * L} bytes"
+        f"mlobs: spool segment {seg} is corrupt at byte {L} ({why}); skipping {2 * L} bytes"
     ]
 
 
@@ -794,6 +836,16 @@ def test_a_gap_at_the_start_is_acknowledged_at_once(tmp_path: Path) -> None:
     assert first is not None and first.entries[0] == 0
     assert seg.with_suffix(".ack").read_bytes() == (20).to_bytes(8, "big")
     assert (adopted.lost_bytes, adopted.pending_bytes()) == (20, 2 * L)
+
+
+@pytest.mark.timeout(10)
+def test_junk_at_the_end_without_a_magic_costs_exactly_its_bytes(tmp_path: Path) -> None:
+    left = leftover(tmp_path, 2)
+    with open(left / "000000000000.seg", "ab") as fh:
+        fh.write(b"XYZ")  # no frame starts anywhere in it
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    assert [f.entries[0] for f in iter(adopted.next_frame, None)] == [0, 1]
+    assert adopted.lost_bytes == 3
 
 
 def test_corrupt_bytes_at_the_end_are_acknowledged_with_the_last_frame(tmp_path: Path) -> None:
