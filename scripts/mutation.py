@@ -5,6 +5,9 @@ constant, a boolean, a removed ``break``...) and runs the module's tests against
 mutant; a mutant the tests do not notice *survives*.  The score is the share of
 mutants killed.  Work happens in a scratch copy of the working tree, so the checkout
 is never touched, and no ``.pyc`` is written (a mutant must never run stale bytecode).
+The tests' own child processes import the scratch copy too (``PYTHONPATH``), the tests
+must pass on the unmutated copy first (or nothing is scored), and a seed picks the same
+mutants on every run.
 
     python scripts/mutation.py                  # 60 sampled mutants per module, seed 1
     python scripts/mutation.py --sample 0       # every mutant (slow: about an hour)
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -68,11 +72,15 @@ class Score:
         return 100.0 * self.killed / self.tested if self.tested else 100.0
 
 
-def _config(module: str, tests: tuple[str, ...], timeout: float) -> str:
+def _command(tests: tuple[str, ...]) -> str:
     existing = " ".join(
         f"'{t}'" if " " in t else t for t in tests if not t.startswith("tests/") or (ROOT / t).exists()
     )
-    command = f"{sys.executable} -m pytest -x -q -p no:cacheprovider -p no:randomly {existing}"
+    return f"{sys.executable} -m pytest -x -q -p no:cacheprovider -p no:randomly {existing}"
+
+
+def _config(module: str, tests: tuple[str, ...], timeout: float) -> str:
+    command = _command(tests)
     return (
         "[cosmic-ray]\n"
         f'module-path = "{module}"\n'
@@ -87,7 +95,12 @@ def _config(module: str, tests: tuple[str, ...], timeout: float) -> str:
 def _sample(session: Path, size: int, seed: int) -> int:
     """Mark all but ``size`` randomly chosen mutants as skipped; the number left to run."""
     with use_db(str(session), WorkDB.Mode.open) as db:
-        ids = sorted(item.job_id for item in db.work_items)
+        # cosmic-ray's job ids are random: order by what each mutant is, so a seed picks the same ones
+        by_mutation = sorted(
+            (tuple((str(m.module_path), m.operator_name, m.occurrence) for m in item.mutations), item.job_id)
+            for item in db.work_items
+        )
+        ids = [job_id for _, job_id in by_mutation]
         if size <= 0 or size >= len(ids):
             return len(ids)
         keep = set(random.Random(seed).sample(ids, size))  # noqa: S311 - a reproducible sample, no secret
@@ -113,7 +126,16 @@ def run_target(module: str, tests: tuple[str, ...], scratch: Path, args: argpars
     name = module.replace("/", "_").removesuffix(".py")
     cfg, session = scratch / f"{name}.toml", scratch / f"{name}.sqlite"
     cfg.write_text(_config(module, tests, args.timeout))
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    # Child processes of the tests (the mlobs CLI, test servers) import the scratch copy too.
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(scratch)}
+    baseline = subprocess.run(  # noqa: S603 - our own test command
+        shlex.split(_command(tests)), cwd=scratch, env=env, capture_output=True, text=True, check=False
+    )
+    if baseline.returncode != 0:  # every mutant would count as killed
+        raise SystemExit(
+            f"{module}: its tests fail before any mutation, so no score would mean anything:\n"
+            f"{baseline.stdout[-3000:]}{baseline.stderr[-2000:]}"
+        )
     subprocess.run([COSMIC_RAY, "init", str(cfg), str(session)], cwd=scratch, env=env, check=True)  # noqa: S603
     count = _sample(session, args.sample, args.seed)
     print(f"==> {module}: {count} mutants against {' '.join(tests)}", flush=True)
