@@ -12,8 +12,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 MUTATION_STAMP := $(VENV)/.installed-mutation
+# The Node packages the tests check against (libflux, Grafana's dashboard types, TypeScript),
+# pinned by tests/js/package-lock.json; installed again whenever it changes.
+JS_DIR   := tests/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed
 
-.PHONY: help all venv tools fmt generate lint pytest rules-test test validate bench mutation up down demo e2e clean
+.PHONY: help all venv tools js fmt generate lint pytest rules-test test validate bench mutation up down demo e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -30,6 +34,13 @@ venv: $(STAMP) ## create .venv with the project and its test tools
 
 tools: ## install promtool, Prometheus, Alertmanager and amtool if missing
 	@scripts/ensure-prometheus.sh
+
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	@echo "==> npm ci in $(JS_DIR) (libflux, Grafana's dashboard types, TypeScript)"
+	cd $(JS_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
+js: $(JS_STAMP) ## install the Node packages the tests check Flux and dashboards with
 
 fmt: venv ## format the Python code
 	$(VENV)/bin/ruff format .
@@ -50,7 +61,7 @@ lint: venv ## ruff, mypy, shellcheck and hadolint
 	@echo "==> hadolint"
 	$(VENV)/bin/hadolint $$(git ls-files '*Dockerfile')
 
-pytest: venv tools ## the Python test suite
+pytest: venv tools $(JS_STAMP) ## the Python test suite
 	@echo "==> pytest"
 	$(VENV)/bin/pytest
 
@@ -104,5 +115,5 @@ e2e: ## assertions against the live cluster (after make up and make demo)
 	@$(MAKE) --no-print-directory venv
 	$(PY) scripts/e2e.py
 
-clean: ## remove the venv and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .bench *.egg-info
+clean: ## remove the venv, caches and tests/js/node_modules
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .bench *.egg-info $(JS_DIR)/node_modules
