@@ -17,6 +17,7 @@ import os
 import resource
 import socket
 import stat
+import subprocess
 import types
 import typing
 import zlib
@@ -324,6 +325,34 @@ def test_a_short_write_is_undone_and_the_segment_takes_the_next_write(tmp_path: 
     assert segments(spool) == {"000000000000.seg": 2 * L}
     assert [(f.entries[0], f.end) for f in iter(spool.next_frame, None)] == [(0, L), (3, 2 * L)]
     assert spool.errors == 0
+    spool.release()
+
+
+@contextlib.contextmanager
+def append_only(path: Path) -> Iterator[None]:
+    """``chattr +a``: the kernel then refuses to truncate the file (EPERM); root on ext4 and the like."""
+    refused = subprocess.run(["chattr", "+a", str(path)], check=False, capture_output=True).returncode
+    if os.geteuid() != 0 or refused:
+        pytest.skip("chattr +a needs root and a file system with inode flags")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-a", str(path)], check=True)
+
+
+def test_a_failed_write_that_cannot_be_undone_is_counted_and_never_read(tmp_path: Path) -> None:
+    spool = SpoolDir.create(tmp_path)
+    spool.append([frame(0)])
+    seg = spool.path / "000000000000.seg"
+    with append_only(seg), file_size_limit(L + 10), pytest.raises(OSError, match="short write: 10 of"):
+        spool.append([frame(1)])  # 10 bytes written, and they cannot be truncated away
+    assert spool.errors == 1
+    assert spool.last_error == (
+        f"{seg}: could not truncate after a failed write: [Errno {errno.EPERM}] Operation not permitted"
+    )
+    assert (seg.stat().st_size, spool.disk_bytes()) == (L + 10, L)  # the reader never looks past L
+    spool.append([frame(2)])  # written over them
+    assert [(f.entries[0], f.end) for f in iter(spool.next_frame, None)] == [(0, L), (2, 2 * L)]
     spool.release()
 
 
