@@ -177,6 +177,50 @@ def trend(
     )
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    """What a stat's colour says: ``steps`` are (from value, colour), the first from -infinity (None).
+
+    Colours are Grafana's named ones (``green``, ``orange``, ``red``, ``blue``, ``text``); the
+    values after the first rise strictly.
+    """
+
+    steps: tuple[tuple[float | None, str], ...]
+
+    def __post_init__(self) -> None:
+        if not self.steps or self.steps[0][0] is not None:
+            raise ValueError(f"Thresholds.steps must start with (None, colour), got {self.steps!r}")
+        bounds = [value for value, _ in self.steps[1:]]
+        numbers = [value for value in bounds if value is not None]
+        if numbers != bounds or numbers != sorted(set(numbers)):
+            raise ValueError(f"Thresholds.steps: the values after the first must rise strictly: {bounds!r}")
+        unknown = [colour for _, colour in self.steps if colour not in _COLOURS]
+        if unknown:
+            raise ValueError(f"Thresholds.steps: colours {unknown} are not one of {sorted(_COLOURS)}")
+
+    def to_json_data(self) -> list[dict[str, Any]]:
+        return [{"color": colour, "value": value} for value, colour in self.steps]
+
+
+_COLOURS = frozenset({"green", "orange", "red", "blue", "text"})
+NEUTRAL = Thresholds(((None, "text"),))  # a count or a rate: no value is good or bad
+UP = Thresholds(((None, "red"), (1.0, "green")))  # `up`: 1 is up, below is down
+# A ratio of failures: amber from 1 %, red from 5 % (ModelAPIHighErrorRate fires above 5 %).
+FAILURE_RATIO = Thresholds(((None, "green"), (0.01, "orange"), (0.05, "red")))
+ZERO_IS_GOOD = Thresholds(((None, "green"), (1.0, "red")))  # a count that should stay 0 (drops, failures)
+# A latency in seconds: amber from 0.5 s, red from 1 s (ModelAPIHighLatency fires above 1 s).
+LATENCY_S = Thresholds(((None, "green"), (0.5, "orange"), (1.0, "red")))
+_UP_ONLY = re.compile(r"(?:max|min|avg)?\(?up\{[^}]*\}\)?")
+
+
+def stat_thresholds(targets: list[Target], unit: str) -> Thresholds:
+    """A stat's thresholds when its dashboard names none: UP for `up`, FAILURE_RATIO for a ratio."""
+    exprs = [t.expr.replace(" ", "") for t in targets if isinstance(t, PromTarget)]
+    if exprs and all(_UP_ONLY.fullmatch(e) for e in exprs):
+        return UP
+    return FAILURE_RATIO if unit == "percentunit" else NEUTRAL
+
+
 def stat(
     layout: Layout,
     title: str,
@@ -187,8 +231,11 @@ def stat(
     w: int = 6,
     h: int = 4,
     reduce: str = "lastNotNull",
+    thresholds: Thresholds | None = None,
 ) -> g.Stat:
+    """A single value, coloured by ``thresholds`` (by default :func:`stat_thresholds`)."""
     panel_id, pos = layout.place(w, h)
+    steps = thresholds if thresholds is not None else stat_thresholds(targets, unit)
     return g.Stat(
         title=title,
         description=description,
@@ -198,6 +245,7 @@ def stat(
         id=panel_id,
         format=unit,
         reduceCalc=reduce,
+        thresholds=steps.to_json_data(),
     )
 
 
