@@ -17,47 +17,11 @@ import yaml
 
 from pipeline_sdk import contract as c
 from tests.conftest import ROOT
+from tests.promql import PromQLError, grouping_labels, metric_names
 
 ALERTING = ROOT / "alerting"
 RULE_FILES = sorted(p for p in ALERTING.glob("*-rules.yaml"))
 ALERT_NAME = re.compile(r"(MLPipeline|ModelAPI|PipelineContainer|Fluentd)[A-Z][A-Za-z]+")
-# PromQL words that are not metric names
-PROMQL_WORDS = {
-    "by",
-    "on",
-    "and",
-    "or",
-    "unless",
-    "group_left",
-    "group_right",
-    "ignoring",
-    "without",
-    "bool",
-    "sum",
-    "max",
-    "min",
-    "avg",
-    "count",
-    "topk",
-    "bottomk",
-    "quantile",
-    "rate",
-    "increase",
-    "irate",
-    "deriv",
-    "delta",
-    "time",
-    "absent",
-    "label_replace",
-    "histogram_quantile",
-    "max_over_time",
-    "last_over_time",
-    "min_over_time",
-    "offset",
-    "le",
-    "inf",
-    "nan",
-}
 
 
 def contract_metric_names() -> set[str]:
@@ -72,16 +36,6 @@ def contract_metric_names() -> set[str]:
 
 def rules_of(path: Path) -> list[dict[str, Any]]:
     return [rule for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
-
-
-def metric_names_in(expr: str) -> set[str]:
-    """Identifiers used as metric names in an expression (not labels, functions or keywords)."""
-    stripped = re.sub(r'"[^"]*"', '""', expr)  # label values
-    stripped = re.sub(r"\{[^}]*\}", "{}", stripped)  # label matchers
-    stripped = re.sub(r"\b(by|on|without|ignoring|group_left|group_right)\s*\([^)]*\)", " ", stripped)
-    stripped = re.sub(r"\[[^\]]*\]", "", stripped)  # range selectors
-    words = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", stripped))
-    return {w for w in words if w not in PROMQL_WORDS and not re.fullmatch(r"\d+[smhd]?", w)}
 
 
 def alert_problems(rule: dict[str, Any], test_text: str) -> list[str]:
@@ -100,13 +54,24 @@ def alert_problems(rule: dict[str, Any], test_text: str) -> list[str]:
         problems.append(f"{name}: runbook_url is not the pattern's")
     if not (ALERTING / "runbooks" / f"{name}.md").is_file():
         problems.append(f"{name}: no runbook alerting/runbooks/{name}.md")
-    unknown = metric_names_in(rule.get("expr", "")) - contract_metric_names()
-    if unknown:
-        problems.append(f"{name}: metrics not in the contract: {sorted(unknown)}")
+    problems += expr_problems(name, rule.get("expr", ""))
     if test_text.count(f"alertname: {name}\n") < 2:
         problems.append(f"{name}: not tested on both sides of its for: window")
-    if "run_id" in rule.get("labels", {}) or re.search(r"by \([^)]*run_id", rule.get("expr", "")):
+    if "run_id" in rule.get("labels", {}):
         problems.append(f"{name}: a run id must never be an alert label")
+    return problems
+
+
+def expr_problems(name: str, expr: str) -> list[str]:
+    """What is wrong with a rule's expression, read by a PromQL parser (tests/promql.py)."""
+    try:
+        unknown = metric_names(expr) - contract_metric_names()
+        by_run = c.PROM_LABEL_RUN_ID in grouping_labels(expr)
+    except PromQLError as exc:
+        return [f"{name}: {exc}"]
+    problems = [f"{name}: metrics not in the contract: {sorted(unknown)}"] if unknown else []
+    if by_run:
+        problems.append(f"{name}: a run id must never be an alert label (it aggregates by it)")
     return problems
 
 
@@ -162,6 +127,44 @@ def test_the_checker_catches_a_bad_rule() -> None:
         "run id must never",
     ):
         assert expected in problems
+
+
+def test_every_rule_expression_names_only_contract_metrics() -> None:
+    """Alerting and recording rules alike: each expression parses and selects only contract metrics."""
+    rules = [rule for path in RULE_FILES for rule in rules_of(path)]
+    assert len(rules) >= 13
+    names = {rule.get("alert") or rule["record"]: metric_names(rule["expr"]) for rule in rules}
+    assert len(names) == len(rules) and all(names.values()), "one name per rule, each selects a metric"
+    assert [
+        p for rule in rules for p in expr_problems(rule.get("alert") or rule["record"], rule["expr"])
+    ] == []
+    assert names["PipelineContainerMemoryNearLimit"] == {
+        "container_memory_working_set_bytes",
+        "kube_pod_container_resource_limits",
+        "kube_pod_labels",
+    }
+
+
+def test_the_expression_check_names_a_misspelt_metric_wherever_it_is() -> None:
+    expr = (
+        "max_over_time(mlobs_pipeline_last_failure_timestamp_seconds[5m]) > on (pipeline, step) group_left "
+        'label_replace(mlobs_pipline_last_success_timestamp_seconds offset 5m, "a", "$1", "b", "(.*)") '
+        'unless absent(mlobs_pipeline_runs_totl{status="failed"})'
+    )
+    assert expr_problems("X", expr) == [
+        "X: metrics not in the contract: "
+        "['mlobs_pipeline_runs_totl', 'mlobs_pipline_last_success_timestamp_seconds']"
+    ]
+    assert expr_problems("X", "sum by (pipeline) (rate(mlobs_pipeline_runs_total[5m])") == [
+        "X: 'sum by (pipeline) (rate(mlobs_pipeline_runs_total[5m])' is not PromQL: unclosed left parenthesis"
+    ]
+    assert expr_problems("X", 'sum({job="mlobs-model-api"})') == [
+        "X: 'sum({job=\"mlobs-model-api\"})': "
+        "selectors without an exact metric name: ['{job=\"mlobs-model-api\"}']"
+    ]
+    assert expr_problems("X", "count by (pipeline, run_id) (mlobs_pipeline_runs_total)") == [
+        "X: a run id must never be an alert label (it aggregates by it)"
+    ]
 
 
 def test_pipeline_alerts_link_the_contract_dashboard() -> None:

@@ -259,18 +259,18 @@ def test_grafana_expansion_is_grafanas() -> None:
         "$svc ${level:json} [[level]] $__interval $__interval_ms v.windowPeriod v.defaultBucket "
         "schema.tagValues r._measurement ${nope} $__range"
     )
-    two = {"svc": ["a.b/c", "d"], "level": ["INFO", "ERROR"], "agg": "mean"}
+    two: dict[str, str | list[str]] = {"svc": ["a.b/c", "d"], "level": ["INFO", "ERROR"], "agg": "mean"}
     assert grafana_expand(query, variables, two, WINDOW) == (
         "range(start: 2026-11-21T10:00:00Z, stop: 2026-11-22T10:00:00.25Z) |> mean() "
         r"|> r.svc =~ /^(a\.b\/c|d)$/ "
         '{a.b/c,d} ["INFO","ERROR"] {INFO,ERROR} 1m 90000 1m30s "mlobs" '
         "schema.tagValues r._measurement ${nope} 86400s"
     )
-    one = {"svc": ["a.b"], "level": ["INFO"], "agg": "last"}
+    one: dict[str, str | list[str]] = {"svc": ["a.b"], "level": ["INFO"], "agg": "last"}
     assert grafana_expand("/^${svc:regex}$/ ${level:json} $svc ${agg}", variables, one, WINDOW) == (
         r'/^a\.b$/ ["INFO"] a.b last'
     )
-    every = {"svc": ALL, "level": ALL, "agg": "last"}
+    every: dict[str, str | list[str]] = {"svc": ALL, "level": ALL, "agg": "last"}
     assert grafana_expand("/^${svc:regex}$/ ${level:json} $level", variables, every, WINDOW) == (
         '/^.*$/ ["INFO","ERROR"] {INFO,ERROR}'
     )
