@@ -125,6 +125,8 @@ def pod(
     pod_reason: str | None = None,
     node: str = "kind-worker",
     bare: bool = False,
+    name: str | None = None,  # default "<job name>-<attempt>"; the API's are "<job name>-<5 random>"
+    created: float | None = None,  # creationTimestamp; default the start, else the run's creation
 ) -> dict[str, Any]:
     state = V1ContainerState()
     if terminated is not None:
@@ -151,12 +153,12 @@ def pod(
         api_version="v1",
         kind="Pod",
         metadata=V1ObjectMeta(
-            name=f"{run.name}-{attempt}",
+            name=name or f"{run.name}-{attempt}",
             namespace=run.namespace,
             uid=f"{run.job_uid}-pod-{attempt}",
             labels={**run.labels, "batch.kubernetes.io/job-name": run.name} if not bare else run.labels,
             owner_references=owner,
-            creation_timestamp=ts(started or run.created),
+            creation_timestamp=ts(created if created is not None else started or run.created),
         ),
         spec=V1PodSpec(
             restart_policy="Never", node_name=node, containers=[V1Container(name="main", image=IMAGE)]
@@ -320,6 +322,7 @@ MALFORMED_POD_SHAPES: dict[str, tuple[Mutation, bool]] = {
     "containerStatus a string": (_set("status", "containerStatuses", 0, value="main"), True),
     "exitCode a string": (_set(*_TERMINATED, "exitCode", value="137"), True),
     "finishedAt not a time": (_set(*_TERMINATED, "finishedAt", value="soon"), True),
+    "creationTimestamp a number": (_set("metadata", "creationTimestamp", value=1_795_000_000), True),
     "restartCount a string": (_set("status", "containerStatuses", 0, "restartCount", value="two"), True),
     "spec a list": (_set("spec", value=[]), True),
     "object a list": (lambda obj: [obj], False),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from typing import Any, get_type_hints
 
 import pytest
@@ -871,6 +872,268 @@ def test_an_idle_pair_expires_after_its_last_run_whatever_the_epoch() -> None:
     assert registry.get_sample_value(c.PROM_EXPORTER_TRACKED_STEPS) == 1
     tracker.tick(900.0)
     assert registry.get_sample_value(c.PROM_EXPORTER_TRACKED_STEPS) == 0
+
+
+# ---- one run record per attempt: every pod of a Job, the last one by creation ----------------------
+
+
+def attempts_of(
+    record: FinishedRun,
+) -> list[tuple[str | None, str, str, int | None, float, float, str | None]]:
+    return [
+        (a.pod, a.status.value, a.reason.value, a.exit_code, a.start, a.end, a.node)
+        for a in record.per_attempt
+    ]
+
+
+def retried(run: k.RunSpec, names: list[str], tries: list[tuple[str, int]], span: float = 20) -> list[k.Step]:
+    """A Job whose pods fail one after the other: pod i starts at T0 + i * span, ends 5 s later."""
+    steps: list[k.Step] = [("jobs", "apply", k.job(run, started=T0, active=1))]
+    for i, ((reason, code), name) in enumerate(zip(tries, names, strict=True)):
+        t, node = T0 + span * i, f"node-{i}"
+        steps += [
+            ("pods", "apply", k.pod(run, i, "Running", started=t, name=name, node=node)),
+            (
+                "pods",
+                "apply",
+                k.pod(run, i, "Failed", started=t, terminated=(reason, code, t + 5), name=name, node=node),
+            ),
+            ("jobs", "apply", k.job(run, started=T0, active=int(i + 1 < len(tries)), failed=i + 1)),
+        ]
+    return steps
+
+
+def test_a_retried_job_has_a_record_per_attempt_each_with_its_own_outcome() -> None:
+    tracker, registry, records, _ = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=2)
+    names = [f"{run.name}-{s}" for s in ("zq9xk", "m4t7c", "a2b3c")]  # created in this order: names sort back
+    steps = retried(run, names, [("OOMKilled", 137), ("Error", 1), ("Error", 2)])
+    play(tracker, [*steps, failed_job(run, 3, "BackoffLimitExceeded", T0 + 46)])
+    [record] = records.sent
+    assert attempts_of(record) == [
+        (names[0], "failed", "OOMKilled", 137, T0, T0 + 5, "node-0"),
+        (names[1], "failed", "Error", 1, T0 + 20, T0 + 25, "node-1"),
+        (names[2], "failed", "BackoffLimitExceeded", 2, T0 + 40, T0 + 45, "node-2"),  # the run's outcome
+    ]
+    assert [a.image for a in record.per_attempt] == [k.IMAGE] * 3
+    assert (record.reason, record.exit_code, record.pod, record.node, record.attempts) == (
+        R.BACKOFF_LIMIT_EXCEEDED,
+        2,
+        names[2],
+        "node-2",
+        3,
+    )
+    assert (record.start, record.end) == (T0, T0 + 46)
+    assert runs(registry, "train", "fit", "failed", "BackoffLimitExceeded") == 1, "the run is counted once"
+    failures = {
+        r: registry.get_sample_value(c.PROM_POD_FAILURES, {"pipeline": "train", "step": "fit", "reason": r})
+        for r in ("OOMKilled", "Error")
+    }
+    assert failures == {"OOMKilled": 1, "Error": 2}, "pod failures: one per attempt"
+
+
+def test_a_job_that_succeeds_on_a_retry_reports_the_failed_attempts_too() -> None:
+    tracker, registry, records, _ = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=2)
+    names = [f"{run.name}-{s}" for s in ("b", "a")]
+    steps = retried(run, names[:1], [("OOMKilled", 137)])
+    done = k.pod(run, 1, "Succeeded", started=T0 + 20, terminated=("Completed", 0, T0 + 29), name=names[1])
+    complete = k.job(run, started=T0, failed=1, succeeded=1, condition=("Complete", None, T0 + 30))
+    play(tracker, [*steps, ("pods", "apply", done), ("jobs", "apply", complete)])
+    [record] = records.sent
+    assert attempts_of(record) == [
+        (names[0], "failed", "OOMKilled", 137, T0, T0 + 5, "node-0"),
+        (names[1], "succeeded", "Completed", None, T0 + 20, T0 + 29, "kind-worker"),
+    ]
+    assert (record.status, record.reason, record.exit_code, record.pod) == (
+        c.RunStatus.SUCCEEDED,
+        R.COMPLETED,
+        None,
+        names[1],
+    )
+    assert runs(registry, "train", "fit", "succeeded", "Completed") == 1
+
+
+def test_the_last_attempt_is_the_pod_created_last_whatever_the_order_of_events() -> None:
+    tracker, _, records, _ = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=1)
+    old = k.pod(run, 0, "Failed", started=T0, terminated=("Error", 3, T0 + 5), name="r1-b", node="node-a")
+    new = k.pod(
+        run, 1, "Succeeded", started=T0 + 10, terminated=("Completed", 0, T0 + 20), name="r1-a", node="node-b"
+    )
+    complete = k.job(run, started=T0, failed=1, succeeded=1, condition=("Complete", None, T0 + 21))
+    play(
+        tracker, [("pods", "apply", new), ("pods", "apply", old), ("jobs", "apply", complete)]
+    )  # the old one late
+    [record] = records.sent
+    assert (record.pod, record.node) == ("r1-a", "node-b")
+    assert [(a.pod, a.status.value) for a in record.per_attempt] == [
+        ("r1-b", "failed"),
+        ("r1-a", "succeeded"),
+    ]
+    # created in the same second: the name decides (the greater is the later), not the event order
+    tie = k.RunSpec("train", "fit", "r2", backoff_limit=1)
+    second = k.pod(tie, 0, "Failed", started=T0, terminated=("OOMKilled", 137, T0 + 5), name="r2-b")
+    first = k.pod(tie, 1, "Failed", started=T0, terminated=("Error", 1, T0 + 6), name="r2-a")
+    play(
+        tracker,
+        [("pods", "apply", second), ("pods", "apply", first), failed_job(tie, 2, "BackoffLimitExceeded")],
+    )
+    assert attempts_of(records.sent[1]) == [
+        ("r2-a", "failed", "Error", 1, T0, T0 + 6, "kind-worker"),
+        (
+            "r2-b",
+            "failed",
+            "OOMKilled",
+            137,
+            T0,
+            T0 + 5,
+            "kind-worker",
+        ),  # the last pod's OOM is the root cause
+    ]
+    assert (records.sent[1].reason, records.sent[1].exit_code, records.sent[1].pod) == (
+        R.OOM_KILLED,
+        137,
+        "r2-b",
+    )
+
+
+def test_an_attempt_without_a_finish_ends_when_the_next_pod_was_created_or_with_the_run() -> None:
+    tracker, _, records, clock = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=2)
+    e0 = k.pod(run, 0, "Failed", started=T0, pod_reason="Evicted")  # no container finished
+    e1 = k.pod(run, 1, "Failed", started=T0 + 45, created=T0 + 30, pod_reason="Evicted")
+    e2 = k.pod(run, 2, "Running", started=T0 + 50, created=T0 + 40)  # created before e1 started
+    play(tracker, [("pods", "apply", p) for p in (e0, e1, e2)])
+    play(tracker, [("jobs", "delete", k.job(run, active=1))])
+    assert attempts_of(records.sent[0]) == [
+        (run.name + "-0", "failed", "Evicted", None, T0, T0 + 30, "kind-worker"),  # when e1 replaced it
+        (run.name + "-1", "failed", "Evicted", None, T0 + 45, clock.now, "kind-worker"),
+        (run.name + "-2", "cancelled", "Deleted", None, T0 + 50, clock.now, "kind-worker"),
+    ]
+    side = k.RunSpec("train", "fit", "r2", backoff_limit=2)  # pods side by side (a parallel Job)
+    p0 = k.pod(side, 0, "Failed", started=T0 + 9, created=T0, pod_reason="Evicted")
+    p1 = k.pod(side, 1, "Pending", created=T0 + 9)  # created as p0 started; never started itself
+    p2 = k.pod(side, 2, "Failed", started=T0 + 11, terminated=("Error", 2, T0 + 20))
+    play(tracker, [("pods", "apply", p) for p in (p0, p1, p2)])
+    play(tracker, [failed_job(side, 2, "BackoffLimitExceeded", T0 + 40)])
+    assert attempts_of(records.sent[1]) == [
+        (side.name + "-0", "failed", "Evicted", None, T0 + 9, T0 + 9, "kind-worker"),
+        (
+            side.name + "-1",
+            "failed",
+            "BackoffLimitExceeded",
+            None,
+            T0 + 9,
+            T0 + 40,
+            "kind-worker",
+        ),  # not its own
+        (side.name + "-2", "failed", "BackoffLimitExceeded", 2, T0 + 11, T0 + 20, "kind-worker"),
+    ]
+
+
+def test_a_run_keeps_the_newest_attempts_up_to_the_cap_and_counts_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mlobs.exporter")
+    tracker, registry, records, _ = make(max_attempts=3)
+    kept: dict[int, list[int | str]] = {2: [0, "b", 1], 3: ["b", 1, 2], 4: [1, 2, 3], 5: [2, 3, 4]}
+    for i, pods in enumerate((2, 3, 4, 5)):  # with the pod below: the cap, + 1, + 2, + 3
+        run = k.RunSpec("train", "fit", f"r{pods}", backoff_limit=pods)
+        names = [f"{run.name}-{j}" for j in range(pods)]
+        steps = retried(run, names, [("Error", j + 1) for j in range(pods)], span=1)
+        late = steps[2]  # the first pod's failure again: a relist, or a late event of a pod dropped by now
+        # first seen last, created after the first pod and before the others: the oldest but one
+        older = k.pod(
+            run, 9, "Failed", started=T0, terminated=("OOMKilled", 137, T0 + 1), name=names[0] + "b"
+        )
+        play(tracker, [*steps, late, ("pods", "apply", older)])
+        play(tracker, [failed_job(run, 1, "BackoffLimitExceeded", T0 + 60)])  # the Job's count lags
+        spans = {j: (n, T0 + j, T0 + j + 5) for j, n in enumerate(names)} | {
+            "b": (names[0] + "b", T0, T0 + 1)
+        }
+        assert [(a.pod, a.start, a.end) for a in records.sent[i].per_attempt] == [
+            spans[j] for j in kept[pods]
+        ]
+        assert records.sent[i].attempts == min(pods + 1, 5), "every pod seen counts as an attempt"
+    # r3 drops its first pod; r4 its first and the older one; r5 two, and never sees the older one,
+    # which was created before a pod it dropped
+    assert tracker.dropped_attempts == 0 + 1 + 2 + 2
+    errors = {"pipeline": "train", "step": "fit", "reason": "Error"}
+    assert registry.get_sample_value(c.PROM_POD_FAILURES, errors) == 2 + 3 + 4 + 5, "each failure once"
+    oom = {**errors, "reason": "OOMKilled"}
+    assert registry.get_sample_value(c.PROM_POD_FAILURES, oom) == 2, "the older pod, where it was kept"
+    [line] = [r.getMessage() for r in caplog.records if "pods" in r.getMessage()]  # one line a minute
+    assert line == (
+        "job ml/train-fit-r3 (pipeline/step train/fit): more than 3 pods; the oldest, train-fit-r3-0, "
+        "gets no run record of its own"
+    )
+
+
+def test_the_cap_of_attempts_is_a_whole_number_of_at_least_one() -> None:
+    for bad in (0, -1, 1.5, True, "3"):
+        with pytest.raises(
+            ValueError, match=rf"^max_attempts: expected a whole number of at least 1, got {bad!r}$"
+        ):
+            RunTracker(max_attempts=bad)  # type: ignore[arg-type]
+    tracker, _, records, _ = make(max_attempts=1)
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=1)
+    play(tracker, [*retried(run, ["r1-a", "r1-b"], [("Error", 1), ("Error", 2)]), failed_job(run, 2, None)])
+    assert [a.pod for a in records.sent[0].per_attempt] == ["r1-b"] and tracker.dropped_attempts == 1
+
+
+def test_the_default_cap_of_attempts_is_a_hundred() -> None:
+    tracker, registry, records, _ = make()
+    for pods in (100, 101):
+        run = k.RunSpec("train", "fit", f"r{pods}", backoff_limit=pods)
+        steps = [
+            k.pod(run, j, "Failed", started=T0 + j, terminated=("Error", 1, T0 + j)) for j in range(pods)
+        ]
+        play(tracker, [*(("pods", "apply", p) for p in steps), failed_job(run, 1, "BackoffLimitExceeded")])
+    assert [(len(r.per_attempt), r.attempts) for r in records.sent] == [(100, 100), (100, 101)]
+    assert records.sent[1].per_attempt[0].pod == "train-fit-r101-1" and tracker.dropped_attempts == 1
+    errors = {"pipeline": "train", "step": "fit", "reason": "Error"}
+    assert registry.get_sample_value(c.PROM_POD_FAILURES, errors) == 100 + 101, "each pod's failure"
+
+
+def test_a_bare_pod_is_one_attempt_named_by_the_pod_and_a_job_without_pods_has_none() -> None:
+    tracker, _, records, _ = make()
+    run = k.RunSpec("serve", "batch", "p1")
+    failed = k.pod(run, 0, "Failed", started=T0, terminated=("Error", 2, T0 + 3), bare=True, name="p1-pod")
+    play(tracker, [("pods", "apply", failed)])
+    assert attempts_of(records.sent[0]) == [("p1-pod", "failed", "Error", 2, T0, T0 + 3, "kind-worker")]
+    alone = k.RunSpec("train", "fit", "r1")
+    play(
+        tracker,
+        [("jobs", "apply", k.job(alone, started=T0, succeeded=1, condition=("Complete", None, T0 + 9)))],
+    )
+    assert records.sent[1].per_attempt == () and records.sent[1].pod is None
+
+
+def test_a_restart_in_place_counts_once_per_new_count_and_its_reason_can_fail_the_job() -> None:
+    tracker, registry, records, clock = make()
+    run = k.RunSpec("train", "fit", "r1", backoff_limit=2)
+    labels = {"pipeline": "train", "step": "fit"}
+    for restarts, reason, code in ((0, "Error", 1), (2, "Error", 1), (1, "OOMKilled", 137), (2, "Error", 1)):
+        pod = with_restart(k.pod(run, 0, "Running", started=T0), restarts, reason, code)
+        play(tracker, [("pods", "apply", pod)])
+    assert registry.get_sample_value(c.PROM_POD_FAILURES, {**labels, "reason": "Error"}) == 2, (
+        "counts 0 and 2"
+    )
+    assert registry.get_sample_value(c.PROM_POD_FAILURES, {**labels, "reason": "OOMKilled"}) == 0, "stale"
+    play(tracker, [failed_job(run, 0, "BackoffLimitExceeded")])  # the pod itself never failed
+    tracker.tick(clock.now + 2)
+    assert (records.sent[0].reason, records.sent[0].exit_code) == (R.BACKOFF_LIMIT_EXCEEDED, 1)
+    oom = k.RunSpec("train", "fit", "r2")
+    play(
+        tracker, [("pods", "apply", with_restart(k.pod(oom, 0, "Running", started=T0), 1, "OOMKilled", 137))]
+    )
+    play(tracker, [failed_job(oom, 0, "BackoffLimitExceeded")])
+    tracker.tick(clock.now + 2)
+    assert (records.sent[1].reason, records.sent[1].exit_code) == (R.OOM_KILLED, 137)
+    assert attempts_of(records.sent[1]) == [
+        (oom.name + "-0", "failed", "OOMKilled", 137, T0, T0 + 30, "kind-worker")
+    ]
 
 
 # ---- the slow ones last: thousands of runs --------------------------------------------------------

@@ -67,8 +67,17 @@ def test_runs_reach_metrics_and_records(api: FakeKubeServer, start_exporter, for
     assert exporter.value(c.PROM_LAST_FAILURE, pipeline="train", step="fit") == T0 + 260
     assert exporter.value(c.PROM_EXPORTER_WATCH_EVENTS, resource="jobs") == 3 + 3 + 4  # every Job event
 
-    wait_for(lambda: fluentd.event_count() == 3, 20, "three run records at the Forward receiver")
+    wait_for(lambda: fluentd.event_count() == 4, 20, "a run record per attempt at the Forward receiver")
     records = {r[c.TAG_RUN_ID]: (t, r) for m in fluentd.received() for t, r in m.entries}
+    attempts = sorted((r[c.TAG_RUN_ID], r[c.TAG_ATTEMPT]) for m in fluentd.received() for _, r in m.entries)
+    # A failed Job waits for its pods, so their names are known; ok-1's Job may be seen complete
+    # before its pod (two watch streams), and then its one record is attempt "1".
+    assert [a for a in attempts if a[0] != "ok-1"] == [
+        ("bl-1", "train-fit-bl-1-0"),
+        ("bl-1", "train-fit-bl-1-1"),
+        ("oom-1", "train-fit-oom-1-0"),
+    ], "bl-1 ran two pods: a record each"
+    assert len([a for a in attempts if a[0] == "ok-1"]) == 1
     assert {m.tag for m in fluentd.received()} == {c.RUN_RECORD.tag}
     t, oom = records["oom-1"]
     assert t == int((T0 + 130) * 1e9), "a record's time is the run's end: a resend writes the same point"
@@ -81,7 +90,11 @@ def test_runs_reach_metrics_and_records(api: FakeKubeServer, start_exporter, for
     assert oom[c.FIELD_EXECUTION_TIME_MS] == 30_000.0
     assert (oom[c.FIELD_START_NS], oom[c.FIELD_END_NS]) == (int((T0 + 100) * 1e9), int((T0 + 130) * 1e9))
     assert (oom[c.FIELD_IMAGE], oom[c.FIELD_NODE], oom[c.FIELD_ATTEMPTS]) == (k.IMAGE, "kind-worker", 1)
-    assert records["bl-1"][1][c.FIELD_ATTEMPTS] == 2 and records["bl-1"][1][c.FIELD_EXIT_CODE] == 1
+    bl = {r[c.TAG_ATTEMPT]: r for m in fluentd.received() for _, r in m.entries if r[c.TAG_RUN_ID] == "bl-1"}
+    assert {a: (r[c.TAG_REASON], r[c.FIELD_EXIT_CODE], r[c.FIELD_ATTEMPTS]) for a, r in bl.items()} == {
+        "train-fit-bl-1-0": ("Error", 1, 2),  # the first attempt: its own reason
+        "train-fit-bl-1-1": ("BackoffLimitExceeded", 1, 2),  # the last: the run's
+    }
 
 
 def test_expired_watch_relists_without_double_counting(

@@ -1,4 +1,4 @@
-"""What runs add up to: the run record of one run, and the figures of one pipeline/step.
+"""What runs add up to: the run record of one run and its attempts, and the figures of one pipeline/step.
 
 The tracker (``tracker.py``) keeps these up to date as Job and Pod events come in; the
 collectors (``collectors.py``) read a :class:`Snapshot` of them for each scrape, and the
@@ -18,8 +18,22 @@ StepKey = tuple[str, str]  # (pipeline, step)
 
 
 @dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt (pod) of a finished run: what its own run record says."""
+
+    pod: str  # the pod's name: the attempt's key, as the SDK in that pod tags its events (MLOBS_POD_NAME)
+    status: c.RunStatus  # the pod's own outcome; the last pod's is the run's
+    reason: c.RunReason
+    exit_code: int | None
+    start: float  # the pod's start (its creation when it never started)
+    end: float  # its containers' last finish; else when the next pod was created, or the run's end
+    node: str | None
+    image: str | None
+
+
+@dataclass(frozen=True)
 class FinishedRun:
-    """A run record: what the exporter knows of a run that has ended."""
+    """What the exporter knows of a run that has ended: the run, and each attempt it kept."""
 
     run_id: str
     pipeline: str
@@ -32,8 +46,9 @@ class FinishedRun:
     end: float
     image: str | None
     node: str | None
-    pod: str | None
-    attempts: int
+    pod: str | None  # the last pod: the one created last
+    attempts: int  # pods the Job started (retries + 1)
+    per_attempt: tuple[AttemptRecord, ...] = ()  # the pods, the earliest created first; () for no pod seen
 
 
 class RecordSink(Protocol):

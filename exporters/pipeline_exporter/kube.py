@@ -214,8 +214,9 @@ class PodView:
     phase: str
     node: str | None
     image: str | None
+    created: float | None  # creationTimestamp: the pod created last is a run's last attempt
     started: float | None
-    finished: float | None
+    finished: float | None  # its containers' last finish
     failure: Failure | None  # the pod failed (phase Failed), and why
     restart_failures: tuple[tuple[str, int, Failure], ...]  # (container, restart count, why) of restarts
     waiting: c.RunReason | None  # a container waits on a reason that will not fix itself
@@ -288,6 +289,7 @@ def pod_view(raw: Any) -> PodView | None:
         phase=phase,
         node=text(spec, "nodeName", "spec."),
         image=_first_image(spec, "spec."),
+        created=when(meta, "creationTimestamp", "metadata."),
         started=when(status, "startTime", "status."),
         finished=finished,
         failure=failure,

@@ -1,8 +1,12 @@
-"""Run records: one event per finished run, through the SDK's transport to InfluxDB.
+"""Run records: one event per attempt of a finished run, through the SDK's transport to InfluxDB.
 
-The record's time is the run's end (from Kubernetes), not the time it was sent, so
-a record sent twice (at-least-once delivery) writes the same InfluxDB point.  The
-run id joins it to what the step itself logged through the SDK.
+A run's record is a point per attempt (pod), tagged with the attempt's key, the pod's
+name, as the SDK in that pod tags its own events (``MLOBS_POD_NAME``); a run the
+exporter saw no pod of gets one point, attempt "1".  A point's time is the attempt's
+end (from Kubernetes), not the time it was sent, so a record sent twice (at-least-once
+delivery) writes the same InfluxDB points, and two attempts ending at the same moment
+are still two points (their tag sets differ).  The run id joins them to what the step
+itself logged through the SDK.
 """
 
 from __future__ import annotations
@@ -15,42 +19,52 @@ from pipeline_sdk.recorder import EventWriter
 from pipeline_sdk.validation import escape_text
 
 from .collectors import ExporterStats
-from .figures import FinishedRun
+from .figures import AttemptRecord, FinishedRun
 
 
 class RecordSender(EventWriter):
-    """Hands run records to an SDK client (Fluentd in the cluster); never blocks."""
+    """Hands run records to an SDK client (Fluentd in the cluster); never blocks.
+
+    ``records_sent`` and ``records_dropped`` count points: one per attempt.
+    """
 
     def __init__(self, client: Client, stats: ExporterStats) -> None:
         super().__init__(client)
         self._stats = stats
 
     def send(self, record: FinishedRun) -> None:
+        for attempt in record.per_attempt:
+            self._send(record, attempt.pod, attempt)
+        if not record.per_attempt:  # no pod seen: the run's own fields, one point
+            self._send(record, record.pod or c.FIRST_ATTEMPT, None)
+
+    def _send(self, record: FinishedRun, key: str, attempt: AttemptRecord | None) -> None:
+        outcome = attempt or record
+        start, end = outcome.start, outcome.end
         fields: dict[str, Any] = {
             c.TAG_RUN_ID: record.run_id,
             c.TAG_PIPELINE: record.pipeline,
             c.TAG_STEP: record.step,
-            # The attempt is the pod's name, as the SDK in that pod tags it (MLOBS_POD_NAME).
-            c.TAG_ATTEMPT: record.pod or c.FIRST_ATTEMPT,
-            c.TAG_STATUS: record.status.value,
-            c.TAG_REASON: record.reason.value,
+            c.TAG_ATTEMPT: key,
+            c.TAG_STATUS: outcome.status.value,
+            c.TAG_REASON: outcome.reason.value,
             c.TAG_NAMESPACE: record.namespace,
-            c.FIELD_START_NS: int(record.start * 1e9),
-            c.FIELD_END_NS: int(record.end * 1e9),
-            c.FIELD_EXECUTION_TIME_MS: (record.end - record.start) * 1000.0,
+            c.FIELD_START_NS: int(start * 1e9),
+            c.FIELD_END_NS: int(end * 1e9),
+            c.FIELD_EXECUTION_TIME_MS: (end - start) * 1000.0,
             c.FIELD_ATTEMPTS: record.attempts,
         }
-        if record.exit_code is not None:
-            fields[c.FIELD_EXIT_CODE] = record.exit_code
-        for key, value in (
-            (c.FIELD_IMAGE, record.image),
-            (c.FIELD_NODE, record.node),
-            (c.FIELD_POD, record.pod),
+        if outcome.exit_code is not None:
+            fields[c.FIELD_EXIT_CODE] = outcome.exit_code
+        for name, value in (
+            (c.FIELD_IMAGE, (attempt.image if attempt else None) or record.image),
+            (c.FIELD_NODE, attempt.node if attempt else record.node),
+            (c.FIELD_POD, attempt.pod if attempt else record.pod),
         ):
             if value:
-                fields[key] = escape_text(value)
+                fields[name] = escape_text(value)
         try:
-            sent = self._emit(c.RUN_RECORD.tag, fields, int(record.end * 1e9), exact=True)
+            sent = self._emit(c.RUN_RECORD.tag, fields, int(end * 1e9), exact=True)
         except RuntimeError:  # the client closed (the exporter is shutting down): counted, never raised
             sent = False
         if sent:

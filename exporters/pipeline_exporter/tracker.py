@@ -3,7 +3,18 @@
 A run is a Job labelled ``mlobs.io/pipeline`` (with its pods as attempts), or such a
 Pod with no Job.  The tracker folds Job and Pod events into runs and, when a run
 finishes, updates the per pipeline/step figures the metrics are made of and hands
-the run record to the record sink.
+the run, with a record of each of its attempts, to the record sink.
+
+Each pod of a run is an attempt, named by the pod (the SDK in it tags its events with
+the same name).  The last attempt is the pod created last (by creationTimestamp, then
+name), whatever order the events came in: it carries the run's outcome, and each
+earlier one its own (a pod that failed, its reason and exit code).  A run keeps at
+most ``max_attempts`` pods (the newest): an older one is dropped, counted in
+``dropped_attempts`` and logged, and later events of it (or of any pod created before
+it) are ignored.
+
+Over 400 lines, one concern: the state of runs and their attempts, kept in one place so
+that a run's outcome and its attempts' records are decided together.
 
 Two rules keep alerts honest across restarts and watch gaps:
 
@@ -37,7 +48,7 @@ from dataclasses import dataclass, field
 from pipeline_sdk import contract as c
 
 from .config import SeriesLimits, Thresholds
-from .figures import FinishedRun, RecordSink, Sizes, Snapshot, StepKey, StepStats, copy_stats
+from .figures import AttemptRecord, FinishedRun, RecordSink, Sizes, Snapshot, StepKey, StepStats, copy_stats
 from .kube import Failure, Identity, JobView, PodView, Raw, job_view, pod_view
 from .ratelog import RateLimitedLog
 
@@ -45,6 +56,22 @@ R = c.RunReason
 S = c.RunStatus
 RunKey = tuple[str, str]  # (namespace, "job/<name>" or "pod/<name>")
 log = logging.getLogger("mlobs.exporter")
+
+
+@dataclass
+class _Attempt:
+    """One pod of a run, as its events told it."""
+
+    name: str
+    order: tuple[float, str]  # (creationTimestamp, name): the greatest is the run's last attempt
+    phase: str = "Pending"
+    started: float | None = None
+    finished: float | None = None  # its containers' last finish
+    node: str | None = None
+    image: str | None = None
+    failure: Failure | None = None  # why the pod failed (phase Failed)
+    restart_failure: Failure | None = None  # why a container of it last restarted in place
+    restarts: dict[str, int] = field(default_factory=dict)  # container -> the restart count counted
 
 
 @dataclass
@@ -58,14 +85,13 @@ class _Run:
     started: float | None = None
     running: bool = False
     image: str | None = None
-    node: str | None = None
-    pod: str | None = None
     attempts: int = 0
     backoff_limit: int = 6
     job_failed_pods: int = 0
-    pods_seen: set[str] = field(default_factory=set)
-    failures_seen: set[str] = field(default_factory=set)
-    last_failure: Failure | None = None
+    pods: dict[str, _Attempt] = field(default_factory=dict)  # by uid: the newest max_attempts pods
+    dropped_pods: int = 0
+    dropped_below: tuple[float, str] | None = None  # the order of the newest pod dropped
+    failed_pods: int = 0  # pods whose failure was seen
     waiting: c.RunReason | None = None
     waiting_since: float | None = None
     # a Job marked Failed whose attempts' reasons may still be on their way
@@ -85,7 +111,10 @@ class RunTracker:
         image_pull_grace: float = 120.0,
         max_finished: int = 50_000,
         series: SeriesLimits | None = None,
+        max_attempts: int = 100,
     ) -> None:
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"max_attempts: expected a whole number of at least 1, got {max_attempts!r}")
         self.thresholds = thresholds or Thresholds()
         self.series = series or SeriesLimits()
         self._records = records
@@ -93,6 +122,7 @@ class RunTracker:
         self._settle = settle
         self._grace = image_pull_grace
         self._max_finished = max_finished
+        self._max_attempts = max_attempts
         self._lock = threading.Lock()
         self._active: dict[RunKey, _Run] = {}
         self._finished: OrderedDict[RunKey, None] = OrderedDict()
@@ -100,6 +130,7 @@ class RunTracker:
         self._refusals = RateLimitedLog(log)
         self.finished_total = 0  # runs finished (counted or historical) since start
         self.refused_total = 0  # runs whose pair was refused series
+        self.dropped_attempts = 0  # pods past a run's max_attempts: no run record of their own
 
     # ---- events ------------------------------------------------------------------------
 
@@ -263,10 +294,15 @@ class RunTracker:
         run.image = run.image or view.image
 
     def _update_from_pod(self, run: _Run, view: PodView, seen_before: float | None) -> None:
-        run.pods_seen.add(view.uid)
-        run.attempts = max(run.attempts, len(run.pods_seen))
-        run.pod = view.name
-        run.node = view.node or run.node
+        attempt = self._attempt(run, view)
+        run.attempts = max(run.attempts, len(run.pods) + run.dropped_pods)
+        if attempt is None:
+            return
+        attempt.phase = view.phase
+        attempt.started = view.started if view.started is not None else attempt.started
+        attempt.finished = view.finished if view.finished is not None else attempt.finished
+        attempt.node = view.node or attempt.node
+        attempt.image = view.image or attempt.image
         run.image = view.image or run.image
         if view.started is not None and (run.started is None or view.started < run.started):
             run.started = view.started
@@ -278,28 +314,62 @@ class RunTracker:
             run.waiting_since = run.waiting_since or self._clock()
         historical = _historical(view.finished or self._clock(), seen_before)
         if view.failure is not None:
-            self._attempt_failed(run, "pod/" + view.uid, view.failure, historical)
+            if attempt.failure is None:
+                run.failed_pods += 1
+                self._count_failure(run, view.failure, historical)
+            attempt.failure = view.failure
         for container, restarts, failure in view.restart_failures:
-            self._attempt_failed(run, f"{view.uid}/{container}/{restarts}", failure, historical)
+            counted = attempt.restarts.get(container)
+            if counted is not None and restarts <= counted:
+                continue  # seen already, or an older status of the pod
+            attempt.restarts[container] = restarts
+            attempt.restart_failure = failure
+            self._count_failure(run, failure, historical)
 
-    def _attempt_failed(self, run: _Run, key: str, failure: Failure, historical: bool) -> None:
-        if key in run.failures_seen:
-            return
-        run.failures_seen.add(key)
-        run.last_failure = failure
+    def _attempt(self, run: _Run, view: PodView) -> _Attempt | None:
+        """The pod's attempt; None for a pod dropped by the cap (or created before one that was)."""
+        attempt = run.pods.get(view.uid)
+        if attempt is not None:
+            return attempt
+        order = (view.created if view.created is not None else self._clock(), view.name)
+        if run.dropped_below is not None and order <= run.dropped_below:
+            return None
+        attempt = run.pods[view.uid] = _Attempt(view.name, order)
+        if len(run.pods) <= self._max_attempts:
+            return attempt
+        uid, oldest = min(run.pods.items(), key=lambda item: item[1].order)
+        del run.pods[uid]
+        run.dropped_pods += 1
+        run.dropped_below = oldest.order
+        self.dropped_attempts += 1
+        kind, name = run.key[1].split("/", 1)
+        self._refusals.warning(
+            "attempts",
+            "%s %s/%s (pipeline/step %s/%s): more than %d pods; the oldest, %s, "
+            "gets no run record of its own",
+            kind,
+            run.ident.namespace,
+            name,
+            run.ident.pipeline,
+            run.ident.step,
+            self._max_attempts,
+            oldest.name,
+        )
+        return None if oldest is attempt else attempt
+
+    def _count_failure(self, run: _Run, failure: Failure, historical: bool) -> None:
         stats = self._stats(run)
         if not historical and stats is not None:
             stats.pod_failures[failure.reason] += 1
 
     def _attempts_known(self, run: _Run) -> bool:
         """Every failed pod the Job counts has been seen (so the last one's reason is known)."""
-        seen = sum(1 for key in run.failures_seen if key.startswith("pod/"))
-        return seen >= max(run.job_failed_pods, 1)
+        return run.failed_pods >= max(run.job_failed_pods, 1)
 
     def _finish_failed_job(
         self, run: _Run, condition_reason: str | None, end: float, historical: bool
     ) -> None:
-        last = run.last_failure
+        last = _last_failure(run)
         exit_code = last.exit_code if last else None
         reason: c.RunReason
         if last is not None and last.reason in (R.OOM_KILLED, R.EVICTED):
@@ -346,6 +416,8 @@ class RunTracker:
             stats.runs[(status, reason)] += 1
             stats.observe(status, end - start)
         if self._records is not None:
+            attempts = sorted(run.pods.values(), key=lambda a: a.order)
+            last = attempts[-1] if attempts else None
             self._records.send(
                 FinishedRun(
                     run_id=run.run_id,
@@ -358,11 +430,65 @@ class RunTracker:
                     start=start,
                     end=end,
                     image=run.image,
-                    node=run.node,
-                    pod=run.pod,
+                    node=last.node if last else None,
+                    pod=last.name if last else None,
                     attempts=max(run.attempts, 1),
+                    per_attempt=_records(attempts, run.image, (status, reason, exit_code), end),
                 )
             )
+
+
+def _last_failure(run: _Run) -> Failure | None:
+    """Why the newest pod that failed failed: the pod's own failure, else its last restart's."""
+    failed = [a for a in run.pods.values() if a.failure is not None or a.restart_failure is not None]
+    newest = max(failed, key=lambda a: a.order, default=None)
+    return None if newest is None else newest.failure or newest.restart_failure
+
+
+def _records(
+    attempts: list[_Attempt],
+    image: str | None,
+    outcome: tuple[c.RunStatus, c.RunReason, int | None],
+    end: float,
+) -> tuple[AttemptRecord, ...]:
+    """A record of each attempt (earliest first): the last has the run's outcome, an earlier one its own.
+
+    An earlier pod that had not ended when the run did has the run's status and reason (the
+    Job stopped it); an ended pod that no container finish dates (an eviction) ends when the
+    next pod was created, if that was not before it started, else with the run.
+    """
+    out = []
+    for i, attempt in enumerate(attempts):
+        status, reason, exit_code = outcome
+        later = attempts[i + 1].order[0] if i + 1 < len(attempts) else None
+        start = attempt.started if attempt.started is not None else attempt.order[0]
+        ended = attempt.phase in ("Succeeded", "Failed")
+        if attempt.finished is not None:
+            stop = attempt.finished
+        elif ended and later is not None and later >= start:
+            stop = later
+        else:
+            stop = end
+        if later is not None:
+            if attempt.phase == "Succeeded":
+                status, reason, exit_code = S.SUCCEEDED, R.COMPLETED, None
+            elif attempt.failure is not None:
+                status, reason, exit_code = S.FAILED, attempt.failure.reason, attempt.failure.exit_code
+            else:
+                exit_code = None
+        out.append(
+            AttemptRecord(
+                pod=attempt.name,
+                status=status,
+                reason=reason,
+                exit_code=exit_code,
+                start=min(start, stop),
+                end=stop,
+                node=attempt.node,
+                image=attempt.image or image,
+            )
+        )
+    return tuple(out)
 
 
 def _historical(end: float, seen_before: float | None) -> bool:
