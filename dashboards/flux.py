@@ -3,7 +3,13 @@
 A query starts from one stream of ``pipeline_sdk.contract``: its measurement,
 its tag keys and field keys.  Every filter, grouping, pivot or column a step
 names is checked against that stream when the query is built, and a misspelt
-name raises there, naming it.
+name raises there, naming it.  A column a query makes itself (``RUN_LABEL``) can
+be named only after the step that makes it.
+
+A step run is (run id, step, attempt): ``attempts()`` gives every row its attempt
+("1" for a point written before the tag existed), and ``by_attempt()`` also labels
+it ``run`` = "<run id> #<attempt>", so a dashboard groups by attempt, never merging
+a retried Job's pods or a re-run notebook cell into one row or line.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from pipeline_sdk import contract as c
 
 # Columns every Flux table has, besides the stream's tags and fields.
 FLUX_COLUMNS = frozenset({"_time", "_value", "_field", "_measurement", "_start", "_stop"})
+RUN_LABEL = "run"  # a column by_attempt() makes: "<run id> #<attempt>", one value per step run attempt
+MADE_COLUMNS = frozenset({RUN_LABEL})  # columns a query makes itself: named only after the step making them
 
 
 class FluxError(ValueError):
@@ -37,9 +45,11 @@ class Flux:
     def _known(self, names: Iterable[str], where: str) -> None:
         unknown = [n for n in names if n not in self.columns]
         if unknown:
+            made = [n for n in unknown if n in MADE_COLUMNS]
+            hint = f"; {made} only after by_attempt() made it" if made else ""
             raise FluxError(
                 f"{where}: {unknown} not in measurement {self.stream.measurement!r} "
-                f"(tags {list(self.stream.tags)}, fields {list(self.stream.fields)})"
+                f"(tags {list(self.stream.tags)}, fields {list(self.stream.fields)}){hint}"
             )
 
     def then(self, step: str, *, uses: Iterable[str] = (), adds: Iterable[str] = ()) -> Flux:
@@ -70,6 +80,22 @@ class Flux:
 
     def sort(self, *columns: str, desc: bool = False) -> Flux:
         return self.then(f"sort(columns: {_list(columns)}, desc: {str(desc).lower()})", uses=columns)
+
+    def attempts(self) -> Flux:
+        """Every row with its ``attempt``: "1" where the point has none (written before the tag existed)."""
+        a = c.TAG_ATTEMPT
+        return self.then(
+            f'map(fn: (r) => ({{r with {a}: if exists r.{a} then r.{a} else "{c.FIRST_ATTEMPT}"}}))', uses=[a]
+        )
+
+    def by_attempt(self) -> Flux:
+        """``attempts()``, and every row labelled ``run`` = "<run id> #<attempt>" (e.g. "r7 #2")."""
+        label = f'r.{c.TAG_RUN_ID} + " #" + r.{c.TAG_ATTEMPT}'
+        return self.attempts().then(
+            f"map(fn: (r) => ({{r with {RUN_LABEL}: {label}}}))",
+            uses=[c.TAG_RUN_ID, c.TAG_ATTEMPT],
+            adds=[RUN_LABEL],
+        )
 
     def rename(self, mapping: dict[str, str]) -> Flux:
         body = ", ".join(f'"{k}": "{v}"' for k, v in mapping.items())

@@ -25,6 +25,7 @@ run_view = (
     f"/d/{c.DASHBOARD_RUN_VIEW_UID}/?var-{c.GRAFANA_VAR_PIPELINE}=${{__data.fields.pipeline}}"
     f"&var-{c.GRAFANA_VAR_STEP}=${{__data.fields.step}}&var-{c.GRAFANA_VAR_RUN_ID}=${{__value.raw}}"
 )
+# The exporter's run records: one per attempt (pod) of a run, the last one with the run's outcome.
 records = select(c.RUN_RECORD, fields=[c.FIELD_EXECUTION_TIME_MS], equal={}, among={}).then(
     "filter(fn: (r) => r.pipeline =~ /^${pipeline:regex}$/ and r.step =~ /^${step:regex}$/)",
     uses=[c.TAG_PIPELINE, c.TAG_STEP],
@@ -115,12 +116,25 @@ panels = [
         [
             FluxTarget(
                 records.group(c.TAG_PIPELINE, c.TAG_STEP)
+                .sort("_time")
                 .then("last()")
-                .keep("_time", c.TAG_PIPELINE, c.TAG_STEP, c.TAG_STATUS, c.TAG_REASON, c.TAG_RUN_ID)
+                .attempts()
+                .keep(
+                    "_time",
+                    c.TAG_PIPELINE,
+                    c.TAG_STEP,
+                    c.TAG_STATUS,
+                    c.TAG_REASON,
+                    c.TAG_RUN_ID,
+                    c.TAG_ATTEMPT,
+                )
                 .then("group()")
             )
         ],
-        description="The last finished run of each step, with its status and reason (run records).",
+        description=(
+            "The last finished attempt of each step, with its status and reason (run records): a retried "
+            "Job's last pod, which carries the run's outcome. The run id opens the run view."
+        ),
         links={c.TAG_RUN_ID: run_view},
         w=12,
     ),
@@ -133,10 +147,22 @@ panels = [
                 .then("group()")
                 .sort("_time", desc=True)
                 .then("limit(n: 50)")
-                .keep("_time", c.TAG_PIPELINE, c.TAG_STEP, c.TAG_RUN_ID, c.TAG_REASON, c.TAG_NAMESPACE)
+                .attempts()
+                .keep(
+                    "_time",
+                    c.TAG_PIPELINE,
+                    c.TAG_STEP,
+                    c.TAG_RUN_ID,
+                    c.TAG_ATTEMPT,
+                    c.TAG_REASON,
+                    c.TAG_NAMESPACE,
+                )
             )
         ],
-        description="The last 50 failed runs; the run id opens the run view.",
+        description=(
+            "The last 50 failed attempts, each with its own reason: every failed pod of a retried Job is a "
+            "row (attempt: the pod's name), even when a later attempt succeeded. The run id opens the run view."
+        ),
         links={c.TAG_RUN_ID: run_view},
         w=12,
     ),

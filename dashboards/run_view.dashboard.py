@@ -1,6 +1,14 @@
-"""Run view and comparison: how did these runs do, side by side?  One row per run
-(status, duration, params, final metrics, list metrics reduced by last, min, max
-or mean), the list-metric curves overlaid, the inputs and outputs, and the logs."""
+"""Run view and comparison: how did these runs do, side by side?  One row per step run
+attempt (status, duration, params, final metrics, list metrics reduced by last, min,
+max or mean, and what Kubernetes said of it), the list-metric curves overlaid, the
+inputs and outputs, and the logs, all of the chosen step.
+
+Attempts are never merged: a retried Job's pods, or a notebook cell run twice with
+one run id, are each a row, a line and a label of their own, "<run id> #<attempt>"
+(the attempt is "1", "2"... or, in Kubernetes, the pod's name; data written before
+attempts existed reads as "#1").  Every attempt is shown rather than only the latest,
+because comparing a failed attempt with the one that succeeded is what the view is for.
+"""
 
 from dashboards.builders import (
     FluxTarget,
@@ -14,62 +22,78 @@ from dashboards.builders import (
 from dashboards.builders import (
     dashboard as make_dashboard,
 )
-from dashboards.flux import Flux, select, tag_values
+from dashboards.flux import RUN_LABEL, Flux, select, tag_values
 from pipeline_sdk import contract as c
 
-RUN = {c.TAG_PIPELINE: "${pipeline}"}
+PIPELINE = {c.TAG_PIPELINE: "${pipeline}"}
+RUN = {**PIPELINE, c.TAG_STEP: "${step}"}  # a run id may be shared by the steps of one execution
 RUNS = {c.TAG_RUN_ID: c.GRAFANA_VAR_RUN_ID}
 layout = Layout()
 
 
-def by_name(stream: c.Stream, reducer: str) -> Flux:
-    """One column per metric or param name, one row per run."""
+def per_attempt(stream: c.Stream, field: str, reducer: str, *by: str) -> Flux:
+    """The chosen runs of the chosen step, reduced per attempt (and ``by``), labelled ``run``."""
     return (
-        select(stream, fields=[c.FIELD_VALUE], equal=RUN, among=RUNS)
-        .group(c.TAG_RUN_ID, c.TAG_NAME)
+        select(stream, fields=[field], equal=RUN, among=RUNS)
+        .group(c.TAG_RUN_ID, c.TAG_ATTEMPT, *by)
         .then(reducer)
-        .keep(c.TAG_RUN_ID, c.TAG_NAME, "_value")
+        .by_attempt()
+    )
+
+
+def by_name(stream: c.Stream, reducer: str) -> Flux:
+    """One column per metric or param name, one row per attempt."""
+    return (
+        per_attempt(stream, c.FIELD_VALUE, reducer, c.TAG_NAME)
+        .keep(RUN_LABEL, c.TAG_NAME, "_value")
         .then("group()")
-        .pivot_by(c.TAG_NAME, (c.TAG_RUN_ID,))
+        .pivot_by(c.TAG_NAME, (RUN_LABEL,))
     )
 
 
 status = (
-    select(c.RUN, fields=[c.FIELD_DURATION_MS], equal=RUN, among=RUNS)
-    .group(c.TAG_RUN_ID)
-    .then("last()")
-    .keep(c.TAG_RUN_ID, c.TAG_STATUS, "_value")
+    per_attempt(c.RUN, c.FIELD_DURATION_MS, "last()")
+    .keep("_time", RUN_LABEL, c.TAG_STATUS, "_value")
     .rename({"_value": c.FIELD_DURATION_MS})
+    .then("group()")
+    .sort("_time")
+)
+kubernetes = (
+    per_attempt(c.RUN_RECORD, c.FIELD_POD, "last()")
+    .keep(RUN_LABEL, c.TAG_REASON, "_value")
+    .rename({"_value": c.FIELD_POD})
     .then("group()")
 )
 list_metrics = (
-    select(c.LIST_METRIC, fields=[c.FIELD_VALUE], equal=RUN, among=RUNS)
-    .group(c.TAG_RUN_ID, c.TAG_NAME)
-    .then("${agg}()")
+    per_attempt(c.LIST_METRIC, c.FIELD_VALUE, "${agg}()", c.TAG_NAME)
     .then('map(fn: (r) => ({r with name: r.name + " (${agg})"}))', uses=[c.TAG_NAME])
-    .keep(c.TAG_RUN_ID, c.TAG_NAME, "_value")
+    .keep(RUN_LABEL, c.TAG_NAME, "_value")
     .then("group()")
-    .pivot_by(c.TAG_NAME, (c.TAG_RUN_ID,))
+    .pivot_by(c.TAG_NAME, (RUN_LABEL,))
 )
+# A pivot keeps only its row key and the group key, so these label their rows after it.
 curves = (
     select(c.LIST_METRIC, fields=[c.FIELD_VALUE, c.FIELD_INDEX], equal=RUN, among=RUNS)
     .pivot_fields()
-    .keep(c.TAG_RUN_ID, c.TAG_NAME, c.FIELD_INDEX, c.FIELD_VALUE)
+    .by_attempt()
+    .group(RUN_LABEL, c.TAG_NAME)
+    .keep(RUN_LABEL, c.TAG_NAME, c.FIELD_INDEX, c.FIELD_VALUE)
+    .sort(c.FIELD_INDEX)
 )
 io = (
     select(c.IO, fields=[c.FIELD_VALUE, c.FIELD_SOURCE, c.FIELD_DESTINATION], equal=RUN, among=RUNS)
     .pivot_fields()
+    .by_attempt()
     .then("group()")
-    .keep(
-        "_time", c.TAG_RUN_ID, c.TAG_DIRECTION, c.TAG_NAME, c.FIELD_VALUE, c.FIELD_SOURCE, c.FIELD_DESTINATION
-    )
+    .keep("_time", RUN_LABEL, c.TAG_DIRECTION, c.TAG_NAME, c.FIELD_VALUE, c.FIELD_SOURCE, c.FIELD_DESTINATION)
     .sort("_time")
 )
 log_lines = (
     select(c.LOG, fields=[c.FIELD_MESSAGE, c.FIELD_LOGGER], equal=RUN, among={**RUNS, c.TAG_LEVEL: "level"})
     .pivot_fields()
+    .by_attempt()
     .then("group()")
-    .keep("_time", c.TAG_LEVEL, c.TAG_RUN_ID, c.FIELD_LOGGER, c.FIELD_MESSAGE)
+    .keep("_time", c.TAG_LEVEL, RUN_LABEL, c.FIELD_LOGGER, c.FIELD_MESSAGE)
     .sort("_time")
 )
 
@@ -82,12 +106,15 @@ panels = [
             FluxTarget(by_name(c.PARAM, "last()"), "B"),
             FluxTarget(by_name(c.METRIC, "last()"), "C"),
             FluxTarget(list_metrics, "D"),
+            FluxTarget(kubernetes, "E"),
         ],
         description=(
-            "One row per run: status and duration, its params, its final simple metrics, and each list "
-            "metric reduced by the chosen aggregation. Click a column header to sort."
+            "One row per attempt of a run (run id #attempt: a retried Job's pods, a re-run of the same "
+            "run id): when it ended, its status and duration, its params, its final simple metrics, each "
+            "list metric reduced by the chosen aggregation, and the reason and pod Kubernetes recorded. "
+            "Click a column header to sort."
         ),
-        transformations=[{"id": "joinByField", "options": {"byField": c.TAG_RUN_ID, "mode": "outer"}}],
+        transformations=[{"id": "joinByField", "options": {"byField": RUN_LABEL, "mode": "outer"}}],
         h=10,
     ),
     trend(
@@ -95,34 +122,35 @@ panels = [
         "List metrics, runs overlaid",
         [FluxTarget(curves)],
         x_field=c.FIELD_INDEX,
-        description="Each list metric against its step or epoch, one line per run and metric.",
+        description="Each list metric against its step or epoch, one line per attempt of a run and metric.",
     ),
     table(
         layout,
         "Inputs and outputs",
         [FluxTarget(io)],
-        description="What each run read (with its source) and wrote (with its destination).",
+        description="What each attempt read (with its source) and wrote (with its destination).",
     ),
     logs(
         layout,
         "Logs",
         [FluxTarget(log_lines)],
         panel_id=c.RUN_VIEW_LOGS_PANEL_ID,
-        description="The runs' log records at the chosen levels; line breaks are stored as \\n.",
+        description=(
+            "The log records of every attempt, at the chosen levels, each labelled run id #attempt; "
+            "line breaks are stored as \\n."
+        ),
     ),
 ]
 
 dashboard = make_dashboard(
     "run_view",
     "mlobs / Run view",
-    "How did these runs do, side by side? Pick a pipeline and one or more runs.",
+    "How did these runs do, side by side? Pick a pipeline, a step and one or more runs: every attempt shows.",
     panels,
     [
         flux_variable("pipeline", "Pipeline", tag_values(c.RUN, c.TAG_PIPELINE), multi=False),
-        flux_variable("step", "Step", tag_values(c.RUN, c.TAG_STEP, RUN), multi=False),
-        flux_variable(
-            "run_id", "Runs", tag_values(c.RUN, c.TAG_RUN_ID, {**RUN, c.TAG_STEP: "${step}"}), multi=True
-        ),
+        flux_variable("step", "Step", tag_values(c.RUN, c.TAG_STEP, PIPELINE), multi=False),
+        flux_variable("run_id", "Runs", tag_values(c.RUN, c.TAG_RUN_ID, RUN), multi=True),
         custom_variable("agg", "List metrics reduced by", ["last", "min", "max", "mean"], default="last"),
         custom_variable(
             "level",

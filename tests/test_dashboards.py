@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from dashboards import generate
-from dashboards.flux import FLUX_COLUMNS
+from dashboards.flux import FLUX_COLUMNS, MADE_COLUMNS, RUN_LABEL, FluxError, select
 from pipeline_sdk import Client, LocalTransport, MLObsMiddleware
 from pipeline_sdk import contract as c
 from tests import kube_objects as k
@@ -201,21 +201,29 @@ def flux_problems(query: str) -> list[str]:
     if stream is None:
         return [f"measurement {measurements[0]!r} is not written by the SDK or the exporter"]
     allowed = set(stream.tags) | set(stream.fields) | FLUX_COLUMNS
+    made = {  # a column the query makes itself: where a map makes it
+        n: m.start() for n in MADE_COLUMNS if (m := re.search(rf"\(\{{r with {n}: ", query)) is not None
+    }
+
+    def known(name: str, at: int) -> bool:
+        return name in allowed or (name in made and made[name] < at)
+
     problems = [
         f"field {f!r} not in {stream.measurement}"
         for f in re.findall(r'r\._field == "([^"]+)"', query)
         if f not in stream.fields
     ]
     problems += [
-        f"column r.{n} not in {stream.measurement}"
-        for n in re.findall(r"\br\.(\w+)", query)
-        if n not in allowed
+        f"column r.{m.group(1)} not in {stream.measurement}"
+        for m in re.finditer(r"\br\.(\w+)", query)
+        if not known(m.group(1), m.start())
     ]
-    for listed in re.findall(r"(?:columns|rowKey|columnKey): \[([^\]]*)\]", query):
+    for listed in re.finditer(r"(?:columns|rowKey|columnKey): \[([^\]]*)\]", query):
         problems += [
             f"column {n!r} not in {stream.measurement}"
-            for n in re.findall(r'"([^"]+)"', listed)
-            if n not in allowed
+            + (" before the query makes it" if n in MADE_COLUMNS else "")
+            for n in re.findall(r'"([^"]+)"', listed.group(1))
+            if not known(n, listed.start())
         ]
     problems += [
         f"tag {t!r} not in {stream.measurement}"
@@ -244,7 +252,106 @@ def test_flux_check_can_fail() -> None:
         "measurement 'metrics' is not written"
         in flux_problems(query.replace('"list_metric"', '"metrics"'))[0]
     )
-    assert flux_problems(query.replace('["run_id", "name"]', '["run_id", "nmae"]'))
+    assert flux_problems(query.replace('["run_id", "attempt", "name"]', '["run_id", "attempt", "nmae"]')) == [
+        "column 'nmae' not in list_metric"
+    ]
+    # a column the query makes (the run label) is known only after the step that makes it
+    made_at = query.index("({r with run: ")
+    unmade = query[:made_at] + query[made_at:].replace("({r with run: ", "({r with rnu: ", 1)
+    assert flux_problems(unmade) == [
+        "column 'run' not in list_metric before the query makes it",
+        "column 'run' not in list_metric before the query makes it",
+    ]
+    early = query.replace('group(columns: ["run_id", "attempt", "name"])', 'group(columns: ["run", "name"])')
+    assert flux_problems(early) == ["column 'run' not in list_metric before the query makes it"]
+
+
+# ---- attempts: a step run is (run id, step, attempt), never merged -----------------------------------
+
+DEFAULT_ATTEMPT = f'if exists r.{c.TAG_ATTEMPT} then r.{c.TAG_ATTEMPT} else "{c.FIRST_ATTEMPT}"'
+ATTEMPT_COLUMNS = {c.TAG_ATTEMPT, RUN_LABEL}
+STEP_FILTER = f'r.{c.TAG_STEP} == "${{{c.GRAFANA_VAR_STEP}}}"'
+
+
+def attempt_problems(query: str) -> list[str]:
+    """How a query could merge the attempts of a step run, or hide data written before the tag existed."""
+    problems = []
+    default = query.find(DEFAULT_ATTEMPT)
+    for match in re.finditer(r"\b(group|keep|pivot)\((?:columns|rowKey): \[([^\]]*)\]", query):
+        step, names = match.group(1), re.findall(r'"([^"]+)"', match.group(2))
+        if c.TAG_RUN_ID in names and not ATTEMPT_COLUMNS & set(names):
+            problems.append(f"{step} by run_id without the attempt: {names}")
+        if step != "group" and ATTEMPT_COLUMNS & set(names) and not 0 <= default < match.start():
+            problems.append(f'{step} shows the attempt before a missing one reads as "1": {names}')
+    label = query.find(f"({{r with {RUN_LABEL}: ")
+    if label >= 0 and not 0 <= default < label:
+        problems.append('the run label is made before a missing attempt reads as "1"')
+    return problems
+
+
+def test_no_query_merges_the_attempts_of_a_run() -> None:
+    queries = {(stem, q): attempt_problems(q) for stem, b in boards().items() for q in flux_queries(b)}
+    assert {k_: v for k_, v in queries.items() if v} == {}
+    shown = {  # the last keep of every query of a run: it shows the attempt, or the run label
+        p["title"] + " " + t["refId"]: ATTEMPT_COLUMNS & set(re.findall(r'"([^"]+)"', keeps[-1]))
+        for stem in ("run_view", "pipeline_runs")
+        for p in panels(boards()[stem])
+        for t in p.get("targets", [])
+        if t["datasource"]["type"] == "influxdb"
+        and (keeps := re.findall(r"keep\(columns: \[([^\]]*)\]", t["query"]))
+    }
+    assert shown == {
+        **{f"Runs compared {ref}": {RUN_LABEL} for ref in "ABCDE"},
+        "List metrics, runs overlaid A": {RUN_LABEL},
+        "Inputs and outputs A": {RUN_LABEL},
+        "Logs A": {RUN_LABEL},
+        "Last status per pipeline step A": {c.TAG_ATTEMPT},
+        "Recent failures A": {c.TAG_ATTEMPT},
+    }
+    join = panels(boards()["run_view"])[0]["transformations"]
+    assert join == [{"id": "joinByField", "options": {"byField": RUN_LABEL, "mode": "outer"}}]
+
+
+def step_problems(query: str) -> list[str]:
+    """A run-view query that reads every step sharing a run id, not the chosen one."""
+    return [] if STEP_FILTER in query else [f"no filter {STEP_FILTER}"]
+
+
+def test_the_run_view_shows_the_chosen_step_only() -> None:
+    board = boards()["run_view"]
+    queries = [t["query"] for t in targets(board)]
+    [run_ids] = [v["query"] for v in board["templating"]["list"] if v["name"] == c.GRAFANA_VAR_RUN_ID]
+    assert len(queries) == 8 and [step_problems(q) for q in [*queries, run_ids]] == [[]] * 9
+
+
+def test_the_attempt_check_can_fail() -> None:
+    logs = select(c.LOG, fields=[c.FIELD_MESSAGE], among={c.TAG_RUN_ID: c.GRAFANA_VAR_RUN_ID}).pivot_fields()
+    merged = logs.then("group()").keep("_time", c.TAG_RUN_ID, c.FIELD_MESSAGE).text
+    assert attempt_problems(merged) == ["keep by run_id without the attempt: ['_time', 'run_id', 'message']"]
+    grouped = select(c.PARAM, fields=[c.FIELD_VALUE]).group(c.TAG_RUN_ID, c.TAG_NAME).text
+    assert attempt_problems(grouped) == ["group by run_id without the attempt: ['run_id', 'name']"]
+    raw = logs.keep("_time", c.TAG_RUN_ID, c.TAG_ATTEMPT).text  # old points have no attempt: a blank
+    assert attempt_problems(raw) == [
+        "keep shows the attempt before a missing one reads as \"1\": ['_time', 'run_id', 'attempt']"
+    ]
+    assert attempt_problems(logs.attempts().keep("_time", c.TAG_RUN_ID, c.TAG_ATTEMPT).text) == []
+    labelled = logs.by_attempt().keep(RUN_LABEL).text
+    assert attempt_problems(labelled) == []
+    assert attempt_problems(labelled.replace(DEFAULT_ATTEMPT, "r.attempt")) == [
+        "keep shows the attempt before a missing one reads as \"1\": ['run']",
+        'the run label is made before a missing attempt reads as "1"',
+    ]
+    no_step = panels(boards()["run_view"])[1]["targets"][0]["query"].replace(STEP_FILTER, "true")
+    assert step_problems(no_step) == ['no filter r.step == "${step}"']
+
+
+def test_a_column_a_query_makes_is_known_only_after_it_is_made() -> None:
+    listed = select(c.LIST_METRIC, fields=[c.FIELD_VALUE])
+    with pytest.raises(
+        FluxError, match=r"\['run'\] not in measurement 'list_metric' .*only after by_attempt"
+    ):
+        listed.group(RUN_LABEL)
+    assert listed.by_attempt().group(RUN_LABEL, c.TAG_NAME).text.endswith('group(columns: ["run", "name"])')
 
 
 # ---- PromQL through promtool -------------------------------------------------------------------------
