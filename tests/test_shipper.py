@@ -319,6 +319,11 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
             [(SMALL, 4096), (SMALL, 4094), (c.LIST_METRIC.tag, 2), (c.LIST_METRIC.tag, 3)],
             2,
         ),
+        (
+            {SMALL: SLICE - 1, c.LIST_METRIC.tag: 2},
+            [(SMALL, 4096), (SMALL, 4095), (c.LIST_METRIC.tag, 1), (c.LIST_METRIC.tag, 1)],
+            2,
+        ),
         ({SMALL: SLICE, OTHER: 3}, [(OTHER, 3), (SMALL, 4096), (SMALL, 4093), (SMALL, 3)], 2),
     ],
 )
