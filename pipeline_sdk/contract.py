@@ -389,6 +389,7 @@ ENV_FLUSH_TIMEOUT: Final = "MLOBS_FLUSH_TIMEOUT"  # seconds a run waits at exit 
 ENV_SPOOL_MAX_MB: Final = "MLOBS_SPOOL_MAX_MB"  # bound of the on-disk spool in MiB (default 512)
 ENV_LOG_LEVEL: Final = "MLOBS_LOG_LEVEL"  # lowest level of the log records a run captures (default INFO)
 ENV_ON_INVALID: Final = "MLOBS_ON_INVALID"  # an invalid recording call: "raise" (default) or "drop" (counted)
+ENV_TERMINATION_LOG: Final = "MLOBS_TERMINATION_LOG"  # file a failed run's summary goes to; "off": none
 ENV_FLUENTD_SHARED_KEY: Final = "MLOBS_FLUENTD_SHARED_KEY"  # Forward-protocol shared key; unset: no auth
 ENV_USER_HASH_KEY: Final = "MLOBS_USER_HASH_KEY"  # HMAC key of model-API user ids; unset: unkeyed
 ENV_INFLUXDB_URL: Final = "MLOBS_INFLUXDB_URL"  # InfluxDB the read API queries; unset: the local store
@@ -401,3 +402,6 @@ JUPYTER_SESSION_GLOBAL: Final = "__session__"  # global ipykernel sets in the no
 VSCODE_NOTEBOOK_GLOBAL: Final = "__vsc_ipynb_file__"  # global VS Code sets in the notebook: its path
 
 DEFAULT_FLUENTD_PORT: Final = 24224  # Fluentd's in_forward default
+# Kubernetes' default terminationMessagePath; the kubelet bind-mounts it into every container
+DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"
+TERMINATION_MESSAGE_MAX_BYTES: Final = 4096  # the kubelet keeps at most this much of one container's message
