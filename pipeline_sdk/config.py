@@ -67,6 +67,16 @@ def on_invalid(raw: str) -> str:
     return raw.strip().lower()
 
 
+def termination_log(raw: str) -> str:
+    """An absolute path, or "off" (any case)."""
+    text = raw.strip()
+    if text.lower() == "off":
+        return "off"
+    if not os.path.isabs(text):
+        raise ValueError("must be an absolute path or 'off'")
+    return text
+
+
 def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be blank")
@@ -119,6 +129,7 @@ FLUSH_TIMEOUT = EnvVar(c.ENV_FLUSH_TIMEOUT, _positive_float, 10.0)
 SPOOL_MAX_MB = EnvVar(c.ENV_SPOOL_MAX_MB, _positive_int, 512)
 LOG_LEVEL = EnvVar(c.ENV_LOG_LEVEL, log_level, logging.INFO)
 ON_INVALID = EnvVar(c.ENV_ON_INVALID, on_invalid, "raise")
+TERMINATION_LOG = EnvVar(c.ENV_TERMINATION_LOG, termination_log)
 
 
 def _http_url(raw: str) -> str:

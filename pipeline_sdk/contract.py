@@ -402,6 +402,5 @@ JUPYTER_SESSION_GLOBAL: Final = "__session__"  # global ipykernel sets in the no
 VSCODE_NOTEBOOK_GLOBAL: Final = "__vsc_ipynb_file__"  # global VS Code sets in the notebook: its path
 
 DEFAULT_FLUENTD_PORT: Final = 24224  # Fluentd's in_forward default
-# Kubernetes' default terminationMessagePath; the kubelet bind-mounts it into every container
-DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"
+DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 TERMINATION_MESSAGE_MAX_BYTES: Final = 4096  # the kubelet keeps at most this much of one container's message

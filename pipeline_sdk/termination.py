@@ -20,11 +20,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import contract as c
+from .config import TERMINATION_LOG
 
 log = logging.getLogger(__name__)
 
 CUT_MARKER = " …[cut]"  # ends a summary cut to the kubelet's limit
-OFF = "off"  # MLOBS_TERMINATION_LOG's value that turns the summary off
+OFF = "off"  # MLOBS_TERMINATION_LOG's value that turns the summary off (config.termination_log)
 
 _warned: set[str] = set()
 
@@ -68,17 +69,12 @@ def resolve_path(
 ) -> Path | None:
     """The file a failed run's summary goes to, or None (off, or not in a container).
 
-    Raises ValueError, naming the variable, when ``MLOBS_TERMINATION_LOG`` is neither an absolute
-    path nor ``off``.
+    Raises SettingError (a ValueError), naming the variable, when ``MLOBS_TERMINATION_LOG`` is
+    neither an absolute path nor ``off``.
     """
-    env = os.environ if environ is None else environ
-    value = env.get(c.ENV_TERMINATION_LOG)
-    if value is not None and value != "":
-        if value.lower() == OFF:
-            return None
-        if not os.path.isabs(value):
-            raise ValueError(f"{c.ENV_TERMINATION_LOG} must be an absolute path or {OFF!r}, got {value!r}")
-        return Path(value)
+    value = TERMINATION_LOG.get(environ)
+    if value is not None:
+        return None if value == OFF else Path(value)
     path = Path(default)
     return path if path.is_file() and os.access(path, os.W_OK) else None
 

@@ -95,9 +95,8 @@ def test_path_from_the_env_var_or_off(tmp_path: Path) -> None:
 
 
 def test_a_relative_path_in_the_env_var_is_refused_by_name() -> None:
-    with pytest.raises(
-        ValueError, match=r"MLOBS_TERMINATION_LOG must be an absolute path or 'off', got 'log'"
-    ):
+    message = "environment variable MLOBS_TERMINATION_LOG='log': must be an absolute path or 'off'"
+    with pytest.raises(ValueError, match=message):
         t.resolve_path({c.ENV_TERMINATION_LOG: "log"})
 
 
