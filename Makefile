@@ -46,8 +46,9 @@ fmt: venv ## format the Python code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-generate: venv ## render the dashboards and copy what the chart packages (commit the result)
+generate: venv ## write every generated file: dashboards, fluent.conf's routes, the chart's copies (commit them)
 	$(PY) -m dashboards.generate
+	$(PY) -m fluentd.generate
 	$(PY) scripts/chart_files.py
 
 lint: venv ## ruff, mypy, shellcheck and hadolint
