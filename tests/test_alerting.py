@@ -20,6 +20,7 @@ from tests.conftest import ROOT
 from tests.promql import PromQLError, grouping_labels, metric_names
 
 ALERTING = ROOT / "alerting"
+CHART_FILES = ROOT / "charts" / "mlobs-core" / "files"  # the chart's copies (scripts/chart_files.py)
 RULE_FILES = sorted(p for p in ALERTING.glob("*-rules.yaml"))
 ALERT_NAME = re.compile(r"(MLPipeline|ModelAPI|PipelineContainer|Fluentd)[A-Z][A-Za-z]+")
 
@@ -232,6 +233,58 @@ def test_amtool_checks_the_alertmanager_config() -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "1 templates" in run.stdout and "1 inhibit rules" in run.stdout
+
+
+def test_promtool_checks_and_unit_tests_the_charts_copies(tmp_path: Path) -> None:
+    """The rule files the chart packages (under their generated header) are the ones promtool tested."""
+    promtool = _tool("promtool")
+    copies = sorted((CHART_FILES / "alerting").glob("*-rules.yaml"))
+    assert [p.name for p in copies] == [p.name for p in RULE_FILES]
+    check = subprocess.run(
+        [promtool, "check", "rules", *map(str, copies)], check=False, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    found = [int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", check.stdout)]
+    assert found == [len(rules_of(p)) for p in RULE_FILES]
+    for copy in copies:
+        shutil.copy(copy, tmp_path)
+        shutil.copy(ALERTING / f"{copy.stem}-test.yaml", tmp_path)
+    run = subprocess.run(
+        [promtool, "test", "rules", *(f"{p.stem}-test.yaml" for p in copies)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("SUCCESS") == len(copies)
+
+
+def _amtool_on_the_charts_copies(directory: Path, extra_template: str | None = None) -> str:
+    """amtool check-config on the chart's Alertmanager copy, its template copies where it looks."""
+    amtool = _tool("amtool")
+    (directory / "templates").mkdir(parents=True)
+    shutil.copy(CHART_FILES / "alerting" / "alertmanager.yaml", directory)
+    for template in (CHART_FILES / "alertmanager-templates").glob("*.tmpl"):
+        shutil.copy(template, directory / "templates")
+    if extra_template is not None:
+        (directory / "templates" / "extra.tmpl").write_text(extra_template)
+    run = subprocess.run(
+        [amtool, "check-config", str(directory / "alertmanager.yaml")],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    return f"rc={run.returncode}\n{run.stdout}{run.stderr}"
+
+
+def test_amtool_checks_the_charts_copies_with_their_templates(tmp_path: Path) -> None:
+    assert (CHART_FILES / "alertmanager-templates" / "email.tmpl").read_text().startswith("{{/* generated")
+    report = _amtool_on_the_charts_copies(tmp_path / "ok")
+    assert report.startswith("rc=0\n") and "1 templates" in report, report
+    broken = _amtool_on_the_charts_copies(tmp_path / "broken", '{{ define "mlobs.unclosed" }}\n')
+    assert broken.startswith("rc=1\n") and "extra.tmpl:2: unexpected EOF" in broken, broken
 
 
 def test_alertmanager_config_keeps_null_and_has_no_secret() -> None:

@@ -1,0 +1,166 @@
+"""The files `make generate` writes: each is in step with its source and says so in its first lines.
+
+Covered here: fluent.conf's routes (fluentd/generate.py) and the chart's copies
+(scripts/chart_files.py); the dashboards' JSON has its own drift check in test_dashboards.py.
+Each drift check is also shown to fail, on a scratch copy that was edited by hand.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from fluentd import generate as fluentd_generate
+from tests.conftest import ROOT
+
+
+def load_script(name: str) -> ModuleType:
+    """A module of scripts/ (not a package), imported from its file."""
+    path = ROOT / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"mlobs_scripts_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+chart_files = load_script("chart_files")
+COPIES = chart_files.plan()
+NOTE = "by `make generate`; do not edit"
+
+# The header of every copy that can carry a comment, pinned.
+HEADERS = {
+    **{
+        f"alerting/{n}-rules.yaml": f"# generated from alerting/{n}-rules.yaml {NOTE}\n"
+        f"# its promtool tests: alerting/{n}-rules-test.yaml, beside its source"
+        for n in ("model-api", "pipeline", "resources", "telemetry")
+    },
+    "alerting/alertmanager.yaml": f"# generated from alerting/alertmanager.yaml {NOTE}",
+    **{
+        f"alertmanager-templates/{n}.tmpl": f"{{{{/* generated from alerting/templates/{n}.tmpl {NOTE} */}}}}"
+        for n in ("email", "grafana-url")
+    },
+    "fluentd/fluent.conf": f"# generated from fluentd/fluent.conf {NOTE}",
+}
+DASHBOARDS = {
+    f"dashboards/{n}.json" for n in ("model_api", "pipeline_runs", "resources", "run_view", "stack_health")
+}
+
+
+def _name(copy: Path) -> str:
+    return copy.relative_to(chart_files.FILES).as_posix()
+
+
+def test_the_chart_holds_exactly_these_copies() -> None:
+    assert {_name(p) for p in COPIES} == set(HEADERS) | DASHBOARDS
+    assert len(COPIES) == 13
+    on_disk = {_name(p) for p in chart_files.FILES.rglob("*") if p.is_file()}
+    assert on_disk == {_name(p) for p in COPIES}
+
+
+@pytest.mark.parametrize("copy", sorted(COPIES), ids=_name)
+def test_each_copy_is_its_source_under_a_header(copy: Path) -> None:
+    source = COPIES[copy]
+    data = copy.read_bytes()
+    if _name(copy) in DASHBOARDS:  # JSON has no comment: the dashboard names its source itself
+        assert data == source.read_bytes()
+        assert json.loads(data)["__generated"].startswith(f"from dashboards/{source.stem}.dashboard.py")
+        return
+    header = HEADERS[_name(copy)] + "\n"
+    assert data.decode().startswith(header)
+    assert data.removeprefix(header.encode()) == source.read_bytes()
+
+
+def test_the_chart_files_check_passes_on_the_committed_copies() -> None:
+    assert chart_files.main(["--check"]) == 0
+
+
+@pytest.fixture
+def scratch_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A scratch copy of charts/mlobs-core/files that chart_files.py reads and writes instead."""
+    files = tmp_path / "files"
+    shutil.copytree(chart_files.FILES, files)
+    monkeypatch.setattr(chart_files, "FILES", files)
+    return files
+
+
+def test_the_chart_files_check_fails_on_each_kind_of_drift(
+    scratch_files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = scratch_files / "alerting" / "pipeline-rules.yaml"
+    rules.write_text(rules.read_text().replace("for: 0m", "for: 5m", 1))  # edited by hand
+    template = scratch_files / "alertmanager-templates" / "email.tmpl"
+    template.write_bytes(template.read_bytes().partition(b"\n")[2])  # its header dropped
+    (scratch_files / "fluentd" / "fluent.conf").unlink()  # missing
+    (scratch_files / "alerting" / "old-rules.yaml").write_text("groups: []\n")  # stale
+    capsys.readouterr()
+    assert chart_files.main(["--check"]) == 1
+    err = capsys.readouterr().err
+    for name in ("alerting/pipeline-rules.yaml", "alertmanager-templates/email.tmpl", "fluentd/fluent.conf"):
+        assert f"{scratch_files / name}" in err or f"files/{name}" in err, name
+    assert "old-rules.yaml" in err and "run `make generate`" in err
+
+    assert chart_files.main([]) == 0
+    assert capsys.readouterr().out.endswith("3 written\n")
+    assert not (scratch_files / "alerting" / "old-rules.yaml").exists()
+    assert chart_files.main(["--check"]) == 0
+    assert chart_files.main([]) == 0
+    assert capsys.readouterr().out.endswith("0 written\n")
+
+
+def test_a_source_of_an_unknown_format_is_refused(tmp_path: Path) -> None:
+    odd = tmp_path / "rules.toml"
+    odd.write_text("x = 1\n")
+    with pytest.raises(ValueError, match=r"rules.toml: no comment syntax known for '.toml' files"):
+        chart_files.content(odd)
+
+
+# ---- fluent.conf's routes ------------------------------------------------------------------------------
+
+
+def test_the_fluentd_check_passes_on_the_committed_file() -> None:
+    assert fluentd_generate.main(["--check"]) == 0
+
+
+@pytest.fixture
+def scratch_conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    conf = tmp_path / "fluent.conf"
+    shutil.copy(fluentd_generate.CONF, conf)
+    monkeypatch.setattr(fluentd_generate, "CONF", conf)
+    monkeypatch.setattr(fluentd_generate, "HERE", tmp_path)
+    return conf
+
+
+def test_the_fluentd_check_fails_on_an_edited_route_and_generate_restores_it(
+    scratch_conf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = scratch_conf.read_text()
+    head, _ = fluentd_generate.split(original)
+    edited = original.replace("measurement param\n", "measurement params\n", 1)
+    assert edited != original
+    scratch_conf.write_text(edited.replace("log_level info", "log_level debug", 1))  # the head too
+    capsys.readouterr()
+    assert fluentd_generate.main(["--check"]) == 1
+    assert "its routes differ from pipeline_sdk/contract.py; run `make generate`" in capsys.readouterr().err
+    assert fluentd_generate.main([]) == 0
+    assert scratch_conf.read_text() == head.replace("log_level info", "log_level debug", 1) + (
+        fluentd_generate.generated()
+    ), "the hand-written head is kept as it is, the routes are written afresh"
+    assert fluentd_generate.main(["--check"]) == 0
+
+
+def test_the_fluentd_generator_refuses_a_file_without_its_header(
+    scratch_conf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scratch_conf.write_text(scratch_conf.read_text().replace(fluentd_generate.HEADER, "# routes", 1))
+    before = scratch_conf.read_text()
+    assert fluentd_generate.main([]) == 1
+    assert "must be there once, found 0 times" in capsys.readouterr().err
+    assert scratch_conf.read_text() == before, "nothing is written"
