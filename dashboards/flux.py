@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipeline_sdk import contract as c
+from pipeline_sdk import durations
+from pipeline_sdk.flux import duration as flux_duration
 
 # Columns every Flux table has, besides the stream's tags and fields.
 FLUX_COLUMNS = frozenset({"_time", "_value", "_field", "_measurement", "_start", "_stop"})
@@ -118,13 +120,17 @@ def select(
 
     ``equal`` maps a tag to a value (usually a dashboard variable such as ``${pipeline}``);
     ``among`` maps a tag to a multi-value dashboard variable name (``run_id`` → ``${run_id:json}``).
-    ``since`` (a Flux duration such as ``-6h``) replaces the dashboard's time range, for queries
-    sent to InfluxDB's API directly (``make e2e``).
+    ``since`` (``-`` and a duration of :mod:`pipeline_sdk.durations`, such as ``-6h``) replaces
+    the dashboard's time range, for queries sent to InfluxDB's API directly (``make e2e``).
     """
     fields = tuple(fields)
     equal, among = equal or {}, among or {}
-    if since is not None and not re.fullmatch(r"-[1-9][0-9]*(ms|s|m|h|d|w)", since):
-        raise FluxError(f"since={since!r} is invalid: must be a negative Flux duration such as -6h")
+    ago = durations.duration_ns(since[1:]) if since is not None and re.fullmatch(r"-\S+", since) else None
+    if since is not None and not ago:
+        raise FluxError(
+            f"since={since!r} is invalid: must be '-' and a duration above 0 such as -6h or -1h30m "
+            f"({durations.GRAMMAR})"
+        )
     unknown_fields = [f for f in fields if f not in stream.fields]
     if unknown_fields or not fields:
         raise FluxError(f"fields {unknown_fields or fields!r} not in measurement {stream.measurement!r}")
@@ -133,7 +139,9 @@ def select(
         raise FluxError(f"tags {unknown_tags} not in measurement {stream.measurement!r}")
     lines = [
         f'from(bucket: "{c.INFLUXDB_BUCKET}")',
-        f"range(start: {since})" if since else "range(start: v.timeRangeStart, stop: v.timeRangeStop)",
+        f"range(start: {flux_duration(-ago)})"
+        if ago
+        else "range(start: v.timeRangeStart, stop: v.timeRangeStop)",
         f'filter(fn: (r) => r._measurement == "{stream.measurement}")',
     ]
     lines += [f'filter(fn: (r) => r.{tag} == "{value}")' for tag, value in equal.items()]

@@ -30,7 +30,7 @@ but no metrics and so no alert; refused runs are counted in
 
 from __future__ import annotations
 
-import re
+import math
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+from pipeline_sdk.durations import SECOND_NS, duration_ns
 
 
 class ConfigError(ValueError):
@@ -46,19 +46,18 @@ class ConfigError(ValueError):
 
 
 def duration(where: str, value: Any) -> float:
-    """Seconds of "90s", "15m", "6h", "1d12h" or a plain number of seconds."""
-    if isinstance(value, bool):
+    """Seconds above 0 of a duration (``90s``, ``15m``, ``1h30m``, ``1.5d``, ``2w``) or a number of seconds.
+
+    The grammar is :mod:`pipeline_sdk.durations`, the one the read API and the CLI read.
+    """
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        seconds = float(value)
+    elif isinstance(value, str) and (ns := duration_ns(value)) is not None:
+        seconds = ns / SECOND_NS
+    if seconds is None or seconds <= 0:
         raise ConfigError(f"{where}: expected a duration such as 30m or 6h, got {value!r}")
-    if isinstance(value, (int, float)) and value > 0:
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.fullmatch(value.strip())
-        if match and any(match.groups()):
-            d, h, m, s = (int(g or 0) for g in match.groups())
-            seconds = d * 86400 + h * 3600 + m * 60 + s
-            if seconds > 0:
-                return float(seconds)
-    raise ConfigError(f"{where}: expected a duration such as 30m or 6h, got {value!r}")
+    return seconds
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from .. import contract as c
+from ..durations import duration_ns
 
 Agg = Literal["last", "first", "min", "max", "mean"]
 AGGREGATIONS: tuple[Agg, ...] = ("last", "first", "min", "max", "mean")
@@ -151,8 +151,6 @@ class Backend(Protocol):
 
 # ---- time arguments ---------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d|w)")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _INT64 = (-(2**63), 2**63 - 1)
 # The fraction of a second in an ISO 8601 time: datetime keeps microseconds, InfluxDB prints nanoseconds.
 _FRACTION = re.compile(r"(?<=:\d\d)[.,](\d+)")
@@ -161,13 +159,14 @@ _FRACTION = re.compile(r"(?<=:\d\d)[.,](\d+)")
 def time_arg(arg: str, value: datetime | str | int | None, now_ns: int | None = None) -> int | None:
     """Unix nanoseconds of a time argument: a datetime, an ISO 8601 time, a duration ago, or ns.
 
-    A duration such as ``30m``, ``2h``, ``1.5d`` or ``7d`` means that long before now
-    (exactly: ``8.2s`` is 8,200,000,000 ns).  An ISO 8601 time without a zone
-    (``2026-11-22T10:00:00``, ``2026-11-22``) is UTC, the zone the CLI prints times
-    in, and its fraction of a second is read to the nanosecond (``10:00:00.123456789Z``,
-    as InfluxDB prints times; digits past the ninth are dropped).  A datetime must carry
-    its time zone: a naive one is ambiguous (local time? UTC?) and is refused.  The
-    time must fit in int64 nanoseconds, as InfluxDB's times do (1677-09-21 to 2262-04-11).
+    A duration such as ``30m``, ``2h``, ``1h30m``, ``1.5d`` or ``2w`` means that long
+    before now, exactly (``8.2s`` is 8,200,000,000 ns; the grammar is
+    :mod:`pipeline_sdk.durations`).  An ISO 8601 time without a zone (``2026-11-22T10:00:00``,
+    ``2026-11-22``) is UTC, the zone the CLI prints times in, and its fraction of a second
+    is read to the nanosecond (``10:00:00.123456789Z``, as InfluxDB prints times; digits
+    past the ninth are dropped).  A datetime must carry its time zone: a naive one is
+    ambiguous (local time? UTC?) and is refused.  The time must fit in int64 nanoseconds,
+    as InfluxDB's times do (1677-09-21 to 2262-04-11).
     """
     if value is None:
         return None
@@ -196,10 +195,9 @@ def time_arg(arg: str, value: datetime | str | int | None, now_ns: int | None = 
 
 def _text_ns(arg: str, value: str, now_ns: int | None) -> int:
     text = value.strip()
-    match = _DURATION.fullmatch(text)
-    if match:
-        now = now_ns if now_ns is not None else time.time_ns()
-        return now - int(Fraction(match.group(1)) * _UNITS[match.group(2)] * 1_000_000_000)
+    ago = duration_ns(text)
+    if ago is not None:
+        return (now_ns if now_ns is not None else time.time_ns()) - ago
     fraction, nanos = _FRACTION.search(text), 0
     if fraction is not None:
         nanos = int(fraction.group(1)[:9].ljust(9, "0"))
