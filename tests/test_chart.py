@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -28,7 +29,16 @@ from tests.conftest import ROOT
 
 CORE = ROOT / "charts" / "mlobs-core"
 UMBRELLA = ROOT / "charts" / "mlobs"
-KUBE_VERSIONS = ("1.29.0", "1.34.0")  # Chart.yaml kubeVersion >=1.29; kind-config.yaml runs 1.34
+
+
+def _kube_versions() -> tuple[str, str]:
+    """The oldest Kubernetes the chart supports (its kubeVersion) and the one kind-config.yaml runs."""
+    oldest = yaml.safe_load((CORE / "Chart.yaml").read_text())["kubeVersion"]
+    [node] = yaml.safe_load((ROOT / "kind-config.yaml").read_text())["nodes"]
+    return oldest.removeprefix(">=").removesuffix("-0"), node["image"].split("@")[0].rpartition(":v")[2]
+
+
+KUBE_VERSIONS = _kube_versions()
 SCENARIOS = [None, *sorted(p.name for p in (CORE / "ci").glob("*-values.yaml"))]
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}  # CRDs: not in the Kubernetes schemas
 RELEASE, NAMESPACE = "mlobs", "mlobs"
@@ -496,8 +506,15 @@ def test_kind_config_pins_its_node_image() -> None:
 
 def test_umbrella_pins_its_upstream_charts() -> None:
     chart = yaml.safe_load((UMBRELLA / "Chart.yaml").read_text())
+    core = yaml.safe_load((CORE / "Chart.yaml").read_text())
     pins = {d["name"]: d["version"] for d in chart["dependencies"]}
-    assert pins == {"kube-prometheus-stack": "88.5.3", "influxdb2": "2.1.2", "mlobs-core": "0.1.0"}
+    assert set(pins) == {"kube-prometheus-stack", "influxdb2", "mlobs-core"}
+    assert all(re.fullmatch(r"\d+\.\d+\.\d+", v) for v in pins.values()), f"exact versions only: {pins}"
+    assert pins["mlobs-core"] == core["version"]
+    # Helm checks only the installed chart's own kubeVersion: the umbrella states mlobs-core's.
+    assert chart["kubeVersion"] == core["kubeVersion"]
+    oldest, kind = (tuple(int(n) for n in v.split(".")) for v in KUBE_VERSIONS)
+    assert len(oldest) == len(kind) == 3 and oldest <= kind, KUBE_VERSIONS
     values = yaml.safe_load((UMBRELLA / "values.yaml").read_text())
     assert values["kube-prometheus-stack"]["fullnameOverride"] == "mlobs"  # it truncates names to 26
     assert values["kube-prometheus-stack"]["grafana"]["sidecar"]["datasources"]["uid"] == "mlobs-prometheus"
