@@ -18,7 +18,7 @@ MUTATION_STAMP := $(VENV)/.installed-mutation
 JS_DIR   := tests/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed
 
-.PHONY: help all venv tools js fmt generate lint pytest rules-test test validate bench mutation up preflight down demo e2e clean
+.PHONY: help all venv tools js fmt generate lint pytest rules-test test validate bench mutation up down demo e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -43,18 +43,6 @@ $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
 
 js: $(JS_STAMP) ## install the Node packages the tests check Flux and dashboards with
 
-# The Kubeflow and Airflow examples of docs/instrument.md are checked in venvs of their own,
-# $(VENV)/instrument-kfp and $(VENV)/instrument-airflow: their kubernetes ranges exclude the
-# exporter's.  Each is pinned by examples/instrument/constraints-<name>.txt.
-INSTRUMENT_STAMPS := $(VENV)/instrument-kfp/.installed $(VENV)/instrument-airflow/.installed
-
-$(VENV)/instrument-%/.installed: pyproject.toml examples/instrument/constraints-%.txt
-	@echo "==> creating $(VENV)/instrument-$* (the $* example of docs/instrument.md)"
-	$(PYTHON) -m venv $(VENV)/instrument-$*
-	$(VENV)/instrument-$*/bin/pip install --quiet --disable-pip-version-check \
-	  -c examples/instrument/constraints-$*.txt -e '.[instrument-$*]'
-	@touch $@
-
 fmt: venv ## format the Python code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
@@ -75,7 +63,7 @@ lint: venv ## ruff, mypy, shellcheck and hadolint
 	@echo "==> hadolint"
 	$(VENV)/bin/hadolint $$(git ls-files '*Dockerfile')
 
-pytest: venv tools $(JS_STAMP) $(INSTRUMENT_STAMPS) ## the Python test suite
+pytest: venv tools $(JS_STAMP) ## the Python test suite
 	@echo "==> pytest"
 	$(VENV)/bin/pytest
 
@@ -113,11 +101,8 @@ mutation: $(MUTATION_STAMP) tools ## mutation score of the modules whose tests m
 # the rest are pinned).
 include versions.env
 
-up: ## the stack on kind, ready to use: preflight, cluster, images, chart, then waits (idempotent)
-	KIND_MIN=$(KIND_MIN) HELM_MIN=$(HELM_MIN) scripts/up.sh
-
-preflight: ## what make up checks first: tools, Docker's memory, host ports (creates nothing)
-	KIND_MIN=$(KIND_MIN) HELM_MIN=$(HELM_MIN) scripts/up.sh --preflight
+up: ## the stack on kind: cluster, images, chart (idempotent)
+	KIND_MIN=$(KIND_MIN) KUBECTL_MIN=$(KUBECTL_MIN) HELM_MIN=$(HELM_MIN) scripts/up.sh
 
 down: ## delete the kind cluster
 	scripts/down.sh
@@ -126,21 +111,10 @@ demo: ## run the demo pipelines (success, failure, OOM kill) and model-API traff
 	@scripts/require-cluster.sh
 	scripts/demo.sh
 
-# make e2e needs mlobs and what it needs at run time (the read API's InfluxDB client), not the
-# test tools: a stamp of its own, which make venv later completes with the test extras.
-RUNTIME_STAMP := $(VENV)/.installed-runtime
-E2E_EXTRAS    := influxdb
-
-$(RUNTIME_STAMP): pyproject.toml constraints.txt
-	@echo "==> creating $(VENV) with mlobs and its runtime dependencies ($(E2E_EXTRAS))"
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(E2E_EXTRAS)]'
-	@touch $@
-
 e2e: ## assertions against the live cluster (after make up and make demo)
 	@scripts/require-cluster.sh
-	@$(MAKE) --no-print-directory $(RUNTIME_STAMP)
-	scripts/cluster-env.sh $(PY) scripts/e2e.py
+	@$(MAKE) --no-print-directory venv
+	$(PY) scripts/e2e.py
 
 clean: ## remove the venv, caches and tests/js/node_modules
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .bench *.egg-info $(JS_DIR)/node_modules
