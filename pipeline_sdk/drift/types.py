@@ -1,0 +1,37 @@
+"""The two kinds of feature a profile knows, and the check of a ``types=`` argument."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from ..validation import short_repr
+
+
+class FeatureType(enum.StrEnum):
+    """How a feature is profiled: numbers get a quantile sketch, categories a frequent-items sketch."""
+
+    NUMERIC = "numeric"  # int and float values (never bool): min, max, mean, std and a KLL sketch
+    CATEGORICAL = "categorical"  # str and bool values: a frequent-items sketch of their counts
+
+
+def check_types(arg: str, types: object) -> dict[str, FeatureType]:
+    """``types={"zip": "categorical"}``: a mapping of column name to a :class:`FeatureType` or its value."""
+    if types is None:
+        return {}
+    if not isinstance(types, Mapping):
+        raise TypeError(
+            f"{arg} must be a mapping of column name to 'numeric' or 'categorical', got "
+            f"{type(types).__name__} {short_repr(types)}"
+        )
+    checked: dict[str, FeatureType] = {}
+    for name, kind in types.items():
+        if type(name) is not str:
+            raise TypeError(f"{arg} key must be a str, got {type(name).__name__} {short_repr(name)}")
+        try:
+            checked[name] = FeatureType(kind)
+        except ValueError:
+            raise ValueError(
+                f"{arg}[{name!r}]={short_repr(kind)} is invalid: must be 'numeric' or 'categorical'"
+            ) from None
+    return checked
