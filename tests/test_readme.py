@@ -11,6 +11,7 @@ repository's folders.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -296,6 +297,25 @@ def test_a_changed_request_is_caught() -> None:
     after = chart_resources([tree, core])
     assert round(after["requests.memory"] - before["requests.memory"], 3) == 0.5
     assert round(after["requests.memory"], 1) != 1.3
+
+
+def readme_dashboards(text: str) -> dict[str, str]:
+    """{uid: title} of the README's dashboards table."""
+    table = section(text, "## What you get")
+    return {uid: title for title, uid in re.findall(r"^\| ([\w ]+) \(`([\w-]+)`\) \|", table, re.MULTILINE)}
+
+
+def test_the_dashboards_table_is_the_dashboards() -> None:
+    rendered = [json.loads(p.read_text()) for p in sorted((ROOT / "dashboards" / "json").glob("*.json"))]
+    assert readme_dashboards(README.read_text()) == {
+        d["uid"]: d["title"].removeprefix("mlobs / ") for d in rendered
+    }
+    assert len(rendered) == 5
+
+
+def test_a_wrong_dashboard_uid_is_caught() -> None:
+    text = README.read_text().replace("(`mlobs-run-view`)", "(`mlobs-run`)")
+    assert "mlobs-run" in readme_dashboards(text) and "mlobs-run-view" not in readme_dashboards(text)
 
 
 # ---- where things are ------------------------------------------------------------------------------
