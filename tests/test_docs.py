@@ -15,6 +15,10 @@ the SDK's public names: what ``pipeline_sdk`` and ``pipeline_sdk.read`` export i
 **Links.** Every relative link (``[text](path)``, ``[text](path#anchor)``, ``[text](#anchor)``,
 reference definitions) resolves to a file or folder inside the repository, and an anchor names a
 heading of the Markdown file it points to, spelt as GitHub spells heading anchors.
+
+Over 400 lines, one concern: what the docs promise, read with one Markdown reader (fences,
+markers, headings, links) that both halves and tests/test_readme.py share, with a failing case
+beside each check.
 """
 
 from __future__ import annotations
