@@ -47,10 +47,11 @@ fmt: venv ## format the Python code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-generate: venv ## write every generated file: dashboards, fluent.conf's routes, the chart's copies (commit them)
+generate: venv ## write every generated file: dashboards, fluent.conf's routes, the chart's copies and values tables
 	$(PY) -m dashboards.generate
 	$(PY) -m fluentd.generate
 	$(PY) scripts/chart_files.py
+	$(PY) scripts/values_readme.py
 
 lint: venv ## ruff, mypy, shellcheck and hadolint
 	@echo "==> ruff"

@@ -88,6 +88,7 @@ def scratch_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     files = tmp_path / "files"
     shutil.copytree(chart_files.FILES, files)
     monkeypatch.setattr(chart_files, "FILES", files)
+    assert chart_files.main([]) == 0  # in step with the sources, whatever the work tree holds
     return files
 
 
@@ -164,3 +165,110 @@ def test_the_fluentd_generator_refuses_a_file_without_its_header(
     assert fluentd_generate.main([]) == 1
     assert "must be there once, found 0 times" in capsys.readouterr().err
     assert scratch_conf.read_text() == before, "nothing is written"
+
+
+# ---- the charts' values tables -------------------------------------------------------------------------
+
+values_readme = load_script("values_readme")
+
+SAMPLE = """# A values file.
+
+# -- Replicas of the thing.
+replicas: 2
+image:
+  # -- Its tag; a | in text is escaped.
+  tag: v1
+# -- (list) Extra peers,
+# as NetworkPolicyPeer objects.
+peers: []
+# -- Resources of the container.
+resources:
+  requests: {cpu: 10m}
+  # -- Limits, a row of their own too.
+  limits: {cpu: "1"}
+# -- On or off.
+enabled: true
+ratio: 0.5
+"""
+
+
+def test_the_values_table_has_helm_docs_format() -> None:
+    text = SAMPLE.replace("ratio: 0.5\n", "# -- A ratio.\nratio: 0.5\n")
+    assert values_readme.table(text) == (
+        "| Key | Type | Default | Description |\n"
+        "|-----|------|---------|-------------|\n"
+        "| enabled | bool | `true` | On or off. |\n"
+        '| image.tag | string | `"v1"` | Its tag; a \\| in text is escaped. |\n'
+        "| peers | list | `[]` | Extra peers, as NetworkPolicyPeer objects. |\n"
+        "| ratio | float | `0.5` | A ratio. |\n"
+        "| replicas | int | `2` | Replicas of the thing. |\n"
+        '| resources | object | `{"limits":{"cpu":"1"},"requests":{"cpu":"10m"}}` '
+        "| Resources of the container. |\n"
+        '| resources.limits | object | `{"cpu":"1"}` | Limits, a row of their own too. |\n'
+    )
+
+
+def test_a_key_without_a_comment_is_reported_with_its_line() -> None:
+    with pytest.raises(values_readme.ValuesError) as raised:
+        values_readme.table(SAMPLE.replace("  # -- Its tag; a | in text is escaped.\n", ""), "v.yaml")
+    assert str(raised.value) == (
+        "v.yaml:6: image.tag has no `# --` comment, nor has a map around it\n"
+        "v.yaml:17: ratio has no `# --` comment, nor has a map around it"
+    )
+
+
+@pytest.mark.parametrize("chart", values_readme.CHARTS, ids=lambda p: p.name)
+def test_each_chart_readme_holds_its_values_table(chart: Path) -> None:
+    readme = (chart / "README.md").read_text()
+    assert values_readme.render(readme, chart) == readme
+    begin = values_readme.begin(chart)
+    assert begin == (
+        f"<!-- values:begin: generated from charts/{chart.name}/values.yaml "
+        "by `make generate`; do not edit -->"
+    )
+    table = readme.split(begin + "\n")[1].split(values_readme.END)[0]
+    assert table == values_readme.table((chart / "values.yaml").read_text())
+
+
+def test_the_core_table_documents_every_key_of_the_chart() -> None:
+    readme = (ROOT / "charts" / "mlobs-core" / "README.md").read_text()
+    assert '| fluentd.persistence.size | string | `"2Gi"` | Its size. |\n' in readme
+    assert "| images.mailpit | object |" in readme
+    described = values_readme.comments((ROOT / "charts" / "mlobs-core" / "values.yaml").read_text())
+    rows = sum(1 for c in described.values() if c.text)
+    section = readme.split(values_readme.begin(ROOT / "charts" / "mlobs-core"))[1].split(values_readme.END)[0]
+    assert rows > 80 and section.count("\n| ") == 1 + rows  # the header, then a row per described key
+
+
+def test_the_values_check_fails_on_a_stale_table_and_generate_restores_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chart = tmp_path / "charts" / "demo"
+    chart.mkdir(parents=True)
+    (chart / "values.yaml").write_text(SAMPLE.replace("ratio: 0.5\n", "# -- A ratio.\nratio: 0.5\n"))
+    (chart / "README.md").write_text(
+        "# demo\n\nby hand\n<!-- values:begin -->\n| old |\n<!-- values:end -->\nafter\n"
+    )
+    monkeypatch.setattr(values_readme, "ROOT", tmp_path)
+    monkeypatch.setattr(values_readme, "CHARTS", (chart,))
+    assert values_readme.main(["--check"]) == 1
+    assert "values tables out of date: ['charts/demo/README.md']" in capsys.readouterr().err
+    assert values_readme.main([]) == 0
+    written = (chart / "README.md").read_text()
+    assert written.startswith("# demo\n\nby hand\n<!-- values:begin: generated from charts/demo/values.yaml")
+    assert written.endswith(
+        "| replicas | int | `2` | Replicas of the thing. |\n"
+        '| resources | object | `{"limits":{"cpu":"1"},"requests":{"cpu":"10m"}}` '
+        "| Resources of the container. |\n"
+        '| resources.limits | object | `{"cpu":"1"}` | Limits, a row of their own too. |\n'
+        "<!-- values:end -->\nafter\n"
+    )
+    assert values_readme.main(["--check"]) == 0
+    # A key without a comment: reported, and nothing written.
+    (chart / "values.yaml").write_text(SAMPLE)
+    assert values_readme.main([]) == 1
+    assert "charts/demo/values.yaml:18: ratio has no `# --` comment" in capsys.readouterr().err
+    assert (chart / "README.md").read_text() == written
+    (chart / "README.md").write_text("# demo, no markers\n")
+    with pytest.raises(values_readme.ValuesError, match="needs one `<!-- values:begin -->` line"):
+        values_readme.render("# demo, no markers\n", chart)
