@@ -18,7 +18,7 @@ MUTATION_STAMP := $(VENV)/.installed-mutation
 JS_DIR   := tests/js
 JS_STAMP := $(JS_DIR)/node_modules/.installed
 
-.PHONY: help all venv tools js fmt generate lint pytest rules-test test validate bench mutation up down demo e2e clean
+.PHONY: help all venv tools js fmt generate lint pytest rules-test test validate bench mutation up preflight down demo e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -102,8 +102,12 @@ mutation: $(MUTATION_STAMP) tools ## mutation score of the modules whose tests m
 # the rest are pinned).
 include versions.env
 
-up: ## the stack on kind: cluster, images, chart (idempotent)
-	KIND_MIN=$(KIND_MIN) KUBECTL_MIN=$(KUBECTL_MIN) HELM_MIN=$(HELM_MIN) scripts/up.sh
+up: ## the stack on kind, ready to use: preflight, cluster, images, chart, then waits (idempotent)
+	KIND_MIN=$(KIND_MIN) HELM_MIN=$(HELM_MIN) scripts/up.sh
+
+preflight: ## what make up checks first: tools, Docker's memory, host ports (creates nothing)
+	KIND_MIN=$(KIND_MIN) HELM_MIN=$(HELM_MIN) scripts/up.sh --preflight
+
 
 down: ## delete the kind cluster
 	scripts/down.sh
