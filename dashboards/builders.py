@@ -16,7 +16,7 @@ import grafanalib.core as g
 
 from pipeline_sdk import contract as c
 
-from .flux import Flux
+from .flux import Choice, DashboardFlux
 
 PROMETHEUS: dict[str, str] = {"type": "prometheus", "uid": c.DATASOURCE_PROMETHEUS_UID}
 INFLUXDB: dict[str, str] = {"type": "influxdb", "uid": c.DATASOURCE_INFLUXDB_UID}
@@ -73,7 +73,7 @@ class PromTarget:
 class FluxTarget:
     """A Flux query of the InfluxDB datasource, built from the contract (dashboards/flux.py)."""
 
-    flux: Flux
+    flux: DashboardFlux
     ref_id: str = "A"
 
     def __post_init__(self) -> None:
@@ -340,15 +340,14 @@ def flux_variable(name: str, label: str, query: str, *, multi: bool) -> g.Templa
     )
 
 
-def custom_variable(
-    name: str, label: str, values: list[str], *, default: str, multi: bool = False
-) -> g.Template:
-    if default not in values:
-        raise ValueError(f"variable {name}: default {default!r} is not one of {values}")
+def custom_variable(choice: Choice, label: str, *, default: str, multi: bool = False) -> g.Template:
+    """The variable of ``choice``: its options are what the queries using it were checked with."""
+    if default not in choice.options:
+        raise ValueError(f"variable {choice.name}: default {default!r} is not one of {list(choice.options)}")
     return g.Template(
-        name=name,
+        name=choice.name,
         label=label,
-        query=",".join(values),
+        query=",".join(choice.options),
         type="custom",
         default=default,
         multi=multi,

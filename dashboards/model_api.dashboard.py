@@ -13,12 +13,12 @@ from dashboards.builders import (
 from dashboards.builders import (
     dashboard as make_dashboard,
 )
-from dashboards.flux import select
+from dashboards.flux import Var, select
 from pipeline_sdk import contract as c
 
 SEL = f'job="{c.PROM_JOB_MODEL_API}", service=~"$service"'
 REQ, DUR = c.PROM_HTTP_REQUESTS, c.PROM_HTTP_DURATION
-SERVICE = "filter(fn: (r) => r.service =~ /^${service:regex}$/)"
+SERVICE = {c.TAG_SERVICE: Var("service")}  # the Prometheus variable $service, matched in Flux as a regex
 layout = Layout()
 
 
@@ -40,10 +40,10 @@ panels = [
         [
             FluxTarget(
                 select(c.API_REQUEST, fields=[c.FIELD_USER])
-                .then(SERVICE, uses=[c.TAG_SERVICE])
-                .then("group()")
+                .where(SERVICE)
+                .group()
                 .then('distinct(column: "_value")')
-                .then("count()")
+                .call("count")
             )
         ],
         description="Distinct hashed user ids of the requests in the time range (InfluxDB).",
@@ -103,7 +103,7 @@ panels = [
         [
             FluxTarget(
                 select(c.PREDICTION, fields=[c.FIELD_SCORE])
-                .then(SERVICE, uses=[c.TAG_SERVICE])
+                .where(SERVICE)
                 .group(c.TAG_MODEL, c.TAG_MODEL_VERSION)
                 .then("aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)")
             )

@@ -14,7 +14,7 @@ from dashboards.builders import (
 from dashboards.builders import (
     dashboard as make_dashboard,
 )
-from dashboards.flux import select
+from dashboards.flux import Var, select
 from pipeline_sdk import contract as c
 
 SEL = 'pipeline=~"$pipeline", step=~"$step"'
@@ -26,9 +26,8 @@ run_view = (
     f"&var-{c.GRAFANA_VAR_STEP}=${{__data.fields.step}}&var-{c.GRAFANA_VAR_RUN_ID}=${{__value.raw}}"
 )
 # The exporter's run records: one per attempt (pod) of a run, the last one with the run's outcome.
-records = select(c.RUN_RECORD, fields=[c.FIELD_EXECUTION_TIME_MS], equal={}, among={}).then(
-    "filter(fn: (r) => r.pipeline =~ /^${pipeline:regex}$/ and r.step =~ /^${step:regex}$/)",
-    uses=[c.TAG_PIPELINE, c.TAG_STEP],
+records = select(c.RUN_RECORD, fields=[c.FIELD_EXECUTION_TIME_MS]).where(
+    {c.TAG_PIPELINE: Var(c.GRAFANA_VAR_PIPELINE), c.TAG_STEP: Var(c.GRAFANA_VAR_STEP)}
 )
 
 panels = [
@@ -117,7 +116,7 @@ panels = [
             FluxTarget(
                 records.group(c.TAG_PIPELINE, c.TAG_STEP)
                 .sort("_time")
-                .then("last()")
+                .call("last")
                 .attempts()
                 .keep(
                     "_time",
@@ -128,7 +127,7 @@ panels = [
                     c.TAG_RUN_ID,
                     c.TAG_ATTEMPT,
                 )
-                .then("group()")
+                .group()
             )
         ],
         description=(
@@ -143,10 +142,10 @@ panels = [
         "Recent failures",
         [
             FluxTarget(
-                records.then('filter(fn: (r) => r.status == "failed")', uses=[c.TAG_STATUS])
-                .then("group()")
+                records.where({c.TAG_STATUS: c.RunStatus.FAILED.value})
+                .group()
                 .sort("_time", desc=True)
-                .then("limit(n: 50)")
+                .limit(50)
                 .attempts()
                 .keep(
                     "_time",

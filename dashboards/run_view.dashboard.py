@@ -22,53 +22,58 @@ from dashboards.builders import (
 from dashboards.builders import (
     dashboard as make_dashboard,
 )
-from dashboards.flux import RUN_LABEL, Flux, select, tag_values
+from dashboards.flux import RUN_LABEL, Choice, DashboardFlux, Var, select, tag_values
 from pipeline_sdk import contract as c
 
-PIPELINE = {c.TAG_PIPELINE: "${pipeline}"}
-RUN = {**PIPELINE, c.TAG_STEP: "${step}"}  # a run id may be shared by the steps of one execution
-RUNS = {c.TAG_RUN_ID: c.GRAFANA_VAR_RUN_ID}
+PIPELINE = {c.TAG_PIPELINE: Var(c.GRAFANA_VAR_PIPELINE)}
+RUN = {
+    **PIPELINE,
+    c.TAG_STEP: Var(c.GRAFANA_VAR_STEP),
+}  # a run id may be shared by the steps of one execution
+RUNS = {c.TAG_RUN_ID: Var(c.GRAFANA_VAR_RUN_ID)}
+AGG = Choice("agg", ("last", "min", "max", "mean"))  # how list metrics are reduced
+LEVEL = Choice("level", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 layout = Layout()
 
 
-def per_attempt(stream: c.Stream, field: str, reducer: str, *by: str) -> Flux:
+def per_attempt(stream: c.Stream, field: str, reducer: str | Choice, *by: str) -> DashboardFlux:
     """The chosen runs of the chosen step, reduced per attempt (and ``by``), labelled ``run``."""
     return (
         select(stream, fields=[field], equal=RUN, among=RUNS)
         .group(c.TAG_RUN_ID, c.TAG_ATTEMPT, *by)
-        .then(reducer)
+        .call(reducer)
         .by_attempt()
     )
 
 
-def by_name(stream: c.Stream, reducer: str) -> Flux:
+def by_name(stream: c.Stream, reducer: str) -> DashboardFlux:
     """One column per metric or param name, one row per attempt."""
     return (
         per_attempt(stream, c.FIELD_VALUE, reducer, c.TAG_NAME)
         .keep(RUN_LABEL, c.TAG_NAME, "_value")
-        .then("group()")
+        .group()
         .pivot_by(c.TAG_NAME, (RUN_LABEL,))
     )
 
 
 status = (
-    per_attempt(c.RUN, c.FIELD_DURATION_MS, "last()")
+    per_attempt(c.RUN, c.FIELD_DURATION_MS, "last")
     .keep("_time", RUN_LABEL, c.TAG_STATUS, "_value")
     .rename({"_value": c.FIELD_DURATION_MS})
-    .then("group()")
+    .group()
     .sort("_time")
 )
 kubernetes = (
-    per_attempt(c.RUN_RECORD, c.FIELD_POD, "last()")
+    per_attempt(c.RUN_RECORD, c.FIELD_POD, "last")
     .keep(RUN_LABEL, c.TAG_REASON, "_value")
     .rename({"_value": c.FIELD_POD})
-    .then("group()")
+    .group()
 )
 list_metrics = (
-    per_attempt(c.LIST_METRIC, c.FIELD_VALUE, "${agg}()", c.TAG_NAME)
-    .then('map(fn: (r) => ({r with name: r.name + " (${agg})"}))', uses=[c.TAG_NAME])
+    per_attempt(c.LIST_METRIC, c.FIELD_VALUE, AGG, c.TAG_NAME)
+    .append_text(c.TAG_NAME, " (", AGG, ")")
     .keep(RUN_LABEL, c.TAG_NAME, "_value")
-    .then("group()")
+    .group()
     .pivot_by(c.TAG_NAME, (RUN_LABEL,))
 )
 # A pivot keeps only its row key and the group key, so these label their rows after it.
@@ -84,15 +89,15 @@ io = (
     select(c.IO, fields=[c.FIELD_VALUE, c.FIELD_SOURCE, c.FIELD_DESTINATION], equal=RUN, among=RUNS)
     .pivot_fields()
     .by_attempt()
-    .then("group()")
+    .group()
     .keep("_time", RUN_LABEL, c.TAG_DIRECTION, c.TAG_NAME, c.FIELD_VALUE, c.FIELD_SOURCE, c.FIELD_DESTINATION)
     .sort("_time")
 )
 log_lines = (
-    select(c.LOG, fields=[c.FIELD_MESSAGE, c.FIELD_LOGGER], equal=RUN, among={**RUNS, c.TAG_LEVEL: "level"})
+    select(c.LOG, fields=[c.FIELD_MESSAGE, c.FIELD_LOGGER], equal=RUN, among={**RUNS, c.TAG_LEVEL: LEVEL})
     .pivot_fields()
     .by_attempt()
-    .then("group()")
+    .group()
     .keep("_time", c.TAG_LEVEL, RUN_LABEL, c.FIELD_LOGGER, c.FIELD_MESSAGE)
     .sort("_time")
 )
@@ -103,8 +108,8 @@ panels = [
         "Runs compared",
         [
             FluxTarget(status, "A"),
-            FluxTarget(by_name(c.PARAM, "last()"), "B"),
-            FluxTarget(by_name(c.METRIC, "last()"), "C"),
+            FluxTarget(by_name(c.PARAM, "last"), "B"),
+            FluxTarget(by_name(c.METRIC, "last"), "C"),
             FluxTarget(list_metrics, "D"),
             FluxTarget(kubernetes, "E"),
         ],
@@ -148,17 +153,11 @@ dashboard = make_dashboard(
     "How did these runs do, side by side? Pick a pipeline, a step and one or more runs: every attempt shows.",
     panels,
     [
-        flux_variable("pipeline", "Pipeline", tag_values(c.RUN, c.TAG_PIPELINE), multi=False),
-        flux_variable("step", "Step", tag_values(c.RUN, c.TAG_STEP, PIPELINE), multi=False),
-        flux_variable("run_id", "Runs", tag_values(c.RUN, c.TAG_RUN_ID, RUN), multi=True),
-        custom_variable("agg", "List metrics reduced by", ["last", "min", "max", "mean"], default="last"),
-        custom_variable(
-            "level",
-            "Log levels",
-            ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-            default="INFO",
-            multi=True,
-        ),
+        flux_variable(c.GRAFANA_VAR_PIPELINE, "Pipeline", tag_values(c.RUN, c.TAG_PIPELINE), multi=False),
+        flux_variable(c.GRAFANA_VAR_STEP, "Step", tag_values(c.RUN, c.TAG_STEP, PIPELINE), multi=False),
+        flux_variable(c.GRAFANA_VAR_RUN_ID, "Runs", tag_values(c.RUN, c.TAG_RUN_ID, RUN), multi=True),
+        custom_variable(AGG, "List metrics reduced by", default="last"),
+        custom_variable(LEVEL, "Log levels", default="INFO", multi=True),
     ],
     time_from="now-7d",
 )

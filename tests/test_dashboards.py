@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from dashboards import generate
-from dashboards.flux import FLUX_COLUMNS, MADE_COLUMNS, RUN_LABEL, FluxError, select
+from dashboards.flux import FLUX_COLUMNS, MADE_COLUMNS, RUN_LABEL, FluxError, Var, select
 from pipeline_sdk import Client, LocalTransport, MLObsMiddleware
 from pipeline_sdk import contract as c
 from tests import kube_objects as k
@@ -270,7 +270,7 @@ def test_flux_check_can_fail() -> None:
 
 DEFAULT_ATTEMPT = f'if exists r.{c.TAG_ATTEMPT} then r.{c.TAG_ATTEMPT} else "{c.FIRST_ATTEMPT}"'
 ATTEMPT_COLUMNS = {c.TAG_ATTEMPT, RUN_LABEL}
-STEP_FILTER = f'r.{c.TAG_STEP} == "${{{c.GRAFANA_VAR_STEP}}}"'
+STEP_FILTER = Var(c.GRAFANA_VAR_STEP).matches(c.TAG_STEP)  # r.step =~ /^${step:regex}$/
 
 
 def attempt_problems(query: str) -> list[str]:
@@ -325,7 +325,9 @@ def test_the_run_view_shows_the_chosen_step_only() -> None:
 
 
 def test_the_attempt_check_can_fail() -> None:
-    logs = select(c.LOG, fields=[c.FIELD_MESSAGE], among={c.TAG_RUN_ID: c.GRAFANA_VAR_RUN_ID}).pivot_fields()
+    logs = select(
+        c.LOG, fields=[c.FIELD_MESSAGE], among={c.TAG_RUN_ID: Var(c.GRAFANA_VAR_RUN_ID)}
+    ).pivot_fields()
     merged = logs.then("group()").keep("_time", c.TAG_RUN_ID, c.FIELD_MESSAGE).text
     assert attempt_problems(merged) == ["keep by run_id without the attempt: ['_time', 'run_id', 'message']"]
     grouped = select(c.PARAM, fields=[c.FIELD_VALUE]).group(c.TAG_RUN_ID, c.TAG_NAME).text
@@ -342,7 +344,7 @@ def test_the_attempt_check_can_fail() -> None:
         'the run label is made before a missing attempt reads as "1"',
     ]
     no_step = panels(boards()["run_view"])[1]["targets"][0]["query"].replace(STEP_FILTER, "true")
-    assert step_problems(no_step) == ['no filter r.step == "${step}"']
+    assert step_problems(no_step) == ["no filter r.step =~ /^${step:regex}$/"]
 
 
 def test_a_column_a_query_makes_is_known_only_after_it_is_made() -> None:

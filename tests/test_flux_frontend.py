@@ -87,7 +87,11 @@ def invalid(queries: Mapping[str, str]) -> dict[str, list[str]]:
 
 VARIABLE = re.compile(r"\$(\w+)|\[\[(\w+?)(?::(\w+))?\]\]|\$\{(\w+)(?:\.([^:^\}]+))?(?::([^\}]+))?\}")
 ALL = "$__all"  # Grafana's value of a variable at All
-SAMPLES = ("{name}.a-1", "{name}_b")  # values of a query variable: data decides them, these need escaping
+# Values of a query variable: the data decides them, so every one is hostile to the query it lands in.
+# The first (what a single-valued variable is checked with) would end a string literal ("), start
+# Flux's interpolation (${), hold a backslash and end a regex literal (/); the others need regex escaping.
+HOSTILE = '{name} "x" or ${{r._value}} \\ /'
+SAMPLES = (HOSTILE, "{name}.a-1", "{name}_b")
 _REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|\[\]{}/]")
 
 

@@ -23,16 +23,10 @@ import pytest
 
 from pipeline_sdk import contract as c
 from pipeline_sdk.encoding import pack_entry
+from pipeline_sdk.flux import string as flux_string
 from pipeline_sdk.local_store import DB_NAME, LocalStore, Point
 from pipeline_sdk.read import BackendUnavailable, ReadClient, RunNotFound
-from pipeline_sdk.read.influx import (
-    NS_COLUMN,
-    InfluxBackend,
-    count_flux,
-    flux_string,
-    reduce_flux,
-    select_flux,
-)
+from pipeline_sdk.read.influx import NS_COLUMN, InfluxBackend, count_flux, reduce_flux, select_flux
 from pipeline_sdk.read.local import LocalBackend
 from pipeline_sdk.read.query import ABSENT_TAGS, Count, Reduce, Select
 

@@ -1,5 +1,8 @@
 """InfluxDB 2 as a read backend: Flux built from the contract, answers streamed by influxdb-client.
 
+The queries are written by :mod:`pipeline_sdk.flux`, the builder the dashboards use too:
+every value a caller gives (a run id, a step, a service) is an escaped string literal.
+
 Every query has the same shape, so what it asks is easy to check against the
 contract (``tests/test_read_influx.py`` does):
 
@@ -22,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .. import flux
+from ..flux import Flux
 from ..redact import redact, redact_secret, without_userinfo
 from .query import ABSENT_TAGS, BackendUnavailable, Count, Reduce, Row, Select
 
@@ -29,74 +34,43 @@ if TYPE_CHECKING:
     from influxdb_client.client.influxdb_client import InfluxDBClient
 
 NS_COLUMN = "_ns"  # the exact time of a row, in Unix nanoseconds (an integer column the query adds)
-_FLUX_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def flux_string(value: str) -> str:
-    """A Flux string literal of ``value``: quotes, backslashes, controls and ``${`` escaped."""
-    body = "".join(_FLUX_ESCAPES.get(ch, ch) for ch in value).replace("${", "\\${")
-    return f'"{body}"'
-
-
-def _flux_list(values: Iterable[str]) -> str:
-    return "[" + ", ".join(flux_string(v) for v in values) + "]"
-
-
-def _tag_filter(tag: str, values: tuple[str, ...], condition: str) -> str:
-    if tag in ABSENT_TAGS and ABSENT_TAGS[tag] in values:  # a point written before the tag existed
-        condition = f"not exists r.{tag} or {condition}"
-    return f"filter(fn: (r) => {condition})"
-
-
-def _filters(query: Select, bucket: str, fields: Iterable[str]) -> list[str]:
-    start = query.start_ns if query.start_ns is not None else 0
-    stop = f", stop: time(v: {int(query.stop_ns)})" if query.stop_ns is not None else ""
-    lines = [
-        f"from(bucket: {flux_string(bucket)})",
-        f"range(start: time(v: {int(start)}){stop})",
-        f"filter(fn: (r) => r._measurement == {flux_string(query.stream.measurement)})",
-    ]
-    lines += [
-        _tag_filter(tag, (value,), f"r.{tag} == {flux_string(value)}") for tag, value in query.equal.items()
-    ]
-    lines += [
-        _tag_filter(tag, values, f"contains(value: r.{tag}, set: {_flux_list(values)})")
-        for tag, values in query.among.items()
-    ]
-    lines.append("filter(fn: (r) => " + " or ".join(f"r._field == {flux_string(f)}" for f in fields) + ")")
-    return lines
+def _select(query: Select, bucket: str, fields: Iterable[str]) -> Flux:
+    return Flux.select(
+        query.stream,
+        fields=fields,
+        time_range=flux.range_ns(query.start_ns, query.stop_ns),
+        bucket=bucket,
+        equal=query.equal,
+        among=query.among,
+        absent=ABSENT_TAGS,
+    )
 
 
 def select_flux(query: Select, bucket: str) -> str:
     """The Flux of a :class:`Select`: one row per point, the fields as columns, ``_ns`` its exact time."""
-    lines = _filters(query, bucket, query.fields)
-    lines += [
-        'pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")',
-        f"map(fn: (r) => ({{r with {NS_COLUMN}: int(v: r._time)}}))",
-        "group()",
-    ]
-    desc = "true" if query.desc else "false"
-    order = [query.order_by, NS_COLUMN] if query.order_by else [NS_COLUMN]
-    lines.append(f"sort(columns: {_flux_list(order)}, desc: {desc})")
-    if query.limit is not None:
-        lines.append(f"limit(n: {int(query.limit)})")
-    return "\n  |> ".join(lines)
+    q = _select(query, bucket, query.fields).pivot_fields()
+    q = q.with_column(NS_COLUMN, "int(v: r._time)").group()
+    q = q.sort(*([query.order_by] if query.order_by else []), NS_COLUMN, desc=query.desc)
+    return (q.limit(query.limit) if query.limit is not None else q).text
 
 
 def reduce_flux(query: Reduce, bucket: str) -> str:
     """The Flux of a :class:`Reduce`: one row per group, its reduced ``_value``."""
-    lines = _filters(query.select, bucket, [query.value])
-    lines += [f"group(columns: {_flux_list(query.by)})", 'sort(columns: ["_time"])', f"{query.agg}()"]
-    lines.append(f"keep(columns: {_flux_list([*query.by, '_value'])})")
-    return "\n  |> ".join(lines)
+    q = _select(query.select, bucket, [query.value]).group(*query.by).sort("_time", desc=None)
+    return q.call(query.agg).keep(*query.by, "_value").text
 
 
 def count_flux(query: Count, bucket: str) -> str:
     """The Flux of a :class:`Count`: one row per group, its number of points in ``_value``."""
-    lines = _filters(query.select, bucket, [query.value])
-    lines += [f"group(columns: {_flux_list(query.by)})", "count()"]
-    lines.append(f"keep(columns: {_flux_list([*query.by, '_value'])})")
-    return "\n  |> ".join(lines)
+    return (
+        _select(query.select, bucket, [query.value])
+        .group(*query.by)
+        .call("count")
+        .keep(*query.by, "_value")
+        .text
+    )
 
 
 class InfluxBackend:
