@@ -27,14 +27,16 @@ from pathlib import Path
 import pytest
 
 from pipeline_sdk import Client, LocalTransport
+from pipeline_sdk import frames as frames_module
+from pipeline_sdk import segments as segments_module
 from pipeline_sdk import spool as spool_module
+from pipeline_sdk.ratelog import RateLimitedLog
 from pipeline_sdk.spool import (
     LOCK_NAME,
     SEGMENT_BYTES,
     Chunk,
     Frame,
     SpoolDir,
-    _Throttle,
     crc32_holding_gil,
     frame_bytes,
 )
@@ -132,10 +134,10 @@ def assert_annotations_resolve(module: types.ModuleType) -> int:
 
 
 def test_the_annotations_resolve_as_introspection_reads_them() -> None:
-    assert assert_annotations_resolve(spool_module) >= 30
+    assert sum(assert_annotations_resolve(m) for m in (spool_module, frames_module, segments_module)) >= 30
     assert typing.get_type_hints(SpoolDir.next_frame) == {"return": Frame | None}
     assert typing.get_type_hints(SpoolDir.append) == {"frames": list[list[bytes]], "return": int}
-    assert typing.get_type_hints(spool_module._read_ack) == {"path": Path, "return": int | None}
+    assert typing.get_type_hints(segments_module.read_ack) == {"path": Path, "return": int | None}
 
 
 # ---- the frame format ------------------------------------------------------------------------
@@ -414,7 +416,7 @@ def test_a_new_directory_locked_first_by_an_adopter_is_left_to_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another process adopting leftovers can lock a directory between its mkdir and its owner's lock."""
-    real_lock = spool_module._lock
+    real_lock = spool_module.lock_owner
     raced: list[SpoolDir] = []
     calls = 0
 
@@ -425,7 +427,7 @@ def test_a_new_directory_locked_first_by_an_adopter_is_left_to_it(
             raced.extend(SpoolDir.adopt_orphans(tmp_path, exclude="none"))
         return real_lock(path)
 
-    monkeypatch.setattr(spool_module, "_lock", racing_lock)
+    monkeypatch.setattr(spool_module, "lock_owner", racing_lock)
     spool = SpoolDir.create(tmp_path)  # not an error: it starts again under a new name
     [adopter] = raced
     assert adopter.name != spool.name
@@ -445,7 +447,7 @@ def test_a_new_directory_is_tried_under_ten_names_at_most(
         tries.append(path)
         return None
 
-    monkeypatch.setattr(spool_module, "_lock", always_taken)
+    monkeypatch.setattr(spool_module, "lock_owner", always_taken)
     with pytest.raises(BlockingIOError, match=f"every new spool directory in {tmp_path} was locked"):
         SpoolDir.create(tmp_path)
     assert len(tries) == len({p.parent for p in tries}) == 10
@@ -728,7 +730,8 @@ def test_a_leftover_directory_that_cannot_be_read_is_skipped_and_its_lock_closed
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = FakeClock()
-    monkeypatch.setattr(spool_module, "_throttle", _Throttle(clock))  # this test's own "adopt" warnings
+    spool_log = logging.getLogger("mlobs.spool")
+    monkeypatch.setattr(spool_module, "_throttle", RateLimitedLog(spool_log, clock=clock))  # its own warnings
     bad = leftover(tmp_path, 1)
     locked = leftover(tmp_path, 1)
     (locked / LOCK_NAME).unlink()
@@ -773,7 +776,7 @@ def test_which_leftover_directories_are_adopted_and_in_what_order(tmp_path: Path
 def test_an_unlistable_spool_root_is_logged_and_adopts_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_module, "_throttle", _Throttle())  # "adopt" warnings of other tests
+    monkeypatch.setattr(spool_module, "_throttle", RateLimitedLog(logging.getLogger("mlobs.spool")))  # fresh
     root = tmp_path / "a-file"
     root.write_text("not a directory")
     with caplog.at_level(logging.WARNING, "mlobs.spool"):
@@ -921,20 +924,20 @@ def test_bytes_that_appear_after_adoption_are_never_read(tmp_path: Path) -> None
     assert adopted.lost_bytes == 3
 
 
-# ---- warnings: one of a kind every WARN_EVERY seconds, counting the rest ------------------------
+# ---- warnings: one of a kind every 10 seconds, counting the rest ----------------------------------
 
 
 def test_the_throttle_logs_one_message_of_a_kind_every_interval(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
-    throttle = _Throttle(clock)
+    throttle = RateLimitedLog(logging.getLogger("mlobs.spool"), clock=clock)
     with caplog.at_level(logging.INFO, "mlobs.spool"):
         for now, kind in [(0.0, "a"), (5.0, "a"), (5.0, "b"), (9.999, "a"), (10.0, "a"), (19.0, "a")]:
             clock.now = now
-            throttle(kind, logging.WARNING, "%s at %s", kind, now)
+            throttle.log(kind, logging.WARNING, "%s at %s", kind, now)
         clock.now = 20.0
-        throttle("a", logging.INFO, "%s at %s", "a", 20.0)
+        throttle.log("a", logging.INFO, "%s at %s", "a", 20.0)
         clock.now = 40.0
-        throttle("a", logging.INFO, "%s at %s", "a", 40.0)
+        throttle.log("a", logging.INFO, "%s at %s", "a", 40.0)
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
         (logging.WARNING, "a at 0.0"),
         (logging.WARNING, "b at 5.0"),
