@@ -30,13 +30,13 @@ from typing import Any
 NOT_MODELLED = 97
 
 
-def fresh_world() -> dict[str, Any]:
-    """A laptop with Docker and the tools installed, and no cluster."""
+def fresh_world(kind: str, kubectl: str, helm: str) -> dict[str, Any]:
+    """A laptop with Docker and the tools installed at these versions (x.y.z), and no cluster."""
     return {
         "versions": {
-            "kind": "kind v0.30.0 go1.24.6 linux/amd64",
-            "kubectl": "Client Version: v1.34.1\nKustomize Version: v5.7.1",
-            "helm": "v3.19.0+g3d8990f",
+            "kind": f"kind v{kind} go1.24.6 linux/amd64",
+            "kubectl": f"Client Version: v{kubectl}\nKustomize Version: v5.7.1",
+            "helm": f"v{helm}+g3d8990f",
         },
         "docker": {"running": True, "mem_total": 8 * 2**30},
         "images": [],
@@ -397,7 +397,7 @@ def curl(world: dict[str, Any], args: list[str]) -> Answer:
     if container == 30300 and url.endswith("/api/health"):
         if not ready(world, "grafana"):
             return Answer(22, err="curl: (22) The requested URL returned error: 503\n")
-        return Answer(0, '{\n  "database": "ok",\n  "version": "13.2.0"\n}')
+        return Answer(0, '{\n  "commit": "0000000",\n  "database": "ok"\n}')
     return refused
 
 

@@ -132,7 +132,9 @@ class Laptop:
         for tool in ("docker", "kind", "helm", "kubectl", "curl"):
             self.standin(tool)
         self.world_path, self.log = tmp / "world.json", tmp / "calls.jsonl"
-        self.world = fresh_world()
+        pins = make_vars(self.repo, "KIND_MIN", "HELM_MIN")
+        major, minor = node_version()
+        self.world = fresh_world(pins["KIND_MIN"], f"{major}.{minor}.1", pins["HELM_MIN"])
         self.ports = {var: free_port() for var in PORT_VARS}
 
     def clone(self, tmp: Path) -> Laptop:
