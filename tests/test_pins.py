@@ -6,7 +6,8 @@ tests/js/package.json, constraints.txt), never written out here.  Then every fil
 is searched for each pinned version, also as ``v1.2.3`` and, for ``x.y.0``, as ``x.y``; a
 version found outside its home and the generated files listed below is a copy that can go
 stale, and the test names the file and the line.  The check is run on a planted copy, so it
-is shown to fail.
+is shown to fail.  The readers of versions.env (the Makefile, ensure-prometheus.sh) are checked
+here too.  (One concern, the pins, so one file a little over 400 lines.)
 """
 
 from __future__ import annotations
