@@ -9,23 +9,27 @@ from ._version import __version__
 from .client import Client
 from .config import SettingError, Settings
 from .contract import IODirection, RunStatus
+from .deprecated import module_getattr as _module_getattr
 from .logs import RunLogHandler
-from .model_api import MLObsMiddleware, ServiceRecorder
-from .recorder import RunRecorder
-from .run import Run, RunCancelled, current_run, new_run_id, run
-from .shipper import ShipperStats
+from .middleware import MLObsMiddleware
+from .naming import new_run_id
+from .outcome import RunCancelled
+from .recorder import ActiveRun
+from .run import RunContext, current_run, run
+from .service import ServiceRecorder
+from .stats import ShipperStats
 from .transports import FluentTransport, LocalTransport
 
 __all__ = [
+    "ActiveRun",
     "Client",
     "FluentTransport",
     "IODirection",
     "LocalTransport",
     "MLObsMiddleware",
-    "Run",
     "RunCancelled",
+    "RunContext",
     "RunLogHandler",
-    "RunRecorder",
     "RunStatus",
     "ServiceRecorder",
     "SettingError",
@@ -36,3 +40,6 @@ __all__ = [
     "new_run_id",
     "run",
 ]
+
+# The old names, for one release: each use warns (DeprecationWarning) and gives the new class.
+__getattr__ = _module_getattr(__name__, {"Run": "RunContext", "RunRecorder": "ActiveRun"}, globals())

@@ -15,10 +15,12 @@ from types import TracebackType
 from . import contract as c
 from .config import Settings
 from .files import usable_home
-from .model_api import ServiceRecorder
-from .recorder import EventWriter, RunRecorder
-from .shipper import Shipper, ShipperStats
+from .recorder import ActiveRun
+from .service import ServiceRecorder
+from .shipper import Shipper
+from .stats import ShipperStats
 from .transports import Transport, transport_from_settings
+from .writer import EventWriter
 
 
 class Client:
@@ -62,9 +64,12 @@ class Client:
         """Where events go, in words, e.g. "Fluentd at fluentd:24224"."""
         return self.transport.describe()
 
-    def recorder(self, pipeline: str, step: str, run_id: str, attempt: str = c.FIRST_ATTEMPT) -> RunRecorder:
-        """A recorder bound to one run identity: pipeline, step, run id and attempt (validated here)."""
-        return RunRecorder(self, pipeline, step, run_id, attempt)
+    def recorder(self, pipeline: str, step: str, run_id: str, attempt: str = c.FIRST_ATTEMPT) -> ActiveRun:
+        """A run bound to one run identity: pipeline, step, run id and attempt (validated here).
+
+        Unlike :func:`pipeline_sdk.run`, it records no start or end: it only records what you log.
+        """
+        return ActiveRun(self, pipeline, step, run_id, attempt)
 
     def service(
         self, name: str, *, salt: str | bytes | None = None, key: str | bytes | None = None
@@ -92,11 +97,14 @@ class Client:
         ``RuntimeError``: nothing can be queued that will never be sent.
         """
         for writer in list(self._writers):
-            writer._client_closed()
+            writer.host_closed()
         return self.shipper.close(timeout)
 
-    def _adopt_writer(self, writer: EventWriter) -> None:
-        """Remember a recorder (weakly), so that close() can make it refuse later events."""
+    def adopt_writer(self, writer: EventWriter) -> None:
+        """Remember a writer (weakly), so that :meth:`close` makes it refuse later events.
+
+        Every :class:`~pipeline_sdk.writer.EventWriter` made with this client calls it.
+        """
         self._writers.add(writer)
 
     def __enter__(self) -> Client:

@@ -25,6 +25,7 @@ from fluent.sender import EventTime
 from . import contract as c
 
 NS_PER_S = 1_000_000_000
+MAX_EVENT_TIME_NS = 2**32 * NS_PER_S - 1  # EventTime holds seconds as a uint32: up to early 2106
 ENTRY_HEAD = b"\x92\xd7\x00"  # fixarray(2), fixext8 of ext type 0 (EventTime)
 _FLOAT64 = b"\xcb"
 _INT64 = b"\xd3"

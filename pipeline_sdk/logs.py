@@ -41,7 +41,7 @@ capturing run's context is taken for one the run asked for (recorded, not shown)
 
 A record is never lost for what it holds: a message that cannot be formatted is stored as a
 description of the call, text that is not valid Unicode with backslash escapes, an extra that
-cannot be encoded as a marker (see :func:`~pipeline_sdk.recorder.encode_extra`), and a level
+cannot be encoded as a marker (see :func:`~pipeline_sdk.extra.encode_extra`), and a level
 name that cannot be a tag as ``Level <number>``.  Should recording fail all the same, the
 record is counted in ``Client.stats().dropped_log_records`` and a warning says why (at most
 one every 10 seconds): logging never raises into the code that logs.
@@ -57,7 +57,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .recorder import CURRENT_RUN, MAX_LEVEL_LENGTH, RunRecorder
+from .extra import MAX_LEVEL_LENGTH
+from .recorder import CURRENT_RUN, ActiveRun
 from .validation import check_tag_value, describe_error, short_repr
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
@@ -78,7 +79,7 @@ class RunLogHandler(logging.Handler):
     """Sends the records of the logger it is attached to into one run; it never raises into the code
     that logs.  (``run()`` does not need it: it captures its context's records by itself.)"""
 
-    def __init__(self, recorder: RunRecorder, level: int = logging.NOTSET) -> None:
+    def __init__(self, recorder: ActiveRun, level: int = logging.NOTSET) -> None:
         super().__init__(level)
         self.recorder = recorder
         self.lost_records = 0  # records that could not be recorded (each one reported by handleError)
@@ -95,7 +96,7 @@ class RunLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def record_into(recorder: RunRecorder, record: logging.LogRecord) -> None:
+def record_into(recorder: ActiveRun, record: logging.LogRecord) -> None:
     """Record ``record`` into ``recorder``'s run; the record itself is left as it was."""
     recorder.log_record(_level(record), _message(record), record.name, _extra(record))
 
@@ -146,7 +147,7 @@ class _Capturing:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.levels: dict[RunRecorder, int] = {}  # each run, and the lowest level it captures
+        self.levels: dict[ActiveRun, int] = {}  # each run, and the lowest level it captures
         self.lowest = _NO_LEVEL  # the lowest of those levels: below it, no run wants a record
 
     def changed(self) -> None:
@@ -157,7 +158,7 @@ _NO_LEVEL = logging.CRITICAL + 1
 _capturing = _Capturing()
 
 
-def capture(recorder: RunRecorder, level: int) -> None:
+def capture(recorder: ActiveRun, level: int) -> None:
     """Capture the records at ``level`` and above logged while ``recorder`` is the current run."""
     with _capturing.lock:
         _capturing.levels[recorder] = level
@@ -166,7 +167,7 @@ def capture(recorder: RunRecorder, level: int) -> None:
             hook.install()
 
 
-def release(recorder: RunRecorder) -> None:
+def release(recorder: ActiveRun) -> None:
     """Stop capturing for ``recorder``; the last run to stop puts ``logging.Logger`` back."""
     with _capturing.lock:
         _capturing.levels.pop(recorder, None)
@@ -237,7 +238,7 @@ def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
             _capture(recorder, record)
 
 
-def _capture(recorder: RunRecorder, record: logging.LogRecord) -> None:
+def _capture(recorder: ActiveRun, record: logging.LogRecord) -> None:
     try:
         record_into(recorder, record)
     except Exception as exc:  # noqa: BLE001 - never into the code that logs: counted and said

@@ -1,12 +1,12 @@
 """The calls a pipeline step makes: params, metrics, inputs/outputs, log records.
 
-A :class:`RunRecorder` is bound to one run identity and one client.  Every call
-validates its arguments (a bad one raises here, naming it; but see ``on_invalid``
-below), converts the values people have (numpy, pandas, nested configs: see
-:mod:`pipeline_sdk.values`), encodes the event into its Forward-protocol entry and
-appends it to the client's queue of that stream.  It never waits on I/O.  That
-hand-off (:class:`EventWriter`) is shared with the model API's
-:class:`~pipeline_sdk.model_api.ServiceRecorder`.
+An :class:`ActiveRun` is what ``with pipeline_sdk.run(...) as run:`` gives you and what
+:func:`~pipeline_sdk.run.current_run` returns: one run identity, bound to one client.
+Every call validates its arguments (a bad one raises here, naming it; but see
+``on_invalid``, :mod:`pipeline_sdk.invalid`), converts the values people have (numpy,
+pandas, nested configs: see :mod:`pipeline_sdk.values`), encodes the event into its
+Forward-protocol entry and appends it to the client's queue of that stream
+(:class:`~pipeline_sdk.writer.EventWriter`).  It never waits on I/O.
 
 ``log_metric`` is called hundreds of thousands of times a run, so its common
 case (a float or int value, a name seen before) is kept to a handful of
@@ -16,29 +16,29 @@ operations; everything unusual falls back to the validators.
 raises": the log handler and the run's exit call them on paths that must not
 raise, so their text is stored with :func:`~pipeline_sdk.validation.safe_text`
 (lone surrogates as backslash escapes, long text cut with a marker), and a log
-record's ``extra`` that cannot be JSON-encoded loses only the extra.
+record's ``extra`` that cannot be JSON-encoded loses only the extra
+(:func:`~pipeline_sdk.extra.encode_extra`).  Once the run has ended, every call raises.
 
-Each call also applies the run's policy for invalid arguments (``on_invalid``: raise, or
-drop and count) and refuses to record once the run has ended.  (One concern, the calls of a
-run and what each accepts, so one module a little over 400 lines.)
+``RunRecorder`` is the old name of :class:`ActiveRun`, kept for one release (deprecated).
 """
 
 from __future__ import annotations
 
 import contextvars
-import json
-import time
+import logging
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import config
 from . import contract as c
-from .encoding import ENTRY_HEAD, NS_PER_S, MetricEncoder, pack_entry
-from .shipper import _RateLimitedWarning
+from .deprecated import module_getattr
+from .encoding import ENTRY_HEAD, NS_PER_S, MetricEncoder
+from .extra import MAX_LEVEL_LENGTH, MAX_LOGGER_LENGTH, encode_extra
+from .invalid import InvalidCalls, check_on_invalid
+from .ratelog import RateLimitedLog
 from .validation import (
     INT64_MAX,
-    MAX_TEXT_LENGTH,
     check_attempt,
     check_identity,
     check_index,
@@ -46,111 +46,35 @@ from .validation import (
     check_number,
     check_tag_value,
     check_text,
-    describe,
     describe_error,
-    escape_surrogates,
     escape_text,
-    json_dumps,
     param_value,
     safe_text,
-    short_repr,
-    truncate_text,
 )
-from .values import as_mapping, each_valid, flatten_params, json_text, nested_config, param_scalar
+from .values import (
+    as_mapping,
+    checked_params,
+    each_valid,
+    flatten_params,
+    json_text,
+    nested_config,
+    param_scalar,
+)
+from .writer import EventWriter, _time_ns
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: client.py imports this module
     from .client import Client
 
-_time_ns = time.time_ns
 _MAX_LOCATION = 2048
+log = logging.getLogger("mlobs")
 
 
-# Keys of the JSON object stored as a log record's extra when the extra itself could not be.
-EXTRA_ERROR_KEY = c.EXTRA_ERROR_KEY
-EXTRA_TRUNCATED_KEY = c.EXTRA_TRUNCATED_KEY
-MAX_LEVEL_LENGTH = 32  # a log record's level name (a tag)
-MAX_LOGGER_LENGTH = 256  # a log record's logger name
-_MAX_EXTRA_ERROR = 1024  # characters of the reason stored under EXTRA_ERROR_KEY
+class ActiveRun(EventWriter):
+    """One run while it is active: what ``with run(...) as run:`` gives and ``current_run()`` returns.
 
-
-def encode_extra(extra: Mapping[Any, Any]) -> str:
-    """A log record's ``extra`` as a JSON object of at most MAX_TEXT_LENGTH characters; never raises.
-
-    Values JSON has no form for are stored as their ``repr()``, and lone surrogates as JSON
-    escapes (so they read back as they were).  An extra that still cannot be encoded (circular,
-    nested too deep, a ``repr()`` that raises) becomes ``{EXTRA_ERROR_KEY: "<why>"}``; one whose
-    JSON text is too long becomes ``{EXTRA_TRUNCATED_KEY: "<that text, cut with the marker>"}``.
-    """
-    try:
-        # NaN and infinity stay as Python's json writes and reads them (a NaN loss is worth a log line).
-        text = escape_surrogates(json_dumps(extra, default=repr, allow_nan=True))
-    except Exception as exc:  # noqa: BLE001 - only the extra is lost, and the reason is stored instead
-        return json.dumps(
-            {EXTRA_ERROR_KEY: safe_text(describe_error(exc), _MAX_EXTRA_ERROR)}, ensure_ascii=False
-        )
-    if len(text) <= MAX_TEXT_LENGTH:
-        return text
-    budget = MAX_TEXT_LENGTH
-    for _ in range(8):  # JSON-encoding the cut text escapes its quotes: shrink the cut until it fits
-        capped = json.dumps({EXTRA_TRUNCATED_KEY: truncate_text(text, budget)}, ensure_ascii=False)
-        over = len(capped) - MAX_TEXT_LENGTH
-        if over <= 0:
-            return capped
-        budget -= over
-    reason = f"{len(text)} characters once JSON-encoded, more than {MAX_TEXT_LENGTH}"
-    return json.dumps({EXTRA_ERROR_KEY: reason})
-
-
-class EventWriter:
-    """The hand-off every recorder shares: it appends encoded entries to the client's queues.
-
-    Event times are unique and increasing per writer (a clash moves an event on by 1 ns),
-    so no two of its events are one InfluxDB point.  A queue past its soft limit first
-    lends the spooler the GIL (``relieve``); at its bound the event is dropped and counted.
-    """
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        shipper = client.shipper
-        self._queues = shipper.queues
-        self._soft_limit = shipper.soft_limit
-        self._relieve = shipper.relieve
-        self._last_ns = 0
-        client._adopt_writer(self)
-
-    def _client_closed(self) -> None:
-        """The client is closing: refuse every later event (the same free check as an ended run)."""
-        self._soft_limit = 0
-        self._relieve = self._refuse_closed
-
-    def _refuse_closed(self, queue: deque[bytes]) -> bool:
-        raise RuntimeError(
-            f"{self!r} writes through a client that was closed ({self.client.describe()}): "
-            "record before closing it, or make a new pipeline_sdk.Client()"
-        )
-
-    def _emit(
-        self, tag: str, record: Mapping[str, Any], time_ns: int | None = None, *, exact: bool = False
-    ) -> bool:
-        """Queue one event; False when it was dropped at the queue's bound (counted there).
-
-        ``exact`` keeps ``time_ns`` as given, for events whose time is a fact of their own
-        (a run record's end) and that must write the same point when sent twice.
-        """
-        t = _time_ns() if time_ns is None else time_ns
-        if not exact:
-            if t <= self._last_ns:
-                t = self._last_ns + 1
-            self._last_ns = t
-        queue = self._queues[tag]
-        if len(queue) >= self._soft_limit and not self._relieve(queue):
-            return False
-        queue.append(pack_entry(t, record))
-        return True
-
-
-class RunRecorder(EventWriter):
-    """Records the events of one run through a :class:`~pipeline_sdk.client.Client`.
+    It records the events of one run identity through a :class:`~pipeline_sdk.client.Client`
+    (``client``); :meth:`Client.recorder <pipeline_sdk.client.Client.recorder>` makes one
+    bound to a client of your own.
 
     ``on_invalid`` says what a call with an invalid argument does: ``"raise"`` (the default,
     from ``MLOBS_ON_INVALID``) raises at the call; ``"drop"`` records nothing of that call (of a
@@ -175,22 +99,21 @@ class RunRecorder(EventWriter):
         self.attempt = check_attempt("attempt", attempt)
         mode = config.ON_INVALID.get() if on_invalid is None else check_on_invalid("on_invalid", on_invalid)
         super().__init__(client)
+        self.client = client  # the client its events go through
         self._identity = {
             c.TAG_RUN_ID: run_id,
             c.TAG_PIPELINE: pipeline,
             c.TAG_STEP: step,
             c.TAG_ATTEMPT: attempt,
         }
-        shipper = client.shipper
-        self._metric_queue = shipper.queues[c.METRIC.tag]
-        self._list_metric_queue = shipper.queues[c.LIST_METRIC.tag]
+        self._metric_queue = self._queues[c.METRIC.tag]
+        self._list_metric_queue = self._queues[c.LIST_METRIC.tag]
         self._simple: dict[str, MetricEncoder] = {}
         self._series: dict[str, MetricEncoder] = {}
         self._who = f"{pipeline}/{step} run_id={run_id} attempt={attempt}"
-        self._raise_invalid = mode == "raise"
-        self._dropped = 0
-        self._warn_invalid = _RateLimitedWarning()
-        self._warn_lost = _RateLimitedWarning()
+        self._invalid = InvalidCalls(mode, self._who, self._shipper.count_invalid)
+        self._raise_invalid = self._invalid.raises
+        self._warn_lost = RateLimitedLog(log)
         self._ended = False
 
     def __repr__(self) -> str:
@@ -210,12 +133,12 @@ class RunRecorder(EventWriter):
         self._soft_limit = 0
         self._relieve = self._refuse_ended
 
-    def _client_closed(self) -> None:
+    def host_closed(self) -> None:
         if not self._ended:  # an ended run keeps saying that it ended
-            super()._client_closed()
+            super().host_closed()
 
     def _refuse_ended(self, queue: deque[bytes]) -> bool:
-        tag = next((t for t, q in self.client.shipper.queues.items() if q is queue), "")
+        tag = next((t for t, q in self._queues.items() if q is queue), "")
         raise self._ended_error(_CALL_OF_TAG.get(tag, "a recording call"))
 
     def _ended_error(self, call: str) -> RuntimeError:
@@ -228,35 +151,22 @@ class RunRecorder(EventWriter):
         if self._ended:
             raise self._ended_error(call)
 
-    def _drop(self, call: str, name: object, exc: Exception) -> None:
-        """on_invalid="drop": count the refused call and say why (rate-limited)."""
-        self.client.shipper.count_invalid()
-        self._dropped += 1
-        shown = f"{call}({'' if name is None else short_repr(name)})"
-        self._warn_invalid(
-            "mlobs: run %s: %s dropped (on_invalid='drop'): %s (%d dropped so far)",
-            self._who,
-            shown,
-            describe(exc),
-            self._dropped,
-        )
+    def _invalid_call(self, call: str, name: object, exc: Exception) -> None:
+        """A call's argument is invalid: raise it (on_invalid="raise"), or drop the call and count it."""
+        if self._raise_invalid:
+            raise exc
+        self._invalid.drop(call, name, exc)
 
     def _lost_record(self, logger: str, exc: Exception) -> None:
         """A log record captured for this run could not be recorded: count it and say why (rate-limited)."""
-        self.client.shipper.count_lost_log_record()
-        self._warn_lost(
+        self._shipper.count_lost_log_record()
+        self._warn_lost.warning(
+            "lost",
             "mlobs: run %s: a log record of logger %r was not recorded: %s",
             self._who,
             logger,
             describe_error(exc),
         )
-
-    def _refused(self, call: str, refused: list[tuple[Any, Exception]]) -> None:
-        """Entries of a batch that were refused: raise the first, or drop each."""
-        if refused and self._raise_invalid:
-            raise refused[0][1]
-        for name, exc in refused:
-            self._drop(call, name, exc)
 
     # ---- metrics: the hot path -----------------------------------------------------------
 
@@ -281,9 +191,7 @@ class RunRecorder(EventWriter):
                 value = check_number("value", value)
         except (TypeError, ValueError) as exc:
             self._check_open("log_metric")
-            if self._raise_invalid:
-                raise
-            self._drop("log_metric", name, exc)
+            self._invalid_call("log_metric", name, exc)
             return
         t = _time_ns()
         if t <= self._last_ns:  # unique, increasing event times: no two points collide
@@ -317,9 +225,7 @@ class RunRecorder(EventWriter):
             if step is not None:
                 step = check_index("step", step)
         except (TypeError, ValueError) as exc:
-            if self._raise_invalid:
-                raise
-            self._drop("log_metrics", None, exc)
+            self._invalid_call("log_metrics", None, exc)
             return
         checked, refused = each_valid(
             [(name, f"metrics[{name!r}]", value) for name, value in items.items()],
@@ -328,7 +234,7 @@ class RunRecorder(EventWriter):
                 check_number(where, value),
             ),
         )
-        self._refused("log_metrics", refused)
+        self._invalid.refused("log_metrics", refused)
         for name, number in checked:
             self.log_metric(name, number, step)
 
@@ -348,13 +254,11 @@ class RunRecorder(EventWriter):
                 params = [(name, *param_value("value", param_scalar("value", value)))]
                 refused: list[tuple[Any, Exception]] = []
             else:
-                params, refused = self._checked_params(flatten_params("value", value, prefix=name))
+                params, refused = checked_params(flatten_params("value", value, prefix=name))
         except (TypeError, ValueError) as exc:
-            if self._raise_invalid:
-                raise
-            self._drop("log_param", name, exc)
+            self._invalid_call("log_param", name, exc)
             return
-        self._refused("log_param", refused)
+        self._invalid.refused("log_param", refused)
         for param in params:
             self._param(*param)
 
@@ -368,27 +272,13 @@ class RunRecorder(EventWriter):
         """
         self._check_open("log_params")
         try:
-            checked, refused = self._checked_params(flatten_params("params", params))
+            checked, refused = checked_params(flatten_params("params", params))
         except (TypeError, ValueError) as exc:
-            if self._raise_invalid:
-                raise
-            self._drop("log_params", None, exc)
+            self._invalid_call("log_params", None, exc)
             return
-        self._refused("log_params", refused)
+        self._invalid.refused("log_params", refused)
         for param in checked:
             self._param(*param)
-
-    @staticmethod
-    def _checked_params(
-        leaves: list[tuple[str, str, object]],
-    ) -> tuple[list[tuple[str, str, float | None]], list[tuple[Any, Exception]]]:
-        return each_valid(
-            leaves,
-            lambda name, where, value: (
-                check_name(f"params key {name!r}", name),
-                *param_value(where, param_scalar(where, value)),
-            ),
-        )
 
     def _param(self, name: str, text: str, number: float | None) -> None:
         record: dict[str, Any] = {**self._identity, c.TAG_NAME: name, c.FIELD_VALUE: escape_text(text)}
@@ -405,15 +295,7 @@ class RunRecorder(EventWriter):
         naming ``value``, a type JSON cannot hold a ``TypeError``.  numpy scalars and arrays,
         pandas objects and timestamps are converted first (see :mod:`pipeline_sdk.values`).
         """
-        self._io(
-            "log_input",
-            c.IODirection.INPUT,
-            name,
-            value,
-            location_field=c.FIELD_SOURCE,
-            location_arg="source",
-            location=source,
-        )
+        self._io("log_input", c.IODirection.INPUT, name, value, (c.FIELD_SOURCE, "source", source))
 
     def log_output(self, name: str, value: Any, destination: str | None = None) -> None:
         """Record an output of the step: any JSON-serialisable value, and where it went.
@@ -421,26 +303,14 @@ class RunRecorder(EventWriter):
         ``value`` is checked as in :meth:`log_input`.
         """
         self._io(
-            "log_output",
-            c.IODirection.OUTPUT,
-            name,
-            value,
-            location_field=c.FIELD_DESTINATION,
-            location_arg="destination",
-            location=destination,
+            "log_output", c.IODirection.OUTPUT, name, value, (c.FIELD_DESTINATION, "destination", destination)
         )
 
     def _io(
-        self,
-        call: str,
-        direction: c.IODirection,
-        name: str,
-        value: Any,
-        *,
-        location_field: str,
-        location_arg: str,
-        location: str | None,
+        self, call: str, direction: c.IODirection, name: str, value: Any, where: tuple[str, str, str | None]
     ) -> None:
+        """An input or output; ``where`` is its location's (field, argument, value)."""
+        location_field, location_arg, location = where
         self._check_open(call)
         try:
             check_name("name", name)
@@ -453,9 +323,7 @@ class RunRecorder(EventWriter):
             if location is not None:
                 record[location_field] = escape_text(check_text(location_arg, location, _MAX_LOCATION))
         except (TypeError, ValueError) as exc:
-            if self._raise_invalid:
-                raise
-            self._drop(call, name, exc)
+            self._invalid_call(call, name, exc)
             return
         self._emit(c.IO.tag, record)
 
@@ -479,9 +347,7 @@ class RunRecorder(EventWriter):
         try:
             tag = check_tag_value("level", level, MAX_LEVEL_LENGTH)
         except (TypeError, ValueError) as exc:
-            if self._raise_invalid:
-                raise
-            self._drop("log_record", level, exc)
+            self._invalid_call("log_record", level, exc)
             return
         record: dict[str, Any] = {
             **self._identity,
@@ -523,17 +389,9 @@ _CALL_OF_TAG = {
 }
 
 
-def check_on_invalid(arg: str, value: object) -> str:
-    """``"raise"`` or ``"drop"`` (any case): what a recording call with an invalid argument does."""
-    if not isinstance(value, str):
-        raise TypeError(f"{arg} must be 'raise' or 'drop', got {type(value).__name__} {short_repr(value)}")
-    try:
-        return config.on_invalid(value)
-    except ValueError as exc:
-        raise ValueError(f"{arg}={short_repr(value)} is invalid: {exc}") from None
-
-
 # The run of the current thread or task (see pipeline_sdk.run.current_run): run() sets it.
-CURRENT_RUN: contextvars.ContextVar[RunRecorder | None] = contextvars.ContextVar(
+CURRENT_RUN: contextvars.ContextVar[ActiveRun | None] = contextvars.ContextVar(
     "mlobs_current_run", default=None
 )
+
+__getattr__ = module_getattr(__name__, {"RunRecorder": "ActiveRun"}, globals())  # deprecated names

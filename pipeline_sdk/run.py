@@ -1,37 +1,26 @@
 """The run context: ``with pipeline_sdk.run(...) as run:`` and ``@pipeline_sdk.run(...)``.
 
-It resolves the run identity (arguments, else the ``MLOBS_*`` variables the chart
-injects, else generated), records ``started``, then exactly one of
-``succeeded``, ``failed`` (with the exception type and message) or
-``cancelled`` (SIGTERM or Ctrl-C), each with the run's duration.  On the way
-out it flushes with a bounded timeout.
+:func:`run` returns a :class:`RunContext`; entering it gives the :class:`~pipeline_sdk.recorder.ActiveRun`
+you record into, which :func:`current_run` also returns while it is active.
 
-A failed run's end also keeps its traceback: the innermost 30 frames, at most
-8 KiB (:data:`TRACEBACK_FRAMES`, :data:`TRACEBACK_CHARS`); longer text keeps its
-end, after a marker that says how much was cut.
+Entering resolves the run identity (arguments, else the ``MLOBS_*`` variables the chart
+injects, else generated: :mod:`pipeline_sdk.naming`), records ``started``, then on the way
+out exactly one of ``succeeded``, ``failed`` (with the exception and its traceback) or
+``cancelled`` (SIGTERM or Ctrl-C), each with the run's duration (:mod:`pipeline_sdk.outcome`),
+and flushes with a bounded timeout.  Once the run has ended, its ``ActiveRun`` refuses every
+call with a ``RuntimeError`` that names the run: an event logged after the end could never be
+delivered by the client the run closed, so none is queued.
 
-Once the run has ended, its recorder refuses every call with a ``RuntimeError``
-that names the run: an event logged after the end could never be delivered by
-the client the run closed, so none is queued.
+During the run, its context's log records are captured (see :mod:`pipeline_sdk.logs`), and
+``on_invalid`` says what a call with an invalid argument does (see :mod:`pipeline_sdk.invalid`).
 
-During the run, its context's log records are captured (see
-:mod:`pipeline_sdk.logs`), and ``on_invalid`` says what a call with an invalid
-argument does (see :class:`~pipeline_sdk.recorder.RunRecorder`).
+The exit cannot fail the caller: every cleanup step (stop capturing logs, record the end,
+refuse later calls, restore the SIGTERM handler, clear ``current_run()``, close or flush the
+client) runs even when another one raised; a step that raises is logged as a warning on the
+``mlobs`` logger.  The caller's own exception propagates unchanged.
 
-The exit cannot fail the caller: the exception's type and message are stored
-with :func:`~pipeline_sdk.validation.safe_text` (lone surrogates as backslash
-escapes, a ``str()`` that raises described instead), and every cleanup step
-(stop capturing logs, record the end, refuse later calls, restore the SIGTERM
-handler, clear ``current_run()``, close or flush the client) runs even when
-another one raised; a step that raises is logged as a warning on the ``mlobs``
-logger.  The caller's own exception propagates unchanged.
-
-The default pipeline name is the script's name; in a notebook's kernel, the
-notebook's (from VS Code's ``__vsc_ipynb_file__`` or ipykernel's ``__session__``
-global, else Jupyter's ``JPY_SESSION_NAME``), else ``notebook``.
-
-(One concern, a run's start and end and what they record, so one module a little over
-400 lines.)
+``Run`` is the old name of :class:`RunContext`, and ``RunRecorder`` of ``ActiveRun``: both are
+kept for one release (deprecated).
 """
 
 from __future__ import annotations
@@ -40,14 +29,10 @@ import contextvars
 import functools
 import logging
 import os
-import re
-import secrets
 import signal
 import socket
-import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
@@ -57,36 +42,30 @@ from . import contract as c
 from ._version import __version__
 from .attempts import next_attempt
 from .client import Client
-from .recorder import CURRENT_RUN, RunRecorder, check_on_invalid
-from .validation import (
-    check_identity,
-    check_name,
-    describe,
-    describe_error,
-    param_value,
-    safe_text,
-    short_repr,
-)
-from .values import flatten_params, param_scalar
+from .deprecated import module_getattr
+from .invalid import check_on_invalid
+from .naming import default_pipeline, new_run_id, pick
+from .outcome import TRACEBACK_CHARS, TRACEBACK_FRAMES, RunCancelled, run_outcome
+from .recorder import CURRENT_RUN, ActiveRun
+from .validation import check_identity, describe_error, short_repr
+from .values import checked_params, flatten_params
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("mlobs")
 
 _current = CURRENT_RUN
-TRACEBACK_FRAMES = 30  # a failed run keeps the innermost frames of its traceback
-TRACEBACK_CHARS = 8192  # and at most this many characters of it (its end)
-_KERNEL_LAUNCHERS = frozenset({"ipykernel_launcher", "colab_kernel_launcher"})  # argv[0] in a notebook
+__all__ = [
+    "TRACEBACK_CHARS",
+    "TRACEBACK_FRAMES",
+    "RunCancelled",
+    "RunContext",
+    "current_run",
+    "new_run_id",
+    "run",
+]
 
 
-class RunCancelled(SystemExit):
-    """Raised in the main thread when SIGTERM arrives during a run.
-
-    It is a ``SystemExit`` with code 128 + signal number, so the process ends with
-    the conventional status once the run has recorded ``cancelled`` and flushed.
-    """
-
-
-def current_run() -> RunRecorder | None:
+def current_run() -> ActiveRun | None:
     """The innermost active run of this thread or task, if any.
 
     A new thread starts without one; a thread running in a copy of a run's context
@@ -94,43 +73,6 @@ def current_run() -> RunRecorder | None:
     """
     rec = _current.get()
     return rec if rec is not None and not rec.ended else None
-
-
-def new_run_id() -> str:
-    """A sortable, readable run id that is also a valid Kubernetes label value."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
-
-
-def _default_pipeline() -> str:
-    """The script's name; in a notebook's kernel the notebook's name; else ``notebook``."""
-    argv0 = sys.argv[0] if sys.argv else ""
-    if not argv0 or _stem(argv0) in _KERNEL_LAUNCHERS:
-        return _name_of(_notebook_path()) or "notebook"
-    return _name_of(argv0) or "notebook"
-
-
-def _stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
-
-
-def _notebook_path() -> str:
-    """The notebook a kernel runs, as VS Code, ipykernel or Jupyter name it; "" when none does."""
-    main = sys.modules.get("__main__")
-    user_ns = vars(main) if main is not None else {}
-    for path in (
-        user_ns.get(c.VSCODE_NOTEBOOK_GLOBAL),
-        user_ns.get(c.JUPYTER_SESSION_GLOBAL),
-        os.environ.get(c.JUPYTER_SESSION_VAR),
-    ):
-        if isinstance(path, str) and path.strip():
-            return path
-    return ""
-
-
-def _name_of(path: str) -> str:
-    """A file's stem as a pipeline name (a Kubernetes label value); "" if nothing of it is usable."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", _stem(path)).strip("-_.")
-    return stem[:63].strip("-_.")
 
 
 def _capture_level(value: object) -> int:
@@ -149,53 +91,16 @@ def _capture_level(value: object) -> int:
         raise ValueError(f"log_level={value!r} is invalid: {exc}") from None
 
 
-def _traceback_text(exc: BaseException) -> str:
-    """The innermost TRACEBACK_FRAMES frames, at most TRACEBACK_CHARS characters (the end); never raises."""
-    try:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-TRACEBACK_FRAMES))
-    except Exception as error:  # noqa: BLE001 - the run's end is recorded all the same
-        return f"<traceback not formatted: {describe_error(error)}>"
-    if len(text) <= TRACEBACK_CHARS:
-        return text
-    cut = len(text) - TRACEBACK_CHARS
-    while True:  # the marker's length depends on the digits of the count it shows
-        marker = f"[{cut} characters cut by mlobs]..."
-        kept = TRACEBACK_CHARS - len(marker)
-        if len(text) - kept == cut:
-            return marker + text[cut:]
-        cut = len(text) - kept
-
-
-def _type_name(exc_type: type[BaseException]) -> str:
-    """``KeyError`` for a builtin, else ``module.QualName``; never raises."""
-    qualname = describe(getattr(exc_type, "__qualname__", None) or getattr(exc_type, "__name__", "?"))
-    module = getattr(exc_type, "__module__", None)
-    return qualname if module in (None, "builtins") else f"{describe(module)}.{qualname}"
-
-
-def _succeeded(exc: BaseException | None) -> bool:
-    if exc is None:
-        return True
-    if isinstance(exc, SystemExit) and not isinstance(exc, RunCancelled):
-        code = exc.code
-        return code is None or (isinstance(code, int) and code == 0)
-    return False
-
-
 _Step = tuple[str, Callable[[], None]]
 
 
-def _pick(arg: str, given: str | None, env: config.EnvVar[str], default: Callable[[], str]) -> str:
-    if given is not None:
-        return check_identity(arg, given)
-    from_env = env.get()
-    if from_env is not None:
-        return check_identity(f"{arg} (from {env.name})", from_env)
-    return default()
+class RunContext:
+    """A run of one pipeline step before and after it is active, as :func:`run` returns it.
 
-
-class Run:
-    """A run of one pipeline step; see :func:`run`."""
+    ``with`` it to get the :class:`~pipeline_sdk.recorder.ActiveRun` (one run per ``with``), or
+    decorate a function with it (one run per call).  Once the run has ended, ``status`` and
+    ``duration_ms`` say how it ended.
+    """
 
     def __init__(
         self,
@@ -215,9 +120,9 @@ class Run:
             if value is not None:
                 check_identity(arg, value)
         if params is not None:  # always checked (raised): nothing is lost at the start of a run
-            for name, where, leaf in flatten_params("params", params):
-                check_name(f"params key {name!r}", name)
-                param_value(where, param_scalar(where, leaf))
+            refused = checked_params(flatten_params("params", params))[1]
+            if refused:
+                raise refused[0][1]
         self._args = (pipeline, step, run_id, params)
         self._client = client
         self._capture_logs = capture_logs
@@ -227,34 +132,34 @@ class Run:
             config.ON_INVALID.get() if on_invalid is None else check_on_invalid("on_invalid", on_invalid)
         )
         self._flush_timeout = flush_timeout
-        self.recorder: RunRecorder | None = None
+        self.recorder: ActiveRun | None = None
         self.status: c.RunStatus | None = None  # set when the run ends
         self.duration_ms: float | None = None
         # What __enter__ set up, so that cleanup undoes exactly that.
         self._owned = False
-        self._token: contextvars.Token[RunRecorder | None] | None = None
+        self._token: contextvars.Token[ActiveRun | None] | None = None
         self._sigterm_installed = False
         self._previous_handler: Any = None
-        self._capturing: RunRecorder | None = None
+        self._capturing: ActiveRun | None = None
 
-    def __enter__(self) -> RunRecorder:
+    def __enter__(self) -> ActiveRun:
         if self.recorder is not None:
             if self.recorder.ended:
                 raise RuntimeError("this run has ended; use a new run(...) for each run")
             raise RuntimeError("this run is already active; use a new run(...) for each run")
         pipeline, step, run_id, params = self._args
         identity = (
-            _pick("pipeline", pipeline, config.PIPELINE, _default_pipeline),
-            _pick("step", step, config.STEP, lambda: "main"),
-            _pick("run_id", run_id, config.RUN_ID, new_run_id),
+            pick("pipeline", pipeline, config.PIPELINE, default_pipeline),
+            pick("step", step, config.STEP, lambda: "main"),
+            pick("run_id", run_id, config.RUN_ID, new_run_id),
         )
         generated = run_id is None and config.RUN_ID.get() is None
         self._owned = self._client is None
         client = self._client if self._client is not None else Client()
-        rec: RunRecorder | None = None
+        rec: ActiveRun | None = None
         try:
             attempt = next_attempt(identity[2], identity[1], client.transport, generated=generated)
-            self.recorder = rec = RunRecorder(client, *identity, attempt, on_invalid=self._on_invalid)
+            self.recorder = rec = ActiveRun(client, *identity, attempt, on_invalid=self._on_invalid)
             self._t0 = time.perf_counter_ns()
             rec.log_status(
                 c.RunStatus.STARTED,
@@ -287,25 +192,13 @@ class Run:
         rec = self.recorder
         assert rec is not None, "__exit__ without __enter__"
         self.duration_ms = (time.perf_counter_ns() - self._t0) / 1e6
-        fields: dict[str, Any] = {c.FIELD_DURATION_MS: self.duration_ms}
-        if _succeeded(exc):
-            self.status = c.RunStatus.SUCCEEDED
-        elif isinstance(exc, (RunCancelled, KeyboardInterrupt)):
-            self.status = c.RunStatus.CANCELLED
-        else:
-            self.status = c.RunStatus.FAILED
-            failed_type = type(exc) if exc is not None else exc_type
-            assert failed_type is not None
-            fields[c.FIELD_ERROR_TYPE] = safe_text(_type_name(failed_type), 256)
-            fields[c.FIELD_ERROR_MESSAGE] = safe_text(exc)
-            if exc is not None:
-                fields[c.FIELD_TRACEBACK] = _traceback_text(exc)
+        self.status, fields = run_outcome(exc_type, exc, self.duration_ms)
         status = self.status
         end: _Step = ("record the end of the run", lambda: self._record_end(rec, status, fields))
         self._cleanup(rec.run_id, self._undo_steps(rec.run_id, rec.client, rec, end=end))
 
     def _undo_steps(
-        self, run_id: str, client: Client, rec: RunRecorder | None, *, end: _Step | None
+        self, run_id: str, client: Client, rec: ActiveRun | None, *, end: _Step | None
     ) -> list[_Step]:
         """The steps that undo __enter__, in order; each is a no-op when its part was not set up.
 
@@ -343,7 +236,7 @@ class Run:
         if interrupt is not None:
             raise interrupt
 
-    def _record_end(self, rec: RunRecorder, status: c.RunStatus, fields: Mapping[str, Any]) -> None:
+    def _record_end(self, rec: ActiveRun, status: c.RunStatus, fields: Mapping[str, Any]) -> None:
         try:
             rec.log_status(status, fields)
         except Exception as exc:
@@ -384,7 +277,7 @@ class Run:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             pipeline, step, run_id, params = self._args
             log_level, on_invalid = self._settings
-            fresh = Run(
+            fresh = RunContext(
                 pipeline,
                 step,
                 run_id,
@@ -426,7 +319,7 @@ class Run:
 
     # ---- logging ------------------------------------------------------------------------
 
-    def _attach_logging(self, rec: RunRecorder) -> None:
+    def _attach_logging(self, rec: ActiveRun) -> None:
         if self._capture_logs:
             logs.capture(rec, self._log_level)
             self._capturing = rec
@@ -448,7 +341,7 @@ def run(
     log_level: int | str | None = None,
     flush_timeout: float | None = None,
     on_invalid: str | None = None,
-) -> Run:
+) -> RunContext:
     """Track one run of a pipeline step, as a context manager or a decorator.
 
     Identity: each of ``pipeline``, ``step`` and ``run_id`` comes from the argument,
@@ -470,7 +363,7 @@ def run(
     counts it in ``Client.stats().dropped_invalid`` and logs why, so a long job keeps
     its result.  ``run()``'s own arguments are always checked, at the call.
     """
-    return Run(
+    return RunContext(
         pipeline,
         step,
         run_id,
@@ -481,3 +374,6 @@ def run(
         flush_timeout=flush_timeout,
         on_invalid=on_invalid,
     )
+
+
+__getattr__ = module_getattr(__name__, {"Run": "RunContext", "RunRecorder": "ActiveRun"}, globals())

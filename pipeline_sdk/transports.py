@@ -14,8 +14,8 @@ from typing import Protocol
 
 from .config import Settings
 from .forward import AckForwardSender, DeliveryError
+from .frames import Chunk
 from .local_store import DB_NAME, LocalStore
-from .spool import Chunk
 
 
 class Sink(Protocol):

@@ -188,6 +188,17 @@ def check_index(arg: str, value: object) -> int:
     return value
 
 
+def check_int64(arg: str, value: object) -> int:
+    """An integer field: an int (numpy's too, never a bool) in the int64 range."""
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise _type_error(arg, value, "an int")
+        value = int(value)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise _value_error(arg, value, "integer outside the int64 range")
+    return value
+
+
 def check_text(arg: str, value: object, max_length: int = MAX_TEXT_LENGTH) -> str:
     """A string field: any Unicode text up to ``max_length`` characters."""
     if type(value) is not str:

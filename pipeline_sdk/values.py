@@ -46,7 +46,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .validation import MAX_JSON_DEPTH, MAX_TEXT_LENGTH, check_json, short_repr
+from .validation import MAX_JSON_DEPTH, MAX_TEXT_LENGTH, check_json, check_name, param_value, short_repr
 
 _PARAM_TEXT = 4096  # characters of a param's stored text (as validation.param_value allows)
 _SUMMARY_HINT = "log a summary instead (its shape, a few statistics, or a sample)"
@@ -310,3 +310,17 @@ def each_valid(
         except (TypeError, ValueError) as exc:
             refused.append((name, exc))
     return results, refused
+
+
+def checked_params(
+    leaves: list[tuple[str, str, object]],
+) -> tuple[list[tuple[str, str, float | None]], list[tuple[str, Exception]]]:
+    """``(name, text, number)`` of every leaf of :func:`flatten_params` that is a valid param, and
+    ``(name, error)`` of those refused."""
+    return each_valid(
+        leaves,
+        lambda name, where, value: (
+            check_name(f"params key {name!r}", name),
+            *param_value(where, param_scalar(where, value)),
+        ),
+    )

@@ -10,6 +10,7 @@ Attempts 1 and 2 raise, attempt 3 succeeds; the read API then reads it all back.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -332,3 +333,26 @@ def test_each_attempt_is_a_point_of_its_own_and_a_resend_writes_the_same_points(
         finished(first, last)
     )  # the client closed (the exporter shutting down): counted, never raised
     assert (stats.records_sent, stats.records_dropped) == (5, 2)
+
+
+def test_a_record_with_a_value_the_store_cannot_take_is_dropped_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = Client(LocalTransport(tmp_path / DB_NAME), home=tmp_path / "spool")
+    stats = ExporterStats()
+    sender = RecordSender(client, stats)
+    good = AttemptRecord("r1-x", S.FAILED, R.ERROR, 1, T0, T0 + 10, "node-a", None)
+    bad = AttemptRecord("r1-y", S.FAILED, R.ERROR, 1, T0 + 10, T0 + 20, "node-\udcff", None)  # not UTF-8
+    with caplog.at_level(logging.WARNING, "mlobs.exporter"):
+        sender.send(finished(good, bad))
+        sender.send(finished(good, bad))  # the same refusal within the minute: counted, not logged again
+    assert (stats.records_sent, stats.records_dropped) == (2, 2)
+    assert [r.getMessage() for r in caplog.records] == [
+        "run record of r1 not sent: record['node']='node-\\udcff' is invalid: is not valid Unicode text "
+        "(surrogates not allowed)"
+    ]
+    assert client.flush(10)
+    store = LocalStore(tmp_path / DB_NAME)
+    assert [p.tags[c.TAG_ATTEMPT] for p in store.points(c.RUN_RECORD.measurement, "r1")] == ["r1-x"]
+    store.close()
+    client.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import hmac
 import logging
@@ -17,20 +18,22 @@ import re
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics import parser as openmetrics_parser
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
 
-from pipeline_sdk import Client, MLObsMiddleware, ServiceRecorder, model_api
+from pipeline_sdk import Client, MLObsMiddleware, ServiceRecorder, service
 from pipeline_sdk import contract as c
 from pipeline_sdk.config import SettingError
 from pipeline_sdk.local_store import DB_NAME, LocalStore, Point
@@ -48,8 +51,9 @@ class Server:
     """uvicorn serving ``app`` on 127.0.0.1, port 0, in a thread of its own."""
 
     def __init__(self, app: Any, lifespan: str = "off") -> None:
+        # h11, whatever else is installed: httptools answers 400 to a method it does not know
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, lifespan=lifespan, log_config=None, access_log=False
+            app, host="127.0.0.1", port=0, lifespan=lifespan, log_config=None, access_log=False, http="h11"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
@@ -89,9 +93,11 @@ def serve() -> Iterator[Callable[..., Server]]:
         yield start
 
 
-def fetch(url: str, method: str = "GET", user: str | None = None) -> tuple[int, bytes, dict[str, str]]:
+def fetch(
+    url: str, method: str = "GET", user: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
     """Status, body and headers of one request (an error status is returned, not raised)."""
-    headers = {"x-user-id": user} if user is not None else {}
+    headers = {**(headers or {}), **({"x-user-id": user} if user is not None else {})}
     data = b"{}" if method in ("POST", "PUT") else None
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
@@ -462,6 +468,56 @@ def test_metrics_path_is_served_and_not_counted(
     assert [p.tags[c.TAG_ENDPOINT] for p in stored(client, home, c.API_REQUEST)] == ["/predict/{model}"]
 
 
+# Accept, Accept-Encoding -> the Content-Type and Content-Encoding prometheus_client's exposition answers
+EXPOSITIONS = {
+    "plain": ({}, "text/plain; version=0.0.4; charset=utf-8", None),
+    "openmetrics": (
+        {"Accept": "application/openmetrics-text; version=1.0.0"},
+        "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores",
+        None,
+    ),
+    "gzip": ({"Accept-Encoding": "gzip"}, "text/plain; version=0.0.4; charset=utf-8", "gzip"),
+    "openmetrics, gzip": (
+        {"Accept": "application/openmetrics-text", "Accept-Encoding": "br, GZIP;q=0.5"},
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        "gzip",
+    ),
+}
+
+
+def exposed(kind: str, body: bytes, headers: Mapping[str, str]) -> dict[tuple[str, tuple[str, ...]], float]:
+    """The samples of a /metrics answer, checked against what ``EXPOSITIONS[kind]`` asked for:
+    (name, label values) -> value."""
+    _, content_type, encoding = EXPOSITIONS[kind]
+    folded = {k.lower(): v for k, v in headers.items()}
+    assert folded["content-type"] == content_type
+    assert folded.get("content-encoding") == encoding
+    text = (gzip.decompress(body) if encoding else body).decode()
+    if content_type.startswith("application/openmetrics-text"):
+        assert text.endswith("\n# EOF\n")
+        families = openmetrics_parser.text_string_to_metric_families(text)
+    else:
+        assert "# EOF" not in text
+        families = text_string_to_metric_families(text)
+    return {(s.name, tuple(s.labels.values())): s.value for family in families for s in family.samples}
+
+
+@pytest.mark.parametrize("kind", list(EXPOSITIONS))
+def test_metrics_are_prometheus_clients_exposition_negotiated_and_gzipped(
+    serve: Callable[..., Server], client: Client, registry: CollectorRegistry, kind: str
+) -> None:
+    url = serve(instrument(make_app(), client, registry)).url
+    assert fetch(f"{url}/predict/a", "POST")[0] == 200
+    status, body, headers = fetch(f"{url}/metrics", headers=EXPOSITIONS[kind][0])
+    assert (status, int(headers["content-length"])) == (200, len(body))
+    samples = exposed(kind, body, headers)
+    assert samples[(c.PROM_HTTP_REQUESTS, ("/predict/{model}", "POST", "2xx"))] == 1.0
+    assert samples[(f"{c.PROM_HTTP_DURATION}_count", ("/predict/{model}", "POST"))] == 1.0
+    assert samples[(c.PROM_HTTP_REQUESTS, ("/predict/{model}", "POST", "5xx"))] == 0.0
+    head = fetch(f"{url}/metrics", "HEAD", headers=EXPOSITIONS[kind][0])
+    assert (head[0], head[1], head[2]["content-type"]) == (200, b"", EXPOSITIONS[kind][1])
+
+
 def test_metrics_path_none_leaves_the_path_to_the_app(
     serve: Callable[..., Server], client: Client, registry: CollectorRegistry
 ) -> None:
@@ -531,7 +587,7 @@ def hash_warnings(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> Callable[[], list[str]]:
     """The warnings so far of logger "mlobs" about user hashes, in a process that has given none yet."""
-    monkeypatch.setattr(model_api, "_unkeyed_warned", set())
+    monkeypatch.setattr(service, "_unkeyed_warned", set())
     caplog.set_level(logging.WARNING, logger="mlobs")
 
     def messages() -> list[str]:

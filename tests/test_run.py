@@ -20,7 +20,7 @@ import pipeline_sdk
 from pipeline_sdk import contract as c
 from pipeline_sdk.client import Client
 from pipeline_sdk.local_store import DB_NAME, LocalStore, Point
-from pipeline_sdk.recorder import RunRecorder
+from pipeline_sdk.recorder import ActiveRun
 from pipeline_sdk.validation import check_identity, unescape_text
 from tests.conftest import ROOT
 
@@ -196,7 +196,7 @@ def test_exit_is_bounded_when_fluentd_is_down(
 
 # ---- a run that has ended refuses every recording call ---------------------------------------------
 
-LATE_CALLS: dict[str, Callable[[RunRecorder], None]] = {
+LATE_CALLS: dict[str, Callable[[ActiveRun], None]] = {
     "log_metric": lambda r: r.log_metric("loss", 0.25),  # a known name: the fast path
     "log_metric (list)": lambda r: r.log_metric("loss", 0.25, step=1),
     "log_metric (new name)": lambda r: r.log_metric("accuracy", 0.9),
@@ -252,7 +252,7 @@ def test_a_lent_client_keeps_nothing_of_a_late_call_and_serves_the_next_run(home
 
 def test_a_run_leaked_out_of_its_decorated_function_has_ended(home: Path) -> None:
     @pipeline_sdk.run(pipeline="p", step="s", run_id="late-4")
-    def step() -> RunRecorder | None:
+    def step() -> ActiveRun | None:
         return pipeline_sdk.current_run()
 
     leaked = step()
@@ -395,3 +395,69 @@ def test_events_logged_while_a_client_closes_are_counted(home: Path) -> None:
     client.close(0)
     stats = client.stats()
     assert stats.dropped_at_close == 1 and stats.dropped_events == 1 and stats.queued_events == 0
+
+
+# ---- names: what a `with` block gives is what current_run() returns; the old names warn ----------
+
+
+def test_the_with_block_and_current_run_give_one_active_run(home: Path) -> None:
+    ctx = pipeline_sdk.run(pipeline="p", step="s", run_id="names-1")
+    assert type(ctx) is pipeline_sdk.RunContext
+    with ctx as run:
+        assert type(run) is pipeline_sdk.ActiveRun
+        assert pipeline_sdk.current_run() is run
+    assert (ctx.status, ctx.recorder) == (c.RunStatus.SUCCEEDED, run)
+    with Client() as client:
+        assert type(client.recorder("p", "s", "names-2")) is pipeline_sdk.ActiveRun
+    assert "RunRecorder" not in pipeline_sdk.__all__ and "Run" not in pipeline_sdk.__all__
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        ("pipeline_sdk", "RunRecorder", "ActiveRun"),
+        ("pipeline_sdk", "Run", "RunContext"),
+        ("pipeline_sdk.recorder", "RunRecorder", "ActiveRun"),
+        ("pipeline_sdk.run", "Run", "RunContext"),
+        ("pipeline_sdk.run", "RunRecorder", "ActiveRun"),
+    ],
+)
+def test_an_old_name_is_the_new_class_and_warns_that_it_is_deprecated(
+    module: str, old: str, new: str
+) -> None:
+    namespace = sys.modules[module]
+    with pytest.warns(DeprecationWarning) as caught:
+        value = getattr(namespace, old)
+    assert value is getattr(pipeline_sdk, new)
+    assert [str(w.message) for w in caught] == [
+        f"{module}.{old} is deprecated and goes in the next release: use pipeline_sdk.{new} (the same)"
+    ]
+    assert caught[0].filename == __file__  # the warning points at the code that uses the old name
+
+
+def test_importing_the_sdk_and_its_new_names_warns_of_nothing() -> None:
+    code = (
+        "import pipeline_sdk\n"
+        "from pipeline_sdk import ActiveRun, RunContext, run, current_run\n"
+        "from pipeline_sdk.model_api import MLObsMiddleware, ServiceRecorder\n"
+        "from pipeline_sdk.recorder import EventWriter\n"
+        "try:\n"
+        "    from pipeline_sdk.run import NoSuchName\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert (
+        done.stdout
+        == "cannot import name 'NoSuchName' from 'pipeline_sdk.run' ("
+        + str(ROOT / "pipeline_sdk" / "run.py")
+        + ")\n"
+    )

@@ -30,8 +30,9 @@ from pipeline_sdk.client import Client
 from pipeline_sdk.local_store import DB_NAME, LocalStore, Point
 from pipeline_sdk.logs import RunLogHandler
 from pipeline_sdk.read import ReadClient
-from pipeline_sdk.recorder import CURRENT_RUN, EXTRA_ERROR_KEY, EXTRA_TRUNCATED_KEY, RunRecorder
-from pipeline_sdk.run import Run
+from pipeline_sdk.extra import EXTRA_ERROR_KEY, EXTRA_TRUNCATED_KEY
+from pipeline_sdk.recorder import CURRENT_RUN, ActiveRun
+from pipeline_sdk.run import RunContext
 from pipeline_sdk.validation import MAX_TEXT_LENGTH, unescape_text
 
 
@@ -162,7 +163,7 @@ def _after(original: Callable[..., Any], error: BaseException) -> Callable[..., 
 def _end_status_raises(original: Callable[..., Any], error: BaseException) -> Callable[..., Any]:
     """``log_status`` that records ``started`` but raises for every end status."""
 
-    def patched(self: RunRecorder, status: c.RunStatus, *args: Any, **kwargs: Any) -> Any:
+    def patched(self: ActiveRun, status: c.RunStatus, *args: Any, **kwargs: Any) -> Any:
         if status is not c.RunStatus.STARTED:
             raise error
         return original(self, status, *args, **kwargs)
@@ -172,11 +173,11 @@ def _end_status_raises(original: Callable[..., Any], error: BaseException) -> Ca
 
 # step -> (owner, attribute, how it fails, whether the end is still recorded, the warning's words)
 CLEANUP_STEPS: dict[str, tuple[type, str, Callable[..., Any], bool, str]] = {
-    "detach": (Run, "_detach_logging", _after, True, "stop capturing logs"),
-    "end": (RunRecorder, "log_status", _end_status_raises, False, "record the end of the run"),
-    "refuse": (RunRecorder, "_end", _after, True, "refuse later calls"),
-    "sigterm": (Run, "_restore_sigterm", _after, True, "restore the SIGTERM handler"),
-    "current": (Run, "_clear_current", _after, True, "clear the current run"),
+    "detach": (RunContext, "_detach_logging", _after, True, "stop capturing logs"),
+    "end": (ActiveRun, "log_status", _end_status_raises, False, "record the end of the run"),
+    "refuse": (ActiveRun, "_end", _after, True, "refuse later calls"),
+    "sigterm": (RunContext, "_restore_sigterm", _after, True, "restore the SIGTERM handler"),
+    "current": (RunContext, "_clear_current", _after, True, "clear the current run"),
     "close": (Client, "close", _after, True, "close its client"),
 }
 
@@ -214,14 +215,14 @@ def test_every_cleanup_step_runs_even_when_one_raises(
 def test_the_end_falls_back_to_a_bare_status_when_the_full_one_cannot_be_written(
     home: Path, before: Before, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = RunRecorder.log_status
+    original = ActiveRun.log_status
 
-    def no_error_fields(self: RunRecorder, status: c.RunStatus, fields: Any, *a: Any, **k: Any) -> None:
+    def no_error_fields(self: ActiveRun, status: c.RunStatus, fields: Any, *a: Any, **k: Any) -> None:
         if c.FIELD_ERROR_MESSAGE in fields:
             raise OSError("injected")
         original(self, status, fields, *a, **k)
 
-    monkeypatch.setattr(RunRecorder, "log_status", no_error_fields)
+    monkeypatch.setattr(ActiveRun, "log_status", no_error_fields)
     with pytest.raises(ZeroDivisionError), pipeline_sdk.run(pipeline="p", step="s", run_id="bare-1"):
         _ = 1 / 0
     monkeypatch.undo()
@@ -235,7 +236,7 @@ def test_an_interrupt_during_cleanup_still_cleans_up_then_propagates(
     home: Path, before: Before, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        RunRecorder, "log_status", _end_status_raises(RunRecorder.log_status, KeyboardInterrupt())
+        ActiveRun, "log_status", _end_status_raises(ActiveRun.log_status, KeyboardInterrupt())
     )
     with pytest.raises(KeyboardInterrupt), pipeline_sdk.run(pipeline="p", step="s", run_id="int-2"):
         raise ValueError("user")
@@ -249,7 +250,7 @@ def test_a_failed_start_closes_the_client_it_made(
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise OSError("injected at start")
 
-    monkeypatch.setattr(RunRecorder, "log_status", refuse)
+    monkeypatch.setattr(ActiveRun, "log_status", refuse)
     with pytest.raises(OSError, match="injected at start"), pipeline_sdk.run(pipeline="p", step="s"):
         raise AssertionError("not reached")
     monkeypatch.undo()
@@ -260,7 +261,9 @@ def test_a_failed_start_closes_the_client_it_made(
 def test_a_start_that_fails_once_the_run_is_current_leaves_nothing_behind(
     home: Path, before: Before, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
-    monkeypatch.setattr(Run, step, _after(getattr(Run, step), OSError("injected late in the start")))
+    monkeypatch.setattr(
+        RunContext, step, _after(getattr(RunContext, step), OSError("injected late in the start"))
+    )
     with pytest.raises(OSError, match="injected late in the start"), pipeline_sdk.run(pipeline="p", step="s"):
         raise AssertionError("not reached")
     monkeypatch.undo()

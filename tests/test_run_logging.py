@@ -24,7 +24,7 @@ from pipeline_sdk import contract as c
 from pipeline_sdk.client import Client
 from pipeline_sdk.config import SettingError
 from pipeline_sdk.local_store import DB_NAME, LocalStore
-from pipeline_sdk.run import Run
+from pipeline_sdk.run import RunContext
 from pipeline_sdk.validation import unescape_text
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR
@@ -168,7 +168,7 @@ def scenario(
     Each test gives its runs a step of its own: a second attempt of a run would say so on the console.
     """
 
-    def start(run_id: str) -> Run | None:
+    def start(run_id: str) -> RunContext | None:
         if not with_runs:
             return None
         level: dict[str, Any] = {} if capture_level is None else {"log_level": capture_level}
@@ -176,7 +176,7 @@ def scenario(
         ctx.__enter__()
         return ctx
 
-    def end(ctx: Run | None) -> None:
+    def end(ctx: RunContext | None) -> None:
         if ctx is not None:
             ctx.__exit__(None, None, None)
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import re
 import resource
 import signal
 import threading
@@ -23,19 +24,20 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import get_type_hints
+from typing import Any, get_type_hints
 
 import pytest
 
+from pipeline_sdk import backoff as backoff_module
 from pipeline_sdk import contract as c
+from pipeline_sdk import delivery as delivery_module
 from pipeline_sdk import shipper as shipper_module
+from pipeline_sdk import spooler as spooler_module
+from pipeline_sdk import stats as stats_module
+from pipeline_sdk.backoff import Backoff
 from pipeline_sdk.forward import DeliveryError
-from pipeline_sdk.shipper import (
-    Shipper,
-    ShipperStats,
-    _atexit_closer,
-    _RateLimitedWarning,
-)
+from pipeline_sdk.ratelog import RateLimitedLog
+from pipeline_sdk.shipper import Shipper, ShipperStats, _atexit_closer
 from pipeline_sdk.spool import Chunk, Frame, SpoolDir, frame_bytes
 from tests.conftest import wait_for
 from tests.test_spool import assert_annotations_resolve
@@ -182,7 +184,8 @@ def test_stats_start_at_zero_and_dropped_events_sums_the_four_drop_counters() ->
 
 
 def test_the_annotations_resolve_as_introspection_reads_them() -> None:
-    assert assert_annotations_resolve(shipper_module) >= 35
+    modules = (shipper_module, spooler_module, delivery_module, stats_module)
+    assert sum(assert_annotations_resolve(module) for module in modules) >= 35
     assert get_type_hints(Shipper._next_chunk) == {
         "spool": SpoolDir,
         "carry": Frame | None,
@@ -191,33 +194,99 @@ def test_the_annotations_resolve_as_introspection_reads_them() -> None:
     assert get_type_hints(Shipper.close) == {"timeout": float | None, "return": bool}
 
 
-# ---- warnings: one every WARN_EVERY seconds, with the count of those suppressed -------------------
+# ---- warnings: one of a kind every 10 seconds, with the count of those suppressed -----------------
 
 
 def test_a_rate_limited_warning_says_how_many_it_suppressed(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()  # starts at 0: a process started right after boot warns too
-    warn = _RateLimitedWarning(clock)
+    limited = RateLimitedLog(logging.getLogger("mlobs"), clock=clock)
+    logged = []
     with caplog.at_level(logging.WARNING, "mlobs"):
         caplog.clear()
         for now in (0.0, 5.0, 9.999, 10.0, 19.0, 20.0, 40.0):
             clock.now = now
-            warn("at %s", now)
+            logged.append(limited.warning("drop", "at %s", now))
+        clock.now = 40.5
+        logged.append(limited.warning("delivery", "another kind at %s", clock.now))  # its own interval
         try:
             raise OSError("the cause")
         except OSError:
             clock.now = 50.0
-            warn("with the traceback", exc_info=True)
+            logged.append(limited.warning("drop", "with the traceback", exc_info=True))
+    assert logged == [True, False, False, True, False, True, True, True, True]
     assert messages(caplog) == [
         "at 0.0",
-        "at 10.0 (2 similar warnings suppressed)",
-        "at 20.0 (1 similar warnings suppressed)",
+        "at 10.0 (2 similar messages suppressed)",
+        "at 20.0 (1 similar messages suppressed)",
         "at 40.0",
+        "another kind at 40.5",
         "with the traceback",
     ]
     formatted = [logging.Formatter("%(message)s").format(r) for r in caplog.records]
-    assert formatted[:4] == messages(caplog)[:4]  # no traceback where there was none to give
-    assert formatted[4].startswith("with the traceback\nTraceback (most recent call last):")
-    assert formatted[4].endswith("OSError: the cause")
+    assert formatted[:5] == messages(caplog)[:5]  # no traceback where there was none to give
+    assert formatted[5].startswith("with the traceback\nTraceback (most recent call last):")
+    assert formatted[5].endswith("OSError: the cause")
+
+
+# ---- backoff: from the first delay, doubling to the cap, with jitter --------------------------------
+
+
+def test_backoff_doubles_from_the_first_delay_to_the_cap_and_a_success_resets_it() -> None:
+    backoff = Backoff(0.05, 2.0, jitter=0)  # the shipper's supervisor: no jitter
+    assert backoff.reset() is False  # not failing yet
+    assert [backoff.failed() for _ in range(8)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert backoff.jittered() == 2.0
+    assert backoff.reset() is True
+    assert backoff.delay == 0.0
+    assert backoff.failed() == 0.05
+    watcher = Backoff(0.5, 30.0)  # the exporter's watches: 16 s doubled would pass the cap
+    assert [watcher.failed() for _ in range(8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert [Backoff(1, 1).failed() for _ in range(2)] == [1.0, 1.0]  # first == cap: allowed
+
+
+class Edge:
+    """A random source at one end of every range."""
+
+    def __init__(self, high: bool) -> None:
+        self.high = high
+
+    def uniform(self, low: float, high: float) -> float:
+        return high if self.high else low
+
+
+def test_backoff_jitter_spreads_each_wait_within_its_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    backoff = Backoff(0.5, 30.0)
+    backoff.failed()
+    monkeypatch.setattr(backoff_module, "random", Edge(high=False))
+    assert backoff.jittered() == 0.4  # 0.5 * 0.8
+    monkeypatch.setattr(backoff_module, "random", Edge(high=True))
+    assert backoff.jittered() == 0.6  # 0.5 * 1.2
+    monkeypatch.setattr(backoff_module, "random", random.Random(7))
+    assert backoff.jittered() == 0.5 * random.Random(7).uniform(0.8, 1.2)
+    assert Backoff(0.5, 30.0, jitter=0.5).failed() == 0.5
+    monkeypatch.setattr(backoff_module, "random", Edge(high=True))
+    wide = Backoff(0.5, 30.0, jitter=0.5)
+    wide.failed()
+    assert wide.jittered() == 0.75
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        ((0, 1.0), ValueError, "first=0, cap=1.0 are invalid: must be 0 < first <= cap"),
+        ((2.0, 1.0), ValueError, "first=2.0, cap=1.0 are invalid: must be 0 < first <= cap"),
+        ((0.1, 1.0, 1.0), ValueError, "jitter=1.0 is invalid: must be from 0 to less than 1"),
+        ((0.1, 1.0, -0.1), ValueError, "jitter=-0.1 is invalid: must be from 0 to less than 1"),
+        (("1", 2.0), TypeError, "first must be a number of seconds, got str '1'"),
+        ((1.0, True), TypeError, "cap must be a number of seconds, got bool True"),
+    ],
+)
+def test_backoff_refuses_bad_settings_by_name(
+    args: tuple[Any, ...], error: type[Exception], message: str
+) -> None:
+    first, cap, *jitter = args
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        Backoff(first, cap, **({"jitter": jitter[0]} if jitter else {}))
 
 
 # ---- the constructor -------------------------------------------------------------------------------
@@ -301,7 +370,9 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         recorded.append(seconds)
         time.sleep(seconds)
 
-    monkeypatch.setattr(shipper_module, "time", SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
+    fake = SimpleNamespace(monotonic=time.monotonic, sleep=sleep)
+    monkeypatch.setattr(shipper_module, "time", fake)  # relieve()
+    monkeypatch.setattr(spooler_module, "time", fake)  # the spooler's yield between slices
     return recorded
 
 
@@ -453,7 +524,7 @@ def test_without_a_spool_directory_events_are_dropped_and_creation_is_retried_ev
     clock = FakeClock()
     clock.now = 0.5  # a young clock (a VM booted half a second ago): the first attempt is made all the same
     with monkeypatch.context() as patched:
-        patched.setattr(shipper_module, "time", SimpleNamespace(monotonic=clock, sleep=time.sleep))
+        patched.setattr(spooler_module, "time", SimpleNamespace(monotonic=clock, sleep=time.sleep))
         shipper = make(recorder)
         stats = shipper.stats()
         assert (
@@ -493,7 +564,7 @@ def test_a_failed_delivery_backs_off_doubling_to_two_seconds_with_jitter(
     recorder = Recorder([False] * 9 + [True, False, False, True])
     shipper = make(recorder)
     waits = stopped(shipper)
-    monkeypatch.setattr(shipper_module, "random", random.Random(7))
+    monkeypatch.setattr(backoff_module, "random", random.Random(7))
     spool = spool_of(tmp_path / "spool", [(SMALL, 2, 5), (OTHER, 3, 5)])
     with caplog.at_level(logging.INFO, "mlobs"):
         caplog.clear()

@@ -10,6 +10,7 @@ validators, so over 400 lines.)
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
@@ -20,6 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, get_type_hints
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +29,7 @@ from influxdb_client import Point
 
 from pipeline_sdk import Client, LocalTransport, validation
 from pipeline_sdk import contract as c
-from pipeline_sdk.encoding import decode_entries
+from pipeline_sdk.encoding import MAX_EVENT_TIME_NS, decode_entries
 from pipeline_sdk.local_store import split_record
 from pipeline_sdk.validation import (
     INT64_MAX,
@@ -37,6 +39,7 @@ from pipeline_sdk.validation import (
     check_attempt,
     check_identity,
     check_index,
+    check_int64,
     check_json,
     check_name,
     check_number,
@@ -53,6 +56,7 @@ from pipeline_sdk.validation import (
     truncate_text,
     unescape_text,
 )
+from pipeline_sdk.writer import EventWriter
 from tests.lineproto import LineProtocolError, parse_line
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
@@ -819,3 +823,141 @@ def test_param_values_exactly() -> None:
         with pytest.raises(TypeError) as info:
             param_value("p", bad)
         assert str(info.value) == f"p must be a str, int, float, bool or None, got {shown_as}"
+
+
+# ---- check_int64 and EventWriter.write_at: a record of a stream at an exact time ------------------
+
+
+def test_check_int64_takes_the_int64_range_and_refuses_what_is_not_an_int() -> None:
+    assert [check_int64("n", v) for v in (-(2**63), -1, 0, 2**63 - 1)] == [-(2**63), -1, 0, 2**63 - 1]
+    assert check_int64("n", np.int32(-7)) == -7 and type(check_int64("n", np.int64(7))) is int
+    for value in (2**63, -(2**63) - 1):
+        with pytest.raises(ValueError, match=rf"^n={value} is invalid: integer outside the int64 range$"):
+            check_int64("n", value)
+    for value, shown in ((True, "bool True"), (1.0, "float 1.0"), ("1", "str '1'"), (None, "NoneType None")):
+        with pytest.raises(TypeError, match=f"^n must be an int, got {re.escape(shown)}$"):
+            check_int64("n", value)
+
+
+RECORD = {
+    c.TAG_RUN_ID: "r1",
+    c.TAG_PIPELINE: "train",
+    c.TAG_STEP: "fit",
+    c.TAG_ATTEMPT: "train-r1-abcde",
+    c.TAG_STATUS: "failed",
+    c.FIELD_EXIT_CODE: -9,
+    c.FIELD_EXECUTION_TIME_MS: 1500,  # an int for a float field: stored as a float
+    c.FIELD_NODE: "node\n1\\",  # text is stored escaped, as every string field
+}
+
+
+@pytest.fixture
+def writer_client(tmp_path: Path) -> Iterator[Client]:
+    with Client(LocalTransport(tmp_path / "store.db"), home=tmp_path) as client:
+        yield client
+
+
+def test_write_at_writes_the_record_at_exactly_its_time_each_time(writer_client: Client) -> None:
+    writer = EventWriter(writer_client)
+    t = 1_790_000_000_123_456_789
+    assert writer.write_at(c.RUN_RECORD, RECORD, t) is True
+    assert writer.write_at(c.RUN_RECORD, RECORD, t) is True  # not moved on by 1 ns: the same point
+    assert writer.write_at(c.RUN_RECORD, {**RECORD, c.TAG_STATUS: "succeeded"}, 0) is True
+    entries = b"".join(writer_client.shipper.queues[c.RUN_RECORD.tag])
+    expected = {**RECORD, c.FIELD_EXECUTION_TIME_MS: 1500.0, c.FIELD_NODE: "node\\n1\\\\"}
+    assert decode_entries(entries) == [
+        (t, expected),
+        (t, expected),
+        (0, {**expected, c.TAG_STATUS: "succeeded"}),
+    ]
+    assert type(decode_entries(entries)[0][1][c.FIELD_EXECUTION_TIME_MS]) is float
+    assert writer.write_at(c.RUN_RECORD, RECORD, MAX_EVENT_TIME_NS) is True  # the last EventTime
+    assert MAX_EVENT_TIME_NS == 2**32 * 10**9 - 1
+
+
+@pytest.mark.parametrize(
+    ("stream", "record", "time_ns", "refusal"),
+    [
+        (
+            c.RUN_RECORD,
+            RECORD,
+            -1,
+            (ValueError, "time_ns=-1 is invalid: must be from 0 to 4294967295999999999"),
+        ),
+        (c.RUN_RECORD, RECORD, 2**32 * 10**9, (ValueError, "time_ns=4294967296000000000 is invalid")),
+        (c.RUN_RECORD, RECORD, 1.5, (TypeError, "time_ns must be an int, got float 1.5")),
+        (c.RUN_RECORD, RECORD, True, (TypeError, "time_ns must be an int, got bool True")),
+        (
+            "mlobs.run_record",
+            RECORD,
+            0,
+            (TypeError, "stream must be one of pipeline_sdk.contract.STREAMS, got str"),
+        ),
+        (
+            dataclasses.replace(c.RUN_RECORD),  # equal, but not the contract's own
+            RECORD,
+            0,
+            (TypeError, "stream must be one of pipeline_sdk.contract.STREAMS, got Stream"),
+        ),
+        (c.RUN_RECORD, [("run_id", "r1")], 0, (TypeError, "record must be a mapping, got list")),
+        (
+            c.RUN_RECORD,
+            {**RECORD, "colour": "red"},
+            0,
+            (
+                ValueError,
+                "record key 'colour' is invalid: not a tag or field of stream mlobs.run_record (its keys:",
+            ),
+        ),
+        (c.RUN_RECORD, {c.TAG_RUN_ID: "r1"}, 0, (ValueError, "record is invalid: it has no field of stream")),
+        (
+            c.RUN_RECORD,
+            {**RECORD, c.TAG_STEP: ""},
+            0,
+            (ValueError, "record['step']='' is invalid: must not be"),
+        ),
+        (
+            c.RUN_RECORD,
+            {**RECORD, c.FIELD_EXIT_CODE: 2**63},
+            0,
+            (ValueError, "record['exit_code']=9223372036854775808"),
+        ),
+        (
+            c.RUN_RECORD,
+            {**RECORD, c.FIELD_EXIT_CODE: "1"},
+            0,
+            (TypeError, "record['exit_code'] must be an int, got"),
+        ),
+        (
+            c.RUN_RECORD,
+            {**RECORD, c.FIELD_EXECUTION_TIME_MS: math.nan},
+            0,
+            (ValueError, "record['execution_time_ms']=nan is invalid: must be a finite number"),
+        ),
+        (
+            c.RUN_RECORD,
+            {**RECORD, c.FIELD_NODE: 7},
+            0,
+            (TypeError, "record['node'] must be a str, got int 7"),
+        ),
+    ],
+)
+def test_write_at_refuses_a_bad_argument_by_name_and_writes_nothing(
+    writer_client: Client, stream: Any, record: Any, time_ns: Any, refusal: tuple[type[Exception], str]
+) -> None:
+    error, message = refusal
+    writer = EventWriter(writer_client)
+    with pytest.raises(error, match=f"^{re.escape(message)}"):
+        writer.write_at(stream, record, time_ns)
+    assert sum(len(q) for q in writer_client.shipper.queues.values()) == 0
+
+
+def test_write_at_after_the_client_closed_raises_and_writes_nothing(tmp_path: Path) -> None:
+    client = Client(LocalTransport(tmp_path / "store.db"), home=tmp_path)
+    writer = EventWriter(client)
+    assert client.close(10) is True
+    with pytest.raises(
+        RuntimeError, match=r"^<EventWriter to the local store .*> writes through a client that was"
+    ):
+        writer.write_at(c.RUN_RECORD, RECORD, 1)
+    assert sum(len(q) for q in client.shipper.queues.values()) == 0

@@ -12,9 +12,11 @@ import datetime as dt
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ import pytest
 
 import pipeline_sdk
 from pipeline_sdk import contract as c
-from pipeline_sdk import shipper
+from pipeline_sdk import ratelog
 from pipeline_sdk.config import SettingError
 from pipeline_sdk.local_store import DB_NAME, LocalStore
 from pipeline_sdk.validation import MAX_JSON_DEPTH, unescape_text
@@ -424,13 +426,14 @@ def test_drops_are_logged_at_most_once_per_interval_and_say_how_many_were_suppre
     ):
         for _ in range(5):
             run.log_metric("bad name", 1.0)
-        monkeypatch.setattr(shipper, "WARN_EVERY", 0.0)
+        later = time.monotonic() + 3600  # an hour on: the next warning is due
+        monkeypatch.setattr(ratelog, "time", SimpleNamespace(monotonic=lambda: later))
         run.log_metric("bad name", 1.0)
         assert run.client.stats().dropped_invalid == 6
     warnings = [r.getMessage() for r in caplog.records if r.name == "mlobs" and "dropped" in r.getMessage()]
     assert len(warnings) == 2
     assert warnings[0].endswith("(1 dropped so far)")
-    assert warnings[1].endswith("(6 dropped so far) (4 similar warnings suppressed)")
+    assert warnings[1].endswith("(6 dropped so far) (4 similar messages suppressed)")
 
 
 def test_with_drop_a_batch_keeps_its_valid_entries(home: Path) -> None:

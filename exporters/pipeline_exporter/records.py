@@ -11,26 +11,31 @@ itself logged through the SDK.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pipeline_sdk import contract as c
-from pipeline_sdk.client import Client
-from pipeline_sdk.recorder import EventWriter
-from pipeline_sdk.validation import escape_text
+from pipeline_sdk.ratelog import RateLimitedLog
+from pipeline_sdk.writer import EventWriter, WriterHost
 
 from .collectors import ExporterStats
 from .figures import AttemptRecord, FinishedRun
 
+log = logging.getLogger("mlobs.exporter")
 
-class RecordSender(EventWriter):
+
+class RecordSender:
     """Hands run records to an SDK client (Fluentd in the cluster); never blocks.
 
-    ``records_sent`` and ``records_dropped`` count points: one per attempt.
+    ``records_sent`` and ``records_dropped`` count points: one per attempt.  A point is
+    dropped when the client's queue is full, once the client has closed, or when a value
+    cannot be stored (logged, at most once a minute).
     """
 
-    def __init__(self, client: Client, stats: ExporterStats) -> None:
-        super().__init__(client)
+    def __init__(self, client: WriterHost, stats: ExporterStats) -> None:
+        self._writer = EventWriter(client)
         self._stats = stats
+        self._refusals = RateLimitedLog(log, 60.0)
 
     def send(self, record: FinishedRun) -> None:
         for attempt in record.per_attempt:
@@ -62,10 +67,13 @@ class RecordSender(EventWriter):
             (c.FIELD_POD, attempt.pod if attempt else record.pod),
         ):
             if value:
-                fields[name] = escape_text(value)
+                fields[name] = value
         try:
-            sent = self._emit(c.RUN_RECORD.tag, fields, int(end * 1e9), exact=True)
+            sent = self._writer.write_at(c.RUN_RECORD, fields, int(end * 1e9))
         except RuntimeError:  # the client closed (the exporter is shutting down): counted, never raised
+            sent = False
+        except (TypeError, ValueError) as exc:  # a value the store cannot take: counted and logged
+            self._refusals.warning("record", "run record of %s not sent: %s", record.run_id, exc)
             sent = False
         if sent:
             self._stats.records_sent += 1
