@@ -34,16 +34,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.pipeline_exporter.app import HTTP_WORKERS, ExporterApp
 from exporters.pipeline_exporter.collectors import ExporterCollector, ExporterStats, RunCollector
-from exporters.pipeline_exporter.config import ConfigError, ExporterConfig, SeriesLimits
+from exporters.pipeline_exporter.config import ConfigError, ExporterConfig, SeriesLimits, Thresholds
 from exporters.pipeline_exporter.figures import DURATION_BUCKETS, FinishedRun
-from exporters.pipeline_exporter.ratelog import RateLimitedLog
 from exporters.pipeline_exporter.server import HttpServer
 from exporters.pipeline_exporter.tracker import RunTracker
 from pipeline_sdk import contract as c
+from pipeline_sdk.ratelog import RateLimitedLog
 from tests import kube_objects as k
 from tests.conftest import ROOT, wait_for
 from tests.exporter_process import Exporter
 from tests.kube_fake import FakeKubeServer
+from tests.test_model_api import EXPOSITIONS, exposed
 
 T0 = 1_795_000_000.0
 DAY = 86400.0
@@ -362,7 +363,7 @@ def test_rate_limited_log_counts_what_it_held_back(caplog: pytest.LogCaptureFixt
     assert [r.getMessage() for r in caplog.records] == [
         "first a",
         "other key",
-        "fourth (2 more like it in the last 60 s)",
+        "fourth (2 similar messages suppressed)",
     ]
     with pytest.raises(ValueError, match="interval: expected a positive number of seconds, got 0"):
         RateLimitedLog(logging.getLogger("x"), interval=0)
@@ -858,6 +859,24 @@ def test_the_endpoints_and_prometheus_content_negotiation(server: Callable[..., 
     assert "Content-Type: application/openmetrics-text; version=1.0.0;" in head, "prometheus_client's handler"
     sock = s.connect(b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
     assert reply(sock).startswith(b"HTTP/1.0 501 ")
+
+
+@pytest.mark.parametrize("kind", list(EXPOSITIONS))
+def test_metrics_are_prometheus_clients_exposition_negotiated_and_gzipped(
+    server: Callable[..., Server], kind: str
+) -> None:
+    s = server()
+    stats = ExporterStats()
+    s.registry.register(ExporterCollector(stats, RunTracker(Thresholds())))
+    stats.bump(stats.watch_errors, "pods")
+    request = urllib.request.Request(s.url + "/metrics", headers=EXPOSITIONS[kind][0])
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        status, body, headers = resp.status, resp.read(), dict(resp.headers)
+    assert (status, resp.version) == (200, 10)  # HTTP/1.0: the body ends with the connection
+    samples = exposed(kind, body, headers)
+    assert samples[(c.PROM_EXPORTER_WATCH_ERRORS, ("pods",))] == 1.0
+    assert samples[(c.PROM_EXPORTER_WATCH_ERRORS, ("jobs",))] == 0.0
+    assert get(s.url + "/healthz") == (200, "ok\n"), "the probes stay beside it"
 
 
 def test_http_limits_refuse_bad_arguments() -> None:

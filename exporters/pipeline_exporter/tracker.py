@@ -46,11 +46,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline_sdk import contract as c
+from pipeline_sdk.ratelog import RateLimitedLog
 
 from .config import SeriesLimits, Thresholds
 from .figures import AttemptRecord, FinishedRun, RecordSink, Sizes, Snapshot, StepKey, StepStats, copy_stats
 from .kube import Failure, Identity, JobView, PodView, Raw, job_view, pod_view
-from .ratelog import RateLimitedLog
 
 R = c.RunReason
 S = c.RunStatus
@@ -127,7 +127,7 @@ class RunTracker:
         self._active: dict[RunKey, _Run] = {}
         self._finished: OrderedDict[RunKey, None] = OrderedDict()
         self._steps: dict[StepKey, StepStats] = {}
-        self._refusals = RateLimitedLog(log)
+        self._refusals = RateLimitedLog(log, 60.0)
         self.finished_total = 0  # runs finished (counted or historical) since start
         self.refused_total = 0  # runs whose pair was refused series
         self.dropped_attempts = 0  # pods past a run's max_attempts: no run record of their own

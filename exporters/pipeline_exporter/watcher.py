@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -33,15 +32,17 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from pipeline_sdk import contract as c
+from pipeline_sdk.backoff import Backoff
+from pipeline_sdk.ratelog import RateLimitedLog
 
 from .collectors import ExporterStats
 from .kube import MalformedObject, describe, resource_version
-from .ratelog import RateLimitedLog
 
 log = logging.getLogger("mlobs.exporter")
 
 OnEvent = Callable[[str, Any, float | None], None]
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
+LOG_EVERY = 60.0  # seconds between two warnings of malformed objects of one resource
 # What a handler raises on an object of an unexpected shape.  MalformedObject is the
 # expected one; the others would be a gap in kube.py's checks, so they are logged with
 # their traceback, but they still cost one object, not the watch.
@@ -114,9 +115,9 @@ class Watcher:
         self._on_synced = on_synced
         self._stats = stats
         self._timeout = timeout_seconds
-        self._backoff = backoff
+        self._backoff = Backoff(*backoff)
         self._stop = threading.Event()
-        self._objects_log = RateLimitedLog(log)
+        self._objects_log = RateLimitedLog(log, LOG_EVERY)
         self._version: str | None = None  # the newest resourceVersion seen; None: list first
         self._failing = False  # the last request to the API failed
         self.synced = threading.Event()  # the first list is in
@@ -140,32 +141,30 @@ class Watcher:
         return self.synced.is_set() and not self._failing
 
     def _run(self) -> None:
-        backoff = 0.0
         while not self._stop.is_set():
             try:
                 if self._version is None:
                     self._relist()
                 self._watch()
-                backoff = 0.0
+                self._backoff.reset()
             except WatchExpired:
                 self._version = None
             except WatchFailed as exc:
-                backoff = self._failed(backoff, str(exc))
+                self._failed(str(exc))
             except ApiException as exc:
                 if exc.status == 410:
                     self._version = None
                     continue
-                backoff = self._failed(backoff, f"API answered {exc.status} {exc.reason}")
+                self._failed(f"API answered {exc.status} {exc.reason}")
             except (urllib3.exceptions.HTTPError, OSError, ValueError, KeyError, TypeError) as exc:
-                backoff = self._failed(backoff, f"{type(exc).__name__}: {exc}")
+                self._failed(f"{type(exc).__name__}: {exc}")
 
-    def _failed(self, backoff: float, what: str) -> float:
+    def _failed(self, what: str) -> None:
         self._failing = True
         self._stats.bump(self._stats.watch_errors, self.resource)
-        backoff = min(self._backoff[1], max(self._backoff[0], backoff * 2))
-        log.warning("watching %s failed (%s); retrying in %.1f s", self.resource, what, backoff)
-        self._stop.wait(backoff * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not a secret
-        return backoff
+        delay = self._backoff.failed()
+        log.warning("watching %s failed (%s); retrying in %.1f s", self.resource, what, delay)
+        self._stop.wait(self._backoff.jittered())
 
     def _apply(self, kind: str, obj: Any, seen_before: float | None) -> None:
         try:
