@@ -166,7 +166,7 @@ def structure_problems(board: dict[str, Any]) -> list[str]:
             if ds["uid"] not in known:
                 problems.append(f"panel {p['id']}: datasource uid {ds['uid']!r} is not provisioned")
     defined = {v["name"] for v in board["templating"]["list"]}
-    used = set()
+    used: set[str] = set()
     for text in re.findall(r'"((?:[^"\\]|\\.)*)"', json.dumps(panels(board))):
         used.update(n for m in VARIABLE.finditer(text) if (n := variable_name(m)) is not None)
     for name in sorted(used - defined - BUILTINS):
