@@ -21,7 +21,7 @@ JS_STAMP := $(JS_DIR)/node_modules/.installed
 .PHONY: help all venv tools js fmt generate lint pytest rules-test test validate bench mutation up preflight down demo e2e clean
 
 help: ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 all: lint test ## lint and test
 
