@@ -20,6 +20,7 @@ from .features import (
     NumericFeature,
 )
 from .profile import Profile
+from .report import METHODS, DriftReport, FeatureDrift, Test, compare, default_test
 from .types import FeatureType
 
 __all__ = [
@@ -27,10 +28,16 @@ __all__ = [
     "DISCRETE_MAX",
     "FREQUENT_LG_MAX_K",
     "KLL_K",
+    "METHODS",
     "CategoricalFeature",
+    "DriftReport",
     "Feature",
+    "FeatureDrift",
     "FeatureType",
     "NullFeature",
     "NumericFeature",
     "Profile",
+    "Test",
+    "compare",
+    "default_test",
 ]
