@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from .. import contract as c
 from ..config import ReadSettings, SettingError
@@ -92,15 +91,10 @@ class ReadClient(RunReads, ServiceReads):
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> ReadClient:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # ---- params, io, metrics, logs ---------------------------------------------------------------

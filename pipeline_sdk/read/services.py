@@ -9,7 +9,7 @@ order (``descending`` for newest first) and are streamed, as a run's logs are.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -125,6 +125,39 @@ class ServiceReads:
         known = ", ".join(sorted(self._service_table(None, None))) or "none"
         raise ServiceNotFound(f"service {name!r} not found in {self.backend.describe()}; services: {known}")
 
+    def _service_select(
+        self,
+        stream: c.Stream,
+        service: object,
+        named: Iterable[tuple[str, str, object]],
+        since: Time,
+        until: Time,
+        *,
+        limit: int | None,
+        desc: bool,
+        cut: bool = True,
+    ) -> Select:
+        """A service's points of ``stream`` in [since, until); ``named``: (tag, argument, value or None).
+
+        ``cut``: the backend stops at ``limit`` rows (not when the caller filters them further).
+        """
+        start, stop = time_range(since, until)
+        check_limit(limit)
+        equal = {c.TAG_SERVICE: _check_name("service", service)}
+        equal |= {tag: _check_name(arg, value) for tag, arg, value in named if value is not None}
+        fields = _REQUEST_FIELDS if stream is c.API_REQUEST else _PREDICTION_FIELDS
+        query = Select(
+            stream,
+            fields,
+            equal=equal,
+            start_ns=start,
+            stop_ns=stop,
+            desc=bool(desc),
+            limit=limit if cut else None,
+        )
+        self._require_service(service)
+        return query
+
     def requests(
         self,
         service: str,
@@ -142,25 +175,13 @@ class ServiceReads:
         ``endpoint`` is a route template (``/predict/{model}``), ``method`` an HTTP method,
         ``status`` a class (``"5xx"``) or an exact code (``503``).  Users are their hashes.
         """
-        start, stop = time_range(since, until)
-        check_limit(limit)
         status_class, code = _status_filter(status)
-        equal = {c.TAG_SERVICE: _check_name("service", service)}
-        for tag, arg, value in ((c.TAG_ENDPOINT, "endpoint", endpoint), (c.TAG_METHOD, "method", method)):
-            if value is not None:
-                equal[tag] = _check_name(arg, value)
-        if status_class is not None:
-            equal[c.TAG_HTTP_STATUS] = status_class
-        query = Select(
-            c.API_REQUEST,
-            _REQUEST_FIELDS,
-            equal=equal,
-            start_ns=start,
-            stop_ns=stop,
-            desc=bool(descending),
-            limit=limit if code is None else None,  # an exact code is picked out of its class here
+        named = [(c.TAG_ENDPOINT, "endpoint", endpoint), (c.TAG_METHOD, "method", method)]
+        named.append((c.TAG_HTTP_STATUS, "status", status_class))
+        # an exact code is picked out of its class here, so the backend must not stop at the limit
+        query = self._service_select(
+            c.API_REQUEST, service, named, since, until, limit=limit, desc=descending, cut=code is None
         )
-        self._require_service(service)
 
         def produce() -> Iterator[dict[str, Any]]:
             rows = (
@@ -190,24 +211,9 @@ class ServiceReads:
         descending: bool = False,
     ) -> Rows:
         """A service's predictions in [since, until): model, version, score and outcome, in time order."""
-        start, stop = time_range(since, until)
-        check_limit(limit)
-        equal = {c.TAG_SERVICE: _check_name("service", service)}
-        if model is not None:
-            equal[c.TAG_MODEL] = _check_name("model", model)
-        if version is not None:
-            text = str(version) if isinstance(version, int) and not isinstance(version, bool) else version
-            equal[c.TAG_MODEL_VERSION] = _check_name("version", text)
-        query = Select(
-            c.PREDICTION,
-            _PREDICTION_FIELDS,
-            equal=equal,
-            start_ns=start,
-            stop_ns=stop,
-            desc=bool(descending),
-            limit=limit,
-        )
-        self._require_service(service)
+        text = str(version) if isinstance(version, int) and not isinstance(version, bool) else version
+        named = [(c.TAG_MODEL, "model", model), (c.TAG_MODEL_VERSION, "version", text)]
+        query = self._service_select(c.PREDICTION, service, named, since, until, limit=limit, desc=descending)
 
         def produce() -> Iterator[dict[str, Any]]:
             for row in self.backend.select(query):
