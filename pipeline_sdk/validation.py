@@ -72,39 +72,39 @@ def _value_error(arg: str, value: object, reason: str) -> ValueError:
     return ValueError(f"{arg}={short_repr(value)} is invalid: {reason}")
 
 
-def check_name(arg: str, value: object) -> str:
-    """A metric, param, input or output name: becomes an InfluxDB tag value."""
+_NAME_RULE = "use letters, digits and _ . - / : only, starting with a letter, digit or _"
+_IDENTITY_RULE = "use letters, digits and _ . - only, starting and ending with a letter or digit"
+
+
+def _check_str(arg: str, value: object, max_length: int, empty: str | None) -> str:
+    """A str of at most ``max_length`` characters; an empty one refused with the reason ``empty``."""
     if type(value) is not str:
         raise _type_error(arg, value, "a str")
-    if not value:
-        raise _value_error(arg, value, "must not be empty")
-    if len(value) > MAX_NAME_LENGTH:
-        raise _value_error(arg, value, f"longer than {MAX_NAME_LENGTH} characters ({len(value)})")
-    if not NAME_RE.fullmatch(value):
-        raise _value_error(
-            arg,
-            value,
-            "use letters, digits and _ . - / : only, starting with a letter, digit or _",
-        )
+    if not value and empty is not None:
+        raise _value_error(arg, value, empty)
+    if len(value) > max_length:
+        raise _value_error(arg, value, f"longer than {max_length} characters ({len(value)})")
     return value
+
+
+def _check_word(arg: str, value: object, max_length: int, pattern: re.Pattern[str], rule: str) -> str:
+    """A non-empty str of at most ``max_length`` characters that ``pattern`` matches whole."""
+    value = _check_str(arg, value, max_length, "must not be empty")
+    if not pattern.fullmatch(value):
+        raise _value_error(arg, value, rule)
+    return value
+
+
+def check_name(arg: str, value: object) -> str:
+    """A metric, param, input or output name: becomes an InfluxDB tag value."""
+    return _check_word(arg, value, MAX_NAME_LENGTH, NAME_RE, _NAME_RULE)
 
 
 def check_identity(arg: str, value: object) -> str:
     """Pipeline, step or run id: an InfluxDB tag, a Prometheus label and a Kubernetes label value."""
-    if type(value) is not str:
-        raise _type_error(arg, value, "a str")
-    if not value:
-        raise _value_error(arg, value, "must not be empty")
-    if len(value) > MAX_IDENTITY_LENGTH:
-        raise _value_error(arg, value, f"longer than {MAX_IDENTITY_LENGTH} characters ({len(value)})")
-    if not IDENTITY_RE.fullmatch(value):
-        raise _value_error(
-            arg,
-            value,
-            "use letters, digits and _ . - only, starting and ending with a letter or digit "
-            "(a Kubernetes label value)",
-        )
-    return value
+    return _check_word(
+        arg, value, MAX_IDENTITY_LENGTH, IDENTITY_RE, _IDENTITY_RULE + " (a Kubernetes label value)"
+    )
 
 
 MAX_ATTEMPT_LENGTH = 253  # a pod name (a DNS subdomain) names the attempt of a retried Job
@@ -112,27 +112,12 @@ MAX_ATTEMPT_LENGTH = 253  # a pod name (a DNS subdomain) names the attempt of a 
 
 def check_attempt(arg: str, value: object) -> str:
     """The attempt of a step run: "1", "2"... or a pod's name; an InfluxDB tag value."""
-    if type(value) is not str:
-        raise _type_error(arg, value, "a str")
-    if not value:
-        raise _value_error(arg, value, "must not be empty")
-    if len(value) > MAX_ATTEMPT_LENGTH:
-        raise _value_error(arg, value, f"longer than {MAX_ATTEMPT_LENGTH} characters ({len(value)})")
-    if not IDENTITY_RE.fullmatch(value):
-        raise _value_error(
-            arg, value, "use letters, digits and _ . - only, starting and ending with a letter or digit"
-        )
-    return value
+    return _check_word(arg, value, MAX_ATTEMPT_LENGTH, IDENTITY_RE, _IDENTITY_RULE)
 
 
 def check_tag_value(arg: str, value: object, max_length: int = MAX_TAG_LENGTH) -> str:
     """Any free-form string that becomes an InfluxDB tag value."""
-    if type(value) is not str:
-        raise _type_error(arg, value, "a str")
-    if not value:
-        raise _value_error(arg, value, "must not be empty (InfluxDB drops empty tags)")
-    if len(value) > max_length:
-        raise _value_error(arg, value, f"longer than {max_length} characters ({len(value)})")
+    value = _check_str(arg, value, max_length, "must not be empty (InfluxDB drops empty tags)")
     if "\n" in value or "\r" in value:
         raise _value_error(arg, value, "contains a line break, which line protocol cannot carry in a tag")
     if value.endswith("\\"):
@@ -201,10 +186,7 @@ def check_int64(arg: str, value: object) -> int:
 
 def check_text(arg: str, value: object, max_length: int = MAX_TEXT_LENGTH) -> str:
     """A string field: any Unicode text up to ``max_length`` characters."""
-    if type(value) is not str:
-        raise _type_error(arg, value, "a str")
-    if len(value) > max_length:
-        raise _value_error(arg, value, f"longer than {max_length} characters ({len(value)})")
+    value = _check_str(arg, value, max_length, None)
     _check_encodable(arg, value)
     return value
 

@@ -38,11 +38,20 @@ from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
 ROOT = Path(__file__).resolve().parents[1]
 COSMIC_RAY = str(Path(sys.executable).with_name("cosmic-ray"))  # installed beside this interpreter
 
+_SPOOL_TESTS = ("tests/test_spool.py", "tests/test_spool_faults.py")
+_SHIPPER_TESTS = ("tests/test_spool_faults.py", "tests/test_spool.py", "tests/test_shipper.py")
 # module -> pytest arguments: the tests that pin its values (kept fast: each mutant runs them)
 TARGETS: dict[str, tuple[str, ...]] = {
     "pipeline_sdk/validation.py": ("tests/test_validation.py",),
-    "pipeline_sdk/spool.py": ("tests/test_spool.py", "tests/test_spool_faults.py"),
-    "pipeline_sdk/shipper.py": ("tests/test_spool_faults.py", "tests/test_spool.py", "tests/test_shipper.py"),
+    # the spool, its frame format and its files
+    **dict.fromkeys(
+        ("pipeline_sdk/spool.py", "pipeline_sdk/frames.py", "pipeline_sdk/segments.py"), _SPOOL_TESTS
+    ),
+    # the shipper and its two threads
+    **dict.fromkeys(
+        ("pipeline_sdk/shipper.py", "pipeline_sdk/spooler.py", "pipeline_sdk/delivery.py"), _SHIPPER_TESTS
+    ),
+    "pipeline_sdk/backoff.py": ("tests/test_shipper.py",),  # the shipper's and the exporter's retries
     "exporters/pipeline_exporter/tracker.py": (
         "tests/test_exporter.py",
         "tests/test_exporter_faults.py",
