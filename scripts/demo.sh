@@ -1,24 +1,41 @@
 #!/usr/bin/env bash
 # make demo: run the demo pipeline steps as Kubernetes Jobs (one succeeds, one fails with an
 # exception, one is OOM-killed) and send traffic to the demo model API.
+#
+# The Jobs are rendered with the values of the deployed release (its image tags, as make up set
+# them), and created, never applied: each run has a fresh random suffix, and a name that exists
+# already is an error instead of a silent reuse of the old Job and its result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NAMESPACE=${NAMESPACE:-mlobs}
-suffix=$(date +%H%M%S)
+MLOBS_SCRIPT="make demo"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+WAIT_TIMEOUT=${MLOBS_DEMO_TIMEOUT:-300s}
+
+# 10 hex digits: a collision is one in a trillion, and kubectl create would refuse it anyway.
+suffix=$(od -An -N5 -tx1 /dev/urandom | tr -d ' \n')
+[ ${#suffix} -eq 10 ] || die "could not read a random suffix from /dev/urandom"
+values=$(mktemp "${TMPDIR:-/tmp}/mlobs-demo-values.XXXXXX")
+trap 'rm -f "$values"' EXIT
+helm get values "$RELEASE" --kube-context "$KUBE_CONTEXT" --namespace "$NAMESPACE" --output yaml >"$values" \
+  || die "cannot read the values of the release $RELEASE: run make up first"
 
 echo "==> creating the demo Jobs (run suffix $suffix)"
-helm template mlobs charts/mlobs --namespace "$NAMESPACE" \
-  --set "mlobs-core.demo.runSuffix=$suffix" \
+helm template "$RELEASE" charts/mlobs --namespace "$NAMESPACE" --values "$values" \
+  --set-string "mlobs-core.demo.runSuffix=$suffix" \
   --show-only charts/mlobs-core/templates/demo/jobs-demo.yaml \
-  | kubectl apply --namespace "$NAMESPACE" -f -
+  | kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" create -f -
 
 echo "==> waiting for them (the failing ones are expected to fail)"
-kubectl -n "$NAMESPACE" wait --for=condition=complete --timeout=300s "job/demo-train-$suffix" "job/demo-traffic-$suffix"
-kubectl -n "$NAMESPACE" wait --for=condition=failed --timeout=300s "job/demo-diverge-$suffix" "job/demo-oom-$suffix"
+kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" wait --for=condition=complete --timeout="$WAIT_TIMEOUT" \
+  "job/demo-train-$suffix" "job/demo-traffic-$suffix"
+kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" wait --for=condition=failed --timeout="$WAIT_TIMEOUT" \
+  "job/demo-diverge-$suffix" "job/demo-oom-$suffix"
 
+grafana=$(url_of grafana)
 cat <<MSG
 ==> done.  Look at:
-    Grafana  http://localhost:3000/d/mlobs-pipeline-runs   (runs, failures by reason)
-             http://localhost:3000/d/mlobs-run-view/?var-pipeline=demo-train&var-step=fit&var-run_id=demo-train-$suffix
-    Mailpit  http://localhost:8025   (the failure emails of demo-diverge and demo-oom)
+    Grafana  $grafana/d/mlobs-pipeline-runs   (runs, failures by reason)
+             $grafana/d/mlobs-run-view/?var-pipeline=demo-train&var-step=fit&var-run_id=demo-train-$suffix
+    Mailpit  $(url_of mailpit)   (the failure emails of demo-diverge and demo-oom)
 MSG

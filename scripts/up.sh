@@ -228,6 +228,14 @@ echo "    packaged $CORE"
 
 # ---- 5 release --------------------------------------------------------------------------------------------
 phase release "helm upgrade --install $RELEASE in namespace $NAMESPACE (up to $TIMEOUT)"
+# A StatefulSet's serviceName cannot change in place, and Fluentd's moved to a headless Service of
+# its own: one made before that is deleted with --cascade=orphan, so that Helm creates it again
+# and it adopts the running pod, which keeps running.
+fluentd_service=$(kctl get statefulset "$RELEASE-fluentd" -o 'jsonpath={.spec.serviceName}' 2>/dev/null || true)
+if [ -n "$fluentd_service" ] && [ "$fluentd_service" != "$RELEASE-fluentd-headless" ]; then
+  kctl delete statefulset "$RELEASE-fluentd" --cascade=orphan >/dev/null
+  echo "    statefulset/$RELEASE-fluentd: recreated for its headless Service (the pod keeps running)"
+fi
 helm upgrade --install "$RELEASE" "$UMBRELLA" --kube-context "$KUBE_CONTEXT" \
   --namespace "$NAMESPACE" --create-namespace --wait --timeout "$TIMEOUT" \
   "${helm_images[@]}" \

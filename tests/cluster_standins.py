@@ -47,6 +47,7 @@ def fresh_world(kind: str, kubectl: str, helm: str) -> dict[str, Any]:
         "rule_groups": [],
         "rollouts": [],
         "jobs": [],
+        "job_images": {},
         "polls_before": {},
         "polls": {},
     }
@@ -323,6 +324,11 @@ def upgrade(world: dict[str, Any], args: list[str]) -> Answer:
         for d in docs
         if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
     }
+    world["service_names"] = {
+        f"StatefulSet/{d['metadata']['name']}": d["spec"]["serviceName"]
+        for d in docs
+        if d["kind"] == "StatefulSet"
+    }
     for name, template in workloads.items():
         if name in world["workloads"] and world["workloads"][name] != template:
             world["rollouts"].append(name)
@@ -353,6 +359,16 @@ def kubectl(world: dict[str, Any], args: list[str]) -> Answer:  # noqa: PLR0911 
             if deployed and ready(world, f"statefulset:{name}"):
                 return Answer(0, f"statefulset.apps/{name}\n")
             return Answer(1, err=f'Error from server (NotFound): statefulsets.apps "{name}" not found\n')
+        case ["get", "statefulset", name, "-o", "jsonpath={.spec.serviceName}"]:
+            service = world.get("service_names", {}).get(f"StatefulSet/{name}")
+            if service is None:
+                return Answer(1, err=f'Error from server (NotFound): statefulsets.apps "{name}" not found\n')
+            return Answer(0, service)
+        case ["delete", "statefulset", name, "--cascade=orphan"]:
+            world["workloads"].pop(f"StatefulSet/{name}", None)
+            world["service_names"].pop(f"StatefulSet/{name}", None)
+            world["orphaned"] = [*world.get("orphaned", []), name]
+            return Answer(0, f'statefulset.apps "{name}" deleted\n')
         case ["rollout", "status", workload, "--timeout", _]:
             return Answer(0, f"statefulset rolling update complete 1 pods at revision {workload}-1...\n")
         case ["get", "namespace", _] if deployed:
@@ -371,6 +387,8 @@ def kubectl(world: dict[str, Any], args: list[str]) -> Answer:  # noqa: PLR0911 
                             1, err=f'Error from server (AlreadyExists): jobs.batch "{name}" already exists\n'
                         )
                     world["jobs"].append(name)
+                    [container] = doc["spec"]["template"]["spec"]["containers"]
+                    world["job_images"][name] = container["image"]
                     created.append(f"job.batch/{name} created\n")
             return Answer(0, "".join(created))
         case ["wait", *_]:

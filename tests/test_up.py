@@ -323,6 +323,20 @@ CHANGES = [  # one after the other, each followed by make up
 ]
 
 
+def test_a_fluentd_statefulset_of_an_older_release_is_recreated_without_a_restart(after_up: Laptop) -> None:
+    laptop = after_up
+    assert laptop.world["service_names"]["StatefulSet/mlobs-fluentd"] == "mlobs-fluentd-headless"
+    again = laptop.up_ok()
+    assert [c for c in again.calls if "delete" in c] == []
+    laptop.world["service_names"]["StatefulSet/mlobs-fluentd"] = "mlobs-fluentd"  # as before the change
+    run = laptop.up_ok()
+    [delete] = [c for c in run.calls if "delete" in c]
+    assert delete[-3:] == ["statefulset", "mlobs-fluentd", "--cascade=orphan"]
+    assert run.calls.index(delete) < run.calls.index(run.of("helm", "upgrade")[0])
+    assert laptop.world["orphaned"] == ["mlobs-fluentd"] and laptop.world["rollouts"] == []
+    assert laptop.world["service_names"]["StatefulSet/mlobs-fluentd"] == "mlobs-fluentd-headless"
+
+
 def test_a_changed_source_rebuilds_and_rolls_out_exactly_its_workloads(after_up: Laptop) -> None:
     laptop, repos = after_up, _repos(after_up)
     for path, changed in CHANGES:
@@ -568,6 +582,52 @@ def test_it_gives_up_at_the_deadline_naming_what_it_waited_for(
     assert laptop.world["polls"][never] >= 2
 
 
+# ---- make demo and make down ---------------------------------------------------------------------------
+
+
+def test_demo_jobs_get_a_fresh_random_suffix_and_the_deployed_image(after_up: Laptop) -> None:
+    laptop = after_up
+    runs = [laptop.run("demo") for _ in range(2)]
+    assert [r.code for r in runs] == [0, 0], runs[-1].err
+    jobs = laptop.world["jobs"]
+    assert len(jobs) == len(set(jobs)) == 8
+    suffixes = {re.fullmatch(r"demo-(?:train|diverge|oom|traffic)-([0-9a-f]{10})", j)[1] for j in jobs}  # type: ignore[index]
+    assert len(suffixes) == 2
+    for run in runs:
+        [template] = run.of("helm", "template")
+        assert "--values" in template and run.of("helm", "get", "values")
+        assert [c[-3:] for c in run.of("kubectl") if "create" in c] == [["create", "-f", "-"]]
+    deployed = {
+        c["image"] for c in laptop.world["workloads"]["Deployment/mlobs-model-api"]["spec"]["containers"]
+    }
+    assert set(laptop.world["job_images"].values()) == deployed
+    grafana = laptop.ports["MLOBS_GRAFANA_PORT"]
+    assert f"http://localhost:{grafana}/d/mlobs-run-view/" in runs[0].out
+
+
+def test_a_demo_job_name_that_exists_already_is_an_error_not_a_reuse(after_up: Laptop) -> None:
+    laptop = after_up
+    assert laptop.run("demo").code == 0
+    laptop.world["polls"] = {}
+    fixed = laptop.bin / "od"  # the same "random" bytes twice
+    fixed.unlink()
+    fixed.write_text("#!/bin/sh\necho ' 01 02 03 04 05'\n")
+    fixed.chmod(0o755)
+    first, second = laptop.run("demo"), laptop.run("demo")
+    assert first.code == 0 and second.code != 0
+    assert 'jobs.batch "demo-train-0102030405" already exists' in second.err
+
+
+def test_down_deletes_the_cluster_and_says_so_when_there_is_none(after_up: Laptop) -> None:
+    laptop = after_up
+    deleted = laptop.run("down")
+    assert deleted.code == 0 and deleted.of("kind", "delete", "cluster", "--name", "mlobs")
+    assert laptop.world["clusters"] == {}
+    again = laptop.run("down")
+    assert again.code == 0 and again.of("kind", "delete") == []
+    assert "make down: no kind cluster named mlobs" in again.out
+
+
 # ---- the pieces make up relies on --------------------------------------------------------------------
 
 
@@ -652,3 +712,22 @@ def test_helm_would_read_a_digit_only_tag_as_a_number_so_tags_go_through_set_str
         ROOT / "charts/mlobs-core", {"images": {"demo": {"repository": "x", "tag": 123}}}, strict=True
     )
     assert result["errors"], "the schema refuses a number as a tag"
+
+
+def test_fluentd_s_statefulset_is_governed_by_a_headless_service_that_no_monitor_scrapes() -> None:
+    rendered = helm_python.Chart.load(ROOT / "charts/mlobs-core").render({}, name="mlobs", namespace="mlobs")
+    docs = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    [sts] = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "mlobs-fluentd"]
+    governing = services[sts["spec"]["serviceName"]]
+    assert governing["spec"]["clusterIP"] == "None"
+    assert governing["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+    assert services["mlobs-fluentd"]["spec"].get("clusterIP") is None, (
+        "the SDK's Service keeps its cluster IP"
+    )
+    [monitor] = [
+        d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "mlobs-fluentd"
+    ]
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    scraped = [n for n, svc in services.items() if wanted.items() <= svc["metadata"]["labels"].items()]
+    assert scraped == ["mlobs-fluentd"], "each Fluentd pod is scraped once"
