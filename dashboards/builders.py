@@ -126,6 +126,28 @@ class Layout:
         self.x, self.row_height = 0, 0
 
 
+def _panel(
+    layout: Layout,
+    title: str,
+    targets: list[Target],
+    *,
+    description: str,
+    w: int,
+    h: int,
+    panel_id: int | None = None,
+) -> dict[str, Any]:
+    """What every panel has: its place on the grid and id (from ``layout``), title, text and targets."""
+    pid, pos = layout.place(w, h, panel_id)
+    return {
+        "title": title,
+        "description": description,
+        "dataSource": _datasource(targets),
+        "targets": targets,
+        "gridPos": pos,
+        "id": pid,
+    }
+
+
 def timeseries(
     layout: Layout,
     title: str,
@@ -139,14 +161,8 @@ def timeseries(
     bars: bool = False,
     extra: dict[str, Any] | None = None,
 ) -> g.TimeSeries:
-    panel_id, pos = layout.place(w, h)
     return g.TimeSeries(
-        title=title,
-        description=description,
-        dataSource=_datasource(targets),
-        targets=targets,
-        gridPos=pos,
-        id=panel_id,
+        **_panel(layout, title, targets, description=description, w=w, h=h),
         unit=unit,
         stacking={"mode": "normal"} if stacked else {},
         drawStyle="bars" if bars else "line",
@@ -234,15 +250,9 @@ def stat(
     thresholds: Thresholds | None = None,
 ) -> g.Stat:
     """A single value, coloured by ``thresholds`` (by default :func:`stat_thresholds`)."""
-    panel_id, pos = layout.place(w, h)
     steps = thresholds if thresholds is not None else stat_thresholds(targets, unit)
     return g.Stat(
-        title=title,
-        description=description,
-        dataSource=_datasource(targets),
-        targets=targets,
-        gridPos=pos,
-        id=panel_id,
+        **_panel(layout, title, targets, description=description, w=w, h=h),
         format=unit,
         reduceCalc=reduce,
         thresholds=steps.to_json_data(),
@@ -263,7 +273,6 @@ def table(
     extra: dict[str, Any] | None = None,
 ) -> g.Table:
     """A sortable table; ``links`` maps a column to a data link URL (Grafana ``${__data...}`` syntax)."""
-    pid, pos = layout.place(w, h, panel_id)
     overrides = [
         {
             "matcher": {"id": "byName", "options": column},
@@ -272,12 +281,7 @@ def table(
         for column, url in (links or {}).items()
     ]
     return g.Table(
-        title=title,
-        description=description,
-        dataSource=_datasource(targets),
-        targets=targets,
-        gridPos=pos,
-        id=pid,
+        **_panel(layout, title, targets, description=description, w=w, h=h, panel_id=panel_id),
         transformations=transformations or [],
         overrides=overrides,
         extraJson=extra or {},
@@ -294,14 +298,8 @@ def logs(
     w: int = 24,
     h: int = 10,
 ) -> g.Logs:
-    pid, pos = layout.place(w, h, panel_id)
     return g.Logs(
-        title=title,
-        description=description,
-        dataSource=_datasource(targets),
-        targets=targets,
-        gridPos=pos,
-        id=pid,
+        **_panel(layout, title, targets, description=description, w=w, h=h, panel_id=panel_id),
         showTime=True,
         wrapLogMessages=True,
         sortOrder="Ascending",

@@ -13,13 +13,18 @@ from dashboards.builders import (
 from dashboards.builders import (
     dashboard as make_dashboard,
 )
-from dashboards.flux import Var, select
+from dashboards.flux import DashboardFlux, Var, select
 from pipeline_sdk import contract as c
 
 SEL = f'job="{c.PROM_JOB_MODEL_API}", service=~"$service"'
 REQ, DUR = c.PROM_HTTP_REQUESTS, c.PROM_HTTP_DURATION
-SERVICE = {c.TAG_SERVICE: Var("service")}  # the Prometheus variable $service, matched in Flux as a regex
+SERVICE = Var("service")  # the Prometheus variable $service, matched in Flux as a regex
 layout = Layout()
+
+
+def of_service(stream: c.Stream, field: str) -> DashboardFlux:
+    """The chosen services' points of one field of ``stream``."""
+    return select(stream, fields=[field]).where({c.TAG_SERVICE: SERVICE})
 
 
 def latency(q: float, ref: str) -> PromTarget:
@@ -39,8 +44,7 @@ panels = [
         "Unique users",
         [
             FluxTarget(
-                select(c.API_REQUEST, fields=[c.FIELD_USER])
-                .where(SERVICE)
+                of_service(c.API_REQUEST, c.FIELD_USER)
                 .group()
                 .then('distinct(column: "_value")')
                 .call("count")
@@ -102,8 +106,7 @@ panels = [
         "Prediction score per model version",
         [
             FluxTarget(
-                select(c.PREDICTION, fields=[c.FIELD_SCORE])
-                .where(SERVICE)
+                of_service(c.PREDICTION, c.FIELD_SCORE)
                 .group(c.TAG_MODEL, c.TAG_MODEL_VERSION)
                 .then("aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)")
             )

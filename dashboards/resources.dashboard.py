@@ -2,6 +2,8 @@
 model-API pod against their requests and limits, a right-sizing table of
 used/requested and used/limit, OOM kills and CPU throttling."""
 
+import grafanalib.core as g
+
 from dashboards.builders import (
     Layout,
     PromTarget,
@@ -39,30 +41,37 @@ def spec(kind: str, resource: str) -> str:
     return per_step(f'{metric}{{resource="{resource}"}}')
 
 
+def against_spec(title: str, used: str, resource: str, description: str, unit: str = "short") -> g.TimeSeries:
+    """A step's use of ``resource`` over time, with its containers' requests and limits."""
+    return timeseries(
+        layout,
+        title,
+        [
+            PromTarget(per_step(used), legend="used {{pipeline}}/{{step}}"),
+            PromTarget(spec("requests", resource), legend="requested {{pipeline}}/{{step}}", ref_id="B"),
+            PromTarget(spec("limits", resource), legend="limit {{pipeline}}/{{step}}", ref_id="C"),
+        ],
+        description=description,
+        unit=unit,
+    )
+
+
 def usage_over_range(metric: str) -> str:
     return f"max_over_time(({per_step(metric)})[$__range:1m])"
 
 
 panels = [
-    timeseries(
-        layout,
+    against_spec(
         "CPU per step",
-        [
-            PromTarget(per_step(CPU), legend="used {{pipeline}}/{{step}}"),
-            PromTarget(spec("requests", "cpu"), legend="requested {{pipeline}}/{{step}}", ref_id="B"),
-            PromTarget(spec("limits", "cpu"), legend="limit {{pipeline}}/{{step}}", ref_id="C"),
-        ],
-        description="CPU cores used by each pipeline step, against what it requests and its limit.",
+        CPU,
+        "cpu",
+        "CPU cores used by each pipeline step, against what it requests and its limit.",
     ),
-    timeseries(
-        layout,
+    against_spec(
         "Memory per step",
-        [
-            PromTarget(per_step(MEM), legend="used {{pipeline}}/{{step}}"),
-            PromTarget(spec("requests", "memory"), legend="requested {{pipeline}}/{{step}}", ref_id="B"),
-            PromTarget(spec("limits", "memory"), legend="limit {{pipeline}}/{{step}}", ref_id="C"),
-        ],
-        description="Working-set memory of each pipeline step, against its request and limit.",
+        MEM,
+        "memory",
+        "Working-set memory of each pipeline step, against its request and limit.",
         unit="bytes",
     ),
     timeseries(
