@@ -148,9 +148,9 @@ class Laptop:
         return other
 
     def git(self, *args: str) -> str:
-        return subprocess.run(
-            ["git", *args], capture_output=True, text=True, cwd=self.repo, check=True
-        ).stdout
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=self.repo, check=False)
+        assert done.returncode == 0, f"git {args}: {done.stdout}{done.stderr}"
+        return done.stdout
 
     def standin(self, tool: str) -> None:
         path = self.bin / tool
@@ -158,6 +158,10 @@ class Laptop:
         path.chmod(0o755)
 
     def run(self, target: str = "up", **env: str) -> Run:
+        return self.command(["make", "--no-print-directory", target], **env)
+
+    def command(self, argv: list[str], **env: str) -> Run:
+        """``argv`` in the clone, with the stand-ins first on PATH; the world is saved and reloaded."""
         self.world_path.write_text(json.dumps(self.world))
         self.log.write_text("")
         environ = {
@@ -173,9 +177,8 @@ class Laptop:
             **env,
         }
         done = subprocess.run(
-            ["make", "--no-print-directory", target], capture_output=True, text=True, cwd=self.repo,
-            env=environ, timeout=180, check=False,
-        )  # fmt: skip
+            argv, capture_output=True, text=True, cwd=self.repo, env=environ, timeout=180, check=False
+        )
         self.world = json.loads(self.world_path.read_text())
         calls = [json.loads(line) for line in self.log.read_text().splitlines()]
         assert "not modelled" not in done.stderr, done.stderr  # a call the stand-ins do not know
@@ -626,6 +629,24 @@ def test_down_deletes_the_cluster_and_says_so_when_there_is_none(after_up: Lapto
     again = laptop.run("down")
     assert again.code == 0 and again.of("kind", "delete") == []
     assert "make down: no kind cluster named mlobs" in again.out
+
+
+def test_e2e_finds_the_ports_the_cluster_maps(after_up: Laptop, tmp_path: Path) -> None:
+    mapped = after_up.world["clusters"]["mlobs"]["ports"]
+    run = after_up.command(
+        ["scripts/cluster-env.sh", "env"], MLOBS_GRAFANA_PORT="1", MLOBS_PROMETHEUS_URL="http://elsewhere:1"
+    )
+    urls = dict(line.split("=", 1) for line in run.out.splitlines() if re.match(r"MLOBS_\w+_URL=", line))
+    assert urls == {
+        "MLOBS_GRAFANA_URL": f"http://localhost:{mapped['30300']}",  # the cluster's, not the variable's
+        "MLOBS_PROMETHEUS_URL": "http://elsewhere:1",  # set by the user: kept
+        "MLOBS_ALERTMANAGER_URL": f"http://localhost:{mapped['30903']}",
+        "MLOBS_MAILPIT_URL": f"http://localhost:{mapped['30825']}",
+        "MLOBS_INFLUXDB_URL": f"http://localhost:{mapped['30086']}",
+    }
+    (tmp_path / "fresh").mkdir()
+    no_cluster = Laptop(tmp_path / "fresh").command(["scripts/cluster-env.sh", "env"], MLOBS_GRAFANA_PORT="3999")
+    assert "MLOBS_GRAFANA_URL=http://localhost:3999" in no_cluster.out.splitlines()
 
 
 # ---- the pieces make up relies on --------------------------------------------------------------------
