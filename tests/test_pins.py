@@ -2,12 +2,17 @@
 
 The pins are read from their homes (versions.env and the files it names: the umbrella's
 Chart.yaml, kubeVersion, kind-config.yaml, the Dockerfiles, the chart's Mailpit image,
-tests/js/package.json, constraints.txt), never written out here.  Then every file git tracks
-is searched for each pinned version, also as ``v1.2.3`` and, for ``x.y.0``, as ``x.y``; a
-version found outside its home and the generated files listed below is a copy that can go
-stale, and the test names the file and the line.  The check is run on a planted copy, so it
-is shown to fail.  The readers of versions.env (the Makefile, ensure-prometheus.sh) are checked
-here too.  (One concern, the pins, so one file a little over 400 lines.)
+tests/js/package.json), never written out here.  Then every file git tracks is searched for
+each pinned version, also as ``v1.2.3`` and, for ``x.y.0``, as ``x.y``; a version found outside
+its home and the generated files listed below is a copy that can go stale, and the test names
+the file and the line.  The check is run on a planted copy, so it is shown to fail.
+
+Python packages have their home in constraints.txt (a venv of its own may have its own
+constraints-<name>.txt): an exact ``name==version`` anywhere else is refused.  A Python
+package's version in prose is not searched for: there are some 140 of them, most short.
+
+The readers of versions.env (the Makefile, ensure-prometheus.sh) are checked here too.  (One
+concern, the pins, so one file a little over 400 lines.)
 """
 
 from __future__ import annotations
@@ -38,15 +43,10 @@ GENERATED_SECTIONS = {
     "charts/mlobs/README.md": ("<!-- values:begin", "<!-- values:end -->"),
 }
 # Copies that must stay, each for a reason, and a test that holds it equal to its home.
-KEPT_COPIES = {  # (path, what is pinned, or the home of all it may copy)
+KEPT_COPIES = {  # (path, what is pinned)
     # Helm checks the kubeVersion of the chart being installed, not of its dependencies, so the
     # umbrella states it too; test_chart.py checks that the two are the same.
     ("charts/mlobs/Chart.yaml", "oldest Kubernetes"),
-    # pyproject.toml states the SDK's minimum requirements, a fact of their own: the lowest
-    # versions it works with, which may equal today's exact pins.
-    ("pyproject.toml", CONSTRAINTS),
-    # The benchmark's figures name the packages they were measured with: a record of that run.
-    ("bench/README.md", CONSTRAINTS),
 }
 # Exact Python pins (name==version) live in constraints.txt, and a venv of its own may have its
 # own constraints-<name>.txt (is_constraints).
@@ -57,14 +57,11 @@ PENDING_EXACT = {"pyproject.toml": {"evidently"}}  # the test extra; constraints
 PENDING: dict[str, set[str]] = {  # path -> what it may still copy
     "kind-config.yaml": {"KIND_MIN"},  # its comment names the kind release of the node image
     "scripts/e2e.py": {"kube-prometheus-stack chart"},  # a comment on its scrape jobs
-    "tests/js/dashboard.ts": {"grafanalib Python package"},  # a comment on grafanalib's keys
     "tests/live_stack.py": {"PROMETHEUS_MIN", "ALERTMANAGER_MIN"},  # its docstring
-    "tests/test_drift_stats.py": {"evidently Python package"},  # its docstring
     "tests/test_grafana_schema.py": {"@grafana/schema npm package", "typescript npm package"},  # docstring
     # its defaults of the tool minimums and the charts it names in a progress line
     "scripts/up.sh": {
         "KIND_MIN",
-        "KUBECTL_MIN",
         "HELM_MIN",
         "oldest Kubernetes",
         "kube-prometheus-stack chart",
@@ -144,10 +141,6 @@ def pins() -> list[Pin]:
         for image in values["images"].values()
         if image["tag"] != "dev"  # our own images, built by make up
     ]
-    found += [
-        Pin(f"{name} Python package", version, CONSTRAINTS)
-        for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", _read(CONSTRAINTS), re.M)
-    ]
     package = json.loads(_read("tests/js/package.json"))
     found += [
         Pin(f"{name} npm package", version, "tests/js/package.json")
@@ -205,21 +198,16 @@ def is_constraints(path: str) -> bool:
     return re.fullmatch(r"(?:.*/)?constraints(?:-[\w.-]+)?\.txt", path) is not None
 
 
-def _needs_keyword(pin: Pin, short: bool) -> bool:
-    # Python packages' versions are many and short ("1.2.4"): they count beside the package's name.
-    return short or pin.home == CONSTRAINTS
-
-
 def copies(files: Iterable[tuple[str, str]], all_pins: list[Pin]) -> list[Copy]:
     """``path:line: <what> <version> (pinned in <home>)`` for each pinned version outside its home.
 
-    A spelling shared by several pins (KUBECTL_MIN and the oldest Kubernetes may be equal)
+    A spelling shared by several pins (two pins may have the same version)
     may appear in the home, or a kept copy, of any of them.
     """
     by_spelling: dict[str, list[tuple[Pin, bool]]] = {}
     allowed: dict[str, set[str]] = {}  # spelling -> the files it may appear in
     for pin in all_pins:
-        kept = {path for path, what in KEPT_COPIES if what in (pin.what, pin.home)}
+        kept = {path for path, what in KEPT_COPIES if what == pin.what}
         for spelling, short in spellings(pin.version).items():
             by_spelling.setdefault(spelling, []).append((pin, short))
             allowed.setdefault(spelling, set()).update({pin.home, *kept})
@@ -229,6 +217,8 @@ def copies(files: Iterable[tuple[str, str]], all_pins: list[Pin]) -> list[Copy]:
     pattern = re.compile(rf"(?<![\w.+])(?<!\w-)v?({alternatives})(?![\w+]|\.\d)")
     found = set()
     for path, written in files:
+        if is_constraints(path):
+            continue  # Python pins only, name==version (a gem may share a version with a wheel)
         text = _without_generated_sections(path, written)
         lines = text.splitlines()
         for match in pattern.finditer(text):
@@ -237,9 +227,7 @@ def copies(files: Iterable[tuple[str, str]], all_pins: list[Pin]) -> list[Copy]:
             number = text.count("\n", 0, match.start()) + 1
             line = lines[number - 1].lower()
             for pin, short in by_spelling[match[1]]:
-                if pin.home == CONSTRAINTS and is_constraints(path):
-                    continue  # another venv's own exact pins
-                if not _needs_keyword(pin, short) or keyword(pin) in line:
+                if not short or keyword(pin) in line:
                     found.add(Copy(path, number, pin, match[0]))
     return sorted(found, key=str)
 
@@ -278,7 +266,6 @@ def test_the_pins_are_read_from_their_homes() -> None:
     assert len(found) == len(pins()), "each pin is read once"
     for what in (
         "KIND_MIN",
-        "KUBECTL_MIN",
         "HELM_MIN",
         "PROMETHEUS_MIN",
         "ALERTMANAGER_MIN",
@@ -326,6 +313,7 @@ def test_a_planted_copy_is_found_with_its_line(tmp_path: Path) -> None:
     ]
     # In its home, or in a longer version or name that only contains it, it is no copy.
     assert copies([("charts/mlobs/Chart.yaml", f"version: {chart.version}\n")], all_pins) == []
+    assert copies([("examples/constraints-x.txt", f"some-wheel=={chart.version}\n")], all_pins) == []
     text = (
         f"x==1{chart.version} {chart.version}1 {chart.version}.4 debian-{chart.version} v{chart.version}b\n"
     )
@@ -365,7 +353,6 @@ def test_a_short_spelling_counts_only_beside_the_name_of_what_is_pinned() -> Non
     ]
     assert {keyword(p) for p in pins() if p.home == VERSIONS_ENV} == {
         "kind",
-        "kubectl",
         "helm",
         "prometheus",
         "alertmanager",
