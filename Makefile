@@ -43,6 +43,19 @@ $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
 
 js: $(JS_STAMP) ## install the Node packages the tests check Flux and dashboards with
 
+# The Kubeflow and Airflow examples of docs/instrument.md are checked in venvs of their own,
+# $(VENV)/instrument-kfp and $(VENV)/instrument-airflow: their kubernetes ranges exclude the
+# exporter's.  Each is pinned by examples/instrument/constraints-<name>.txt, and rebuilt when it
+# changes (tests/test_instrument.py holds it to the extra instrument-<name> of pyproject.toml).
+INSTRUMENT_STAMPS := $(VENV)/instrument-kfp/.installed $(VENV)/instrument-airflow/.installed
+
+$(VENV)/instrument-%/.installed: examples/instrument/constraints-%.txt
+	@echo "==> creating $(VENV)/instrument-$* (the $* example of docs/instrument.md)"
+	$(PYTHON) -m venv $(VENV)/instrument-$*
+	$(VENV)/instrument-$*/bin/pip install --quiet --disable-pip-version-check \
+	  -c examples/instrument/constraints-$*.txt -e '.[instrument-$*]'
+	@touch $@
+
 fmt: venv ## format the Python code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
@@ -64,7 +77,7 @@ lint: venv ## ruff, mypy, shellcheck and hadolint
 	@echo "==> hadolint"
 	$(VENV)/bin/hadolint $$(git ls-files '*Dockerfile')
 
-pytest: venv tools $(JS_STAMP) ## the Python test suite
+pytest: venv tools $(JS_STAMP) $(INSTRUMENT_STAMPS) ## the Python test suite
 	@echo "==> pytest"
 	$(VENV)/bin/pytest
 
