@@ -645,7 +645,9 @@ def test_e2e_finds_the_ports_the_cluster_maps(after_up: Laptop, tmp_path: Path) 
         "MLOBS_INFLUXDB_URL": f"http://localhost:{mapped['30086']}",
     }
     (tmp_path / "fresh").mkdir()
-    no_cluster = Laptop(tmp_path / "fresh").command(["scripts/cluster-env.sh", "env"], MLOBS_GRAFANA_PORT="3999")
+    no_cluster = Laptop(tmp_path / "fresh").command(
+        ["scripts/cluster-env.sh", "env"], MLOBS_GRAFANA_PORT="3999"
+    )
     assert "MLOBS_GRAFANA_URL=http://localhost:3999" in no_cluster.out.splitlines()
 
 
@@ -752,3 +754,63 @@ def test_fluentd_s_statefulset_is_governed_by_a_headless_service_that_no_monitor
     wanted = monitor["spec"]["selector"]["matchLabels"]
     scraped = [n for n, svc in services.items() if wanted.items() <= svc["metadata"]["labels"].items()]
     assert scraped == ["mlobs-fluentd"], "each Fluentd pod is scraped once"
+
+
+# ---- what Helm writes, and the umbrella's lint ---------------------------------------------------------
+
+
+def scratch_charts(tmp: Path, remote: bool) -> Path:
+    """Both charts copied into ``tmp``; without ``remote``, the umbrella keeps its file:// dependency only."""
+    for name in ("mlobs", "mlobs-core"):
+        shutil.copytree(
+            ROOT / "charts" / name, tmp / "charts" / name, ignore=shutil.ignore_patterns("charts")
+        )
+    umbrella = tmp / "charts" / "mlobs"
+    if not remote:
+        chart = yaml.safe_load((umbrella / "Chart.yaml").read_text())
+        chart["dependencies"] = [d for d in chart["dependencies"] if d["repository"].startswith("file://")]
+        (umbrella / "Chart.yaml").write_text(yaml.safe_dump(chart))
+    return umbrella
+
+
+def ignored(paths: list[str]) -> list[str]:
+    """Those of ``paths`` (relative to the repository) that the repository's .gitignore leaves out."""
+    done = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"], input="\n".join(paths) + "\n",
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    return done.stdout.split()
+
+
+def test_gitignore_covers_every_path_helm_writes_into_the_umbrella(tmp_path: Path) -> None:
+    umbrella = scratch_charts(tmp_path, remote=False)
+    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+    helm_python.dependency_update(umbrella)  # the real Helm: the lock and our chart packaged
+    helm_python.package(tmp_path / "charts/mlobs-core", destination=umbrella / "charts")
+    written = sorted(
+        str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and p not in before
+    )
+    assert written == ["charts/mlobs/Chart.lock", "charts/mlobs/charts/mlobs-core-0.1.0.tgz"]
+    pins = yaml.safe_load((ROOT / "charts/mlobs/Chart.yaml").read_text())["dependencies"]
+    downloads = [f"charts/mlobs/charts/{d['name']}-{d['version']}.tgz" for d in pins]
+    temporary = [
+        downloads[0].replace("charts/mlobs/charts/", "charts/mlobs/tmpcharts-1234567/")
+    ]  # Helm's own
+    assert ignored(written + downloads + temporary) == written + downloads + temporary
+    kept = ["charts/mlobs/Chart.yaml", "charts/mlobs/values.yaml", "charts/mlobs/templates/NOTES.txt"]
+    assert ignored(kept) == []
+
+
+def test_the_umbrella_lints_without_warnings(tmp_path: Path) -> None:
+    umbrella = scratch_charts(tmp_path, remote=True)
+    (umbrella / "charts").mkdir()
+    helm_python.package(tmp_path / "charts/mlobs-core", destination=umbrella / "charts")
+    result = helm_python.lint(umbrella, {}, strict=True, kube_version="v{}.{}.0".format(*node_version()))
+    warnings = [m["error"] for m in result["messages"] if m["severity"] >= 2]
+    # kube-prometheus-stack and influxdb2 cannot be fetched here: the only finding allowed
+    assert warnings == ["chart directory is missing these dependencies: kube-prometheus-stack,influxdb2"]
+    notes = helm_python.Chart.load(umbrella).render({}, name="mlobs", namespace="ml")[
+        "mlobs/templates/NOTES.txt"
+    ]
+    assert "kubectl -n ml get secret mlobs-grafana-admin" in notes
+    assert "svc/mlobs-prometheus 9090:9090" in notes and "svc/mlobs-mailpit-ui 8025:8025" in notes
