@@ -1,7 +1,7 @@
 """Real Prometheus, Alertmanager and an SMTP server, started for a test on 127.0.0.1.
 
-Prometheus 2.42 and Alertmanager 0.25 come from Debian's packages (`make test`
-installs them); the SMTP server is aiosmtpd, which holds a real SMTP
+Prometheus and Alertmanager come from Debian's packages (`make test` installs them,
+no older than the minimums in versions.env); the SMTP server is aiosmtpd, which holds a real SMTP
 conversation and hands over the parsed message.  Every server binds port 0 on
 127.0.0.1; the port each one got is read from the kernel's socket table.
 """

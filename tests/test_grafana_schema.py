@@ -1,8 +1,9 @@
 """The dashboards as Grafana reads them: Grafana's own dashboard types, and the folder they land in.
 
-* Every ``dashboards/json/*.json`` type-checks as ``Dashboard`` of npm ``@grafana/schema``
-  13.2.0, the version of the Grafana the chart deploys (grafana chart 12.11.1, appVersion
-  13.2.0), with ``tsc --noEmit`` (npm ``typescript`` 7.0.2; tests/js/dashboard-check.mjs).
+* Every ``dashboards/json/*.json`` type-checks as ``Dashboard`` of npm ``@grafana/schema`` at
+  the version of the Grafana the chart deploys (the grafana chart's appVersion), with
+  ``tsc --noEmit`` (npm ``typescript``; both as ``tests/js/package.json`` pins them;
+  tests/js/dashboard-check.mjs).
   The type, tests/js/dashboard.ts, is the schema's read as JSON (enums as their values, null
   for an unset optional key) plus grafanalib's legacy keys, each where grafanalib writes it and
   pinned to the value it writes (``timepicker.time_options`` among them): Grafana 13 ignores

@@ -53,12 +53,10 @@ KEPT_COPIES = {  # (path, what is pinned)
 # Copies in files that other changes are moving to read their pin from its home: allowed here
 # until then, and each entry is removed with that change.
 # Exact pins outside a constraints file, until their owners turn them into ranges: path -> names.
-PENDING_EXACT = {"pyproject.toml": {"evidently"}}  # the test extra; constraints.txt pins it too
+PENDING_EXACT: dict[str, set[str]] = {}
 PENDING: dict[str, set[str]] = {  # path -> what it may still copy
     "kind-config.yaml": {"KIND_MIN"},  # its comment names the kind release of the node image
     "scripts/e2e.py": {"kube-prometheus-stack chart"},  # a comment on its scrape jobs
-    "tests/live_stack.py": {"PROMETHEUS_MIN", "ALERTMANAGER_MIN"},  # its docstring
-    "tests/test_grafana_schema.py": {"@grafana/schema npm package", "typescript npm package"},  # docstring
     # its defaults of the tool minimums and the charts it names in a progress line
     "scripts/up.sh": {
         "KIND_MIN",
