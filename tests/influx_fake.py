@@ -36,7 +36,12 @@ _UNESCAPE = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t", "$": "$"}
 
 
 def unquote(literal: str) -> str:
-    return re.sub(r"\\(.)", lambda m: _UNESCAPE[m.group(1)], literal)
+    return re.sub(r"\\(x[0-9a-fA-F]{2}|.)", _unescape, literal)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    escape = match.group(1)
+    return chr(int(escape[1:], 16)) if escape.startswith("x") else _UNESCAPE[escape]
 
 
 def strings(text: str) -> list[str]:

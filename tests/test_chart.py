@@ -518,3 +518,33 @@ def test_umbrella_pins_its_upstream_charts() -> None:
     values = yaml.safe_load((UMBRELLA / "values.yaml").read_text())
     assert values["kube-prometheus-stack"]["fullnameOverride"] == "mlobs"  # it truncates names to 26
     assert values["kube-prometheus-stack"]["grafana"]["sidecar"]["datasources"]["uid"] == "mlobs-prometheus"
+
+
+# Durations the exporter reads (pipeline_sdk.durations' grammar), and those Prometheus reads.
+SDK_DURATION_KEYS = {"max_duration", "success_window", "imagePullGrace", "idleExpiry"}
+PROMETHEUS_DURATION_KEYS = {"scrapeInterval", "ruleInterval"}
+PROMETHEUS_DURATION = "^([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
+
+
+def _patterns(node: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    if isinstance(node, dict):
+        if isinstance(node.get("pattern"), str):
+            yield path, node["pattern"]
+        for key, value in node.items():
+            yield from _patterns(value, (*path, key))
+
+
+def test_schema_durations_are_the_grammar_of_whoever_reads_them() -> None:
+    from pipeline_sdk import durations
+
+    schema = json.loads((ROOT / "charts/mlobs-core/values.schema.json").read_text())
+    found = dict(_patterns(schema))
+    sdk = {path: p for path, p in found.items() if path[-1] in SDK_DURATION_KEYS}
+    prom = {path: p for path, p in found.items() if path[-1] in PROMETHEUS_DURATION_KEYS}
+    assert (len(sdk), len(prom)) == (8, 3)
+    assert set(sdk.values()) == {f"^(?:{durations.PATTERN})$"}
+    assert set(prom.values()) == {PROMETHEUS_DURATION}
+    for text in ("2w", "1h30m", "1.5d", "90s"):
+        assert re.fullmatch(durations.PATTERN, text), text
+    assert re.fullmatch(PROMETHEUS_DURATION, "1.5d") is None  # Prometheus has no fractions
+    assert re.fullmatch(PROMETHEUS_DURATION, "1h30m")
