@@ -8,10 +8,11 @@ interpreter.  It imports nothing of mlobs: it only writes what the framework mak
     python tests/instrument_build.py kfp OUT.yaml
         compiles examples/instrument/kfp_pipeline.py's pipeline to OUT.yaml (kfp's IR, with
         the Kubernetes platform spec that kfp-kubernetes adds)
-    python tests/instrument_build.py airflow OUT.json RUN_ID TRY_NUMBER
-        the pod (as the Kubernetes API's JSON) of every task of examples/instrument/airflow_dag.py,
-        templates rendered for Airflow's run RUN_ID at try TRY_NUMBER, built without a cluster
-        by KubernetesPodOperator.build_pod_request_obj; AIRFLOW_HOME should be a scratch folder
+    python tests/instrument_build.py airflow OUT.json RUN_ID TRIES
+        the pod (as the Kubernetes API's JSON) of every task of examples/instrument/airflow_dag.py
+        at each try 1..TRIES of Airflow's run RUN_ID, templates rendered, built without a cluster
+        by KubernetesPodOperator.build_pod_request_obj: a list of {"task", "try", "retries", "pod"};
+        AIRFLOW_HOME should be a scratch folder
 """
 
 from __future__ import annotations
@@ -42,19 +43,21 @@ def build_kfp(out: Path) -> None:
     compiler.Compiler().compile(example.train_pipeline, str(out))
 
 
-def build_airflow(out: Path, run_id: str, try_number: int) -> None:
+def build_airflow(out: Path, run_id: str, tries: int) -> None:
     from kubernetes.client import ApiClient
 
-    dag = load("airflow_dag").dag
     pods: list[dict[str, Any]] = []
-    for task in dag.tasks:
-        # The context the task would run with: what the example's templates and the
-        # operator's own labels read (dag, task, run_id, ti).
-        ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task.task_id, map_index=-1, try_number=try_number)
-        context = {"dag": dag, "task": task, "run_id": run_id, "ti": ti}
-        task.render_template_fields(context)
-        pod = task.build_pod_request_obj(context, dry_run=True)
-        pods.append(ApiClient().sanitize_for_serialization(pod))  # type: ignore[no-untyped-call]
+    for try_number in range(1, tries + 1):
+        dag = load("airflow_dag").dag  # a fresh DAG for each try: rendering changes the tasks
+        for task in dag.tasks:
+            # The context the task would run with: what the example's templates and the
+            # operator's own labels read (dag, task, run_id, ti).
+            ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task.task_id, map_index=-1, try_number=try_number)
+            context = {"dag": dag, "task": task, "run_id": run_id, "ti": ti}
+            task.render_template_fields(context)
+            pod = task.build_pod_request_obj(context, dry_run=True)
+            serialised = ApiClient().sanitize_for_serialization(pod)  # type: ignore[no-untyped-call]
+            pods.append({"task": task.task_id, "try": try_number, "retries": task.retries, "pod": serialised})
     out.write_text(json.dumps(pods, indent=1))
 
 
