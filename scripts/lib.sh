@@ -10,6 +10,10 @@ KIND_CONFIG=kind-config.yaml
 
 die() { printf '%s: %s\n' "${MLOBS_SCRIPT:-mlobs}" "$*" >&2; exit 1; }
 
+# has_line TEXT LINE: TEXT has a line that is exactly LINE.  (Not `cmd | grep -q`: with pipefail,
+# grep's early exit can fail the pipeline through cmd's SIGPIPE.)
+has_line() { case $'\n'"$1"$'\n' in *$'\n'"$2"$'\n'*) return 0 ;; *) return 1 ;; esac; }
+
 # ---- host ports ---------------------------------------------------------------------------------
 # One line per port that kind-config.yaml maps to localhost:
 #   key  name  variable that overrides it  container port (the NodePort in charts/mlobs/values.yaml)

@@ -149,7 +149,7 @@ need_version kind "$KIND_MIN" "https://kind.sigs.k8s.io/docs/user/quick-start/#i
 check_kubectl_skew
 need_version helm "$HELM_MIN" "https://helm.sh/docs/intro/install/" helm version --short
 cluster_exists=no
-if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then cluster_exists=yes; fi
+if has_line "$(kind get clusters 2>/dev/null || true)" "$CLUSTER"; then cluster_exists=yes; fi
 check_ports "$cluster_exists"
 if [ "${1:-}" = --preflight ]; then
   end_phase
@@ -161,7 +161,7 @@ fi
 phase cluster "kind cluster '$CLUSTER'"
 if [ "$cluster_exists" = yes ]; then
   echo "    exists"
-  kubectl config get-contexts -o name 2>/dev/null | grep -qx "$KUBE_CONTEXT" \
+  has_line "$(kubectl config get-contexts -o name 2>/dev/null || true)" "$KUBE_CONTEXT" \
     || kind export kubeconfig --name "$CLUSTER" >/dev/null
 else
   config=$(mktemp "${TMPDIR:-/tmp}/mlobs-kind-config.XXXXXX")
@@ -277,7 +277,9 @@ rules_loaded() {
   done
 }
 grafana_answers() {
-  curl -fsS --max-time 5 "$grafana_url/api/health" 2>/dev/null | grep -q '"database": *"ok"'
+  local body
+  body=$(curl -fsS --max-time 5 "$grafana_url/api/health" 2>/dev/null) || return 1
+  printf '%s\n' "$body" | grep '"database": *"ok"' >/dev/null
 }
 rollout "$PROMETHEUS_STS" Prometheus
 rollout "$ALERTMANAGER_STS" Alertmanager

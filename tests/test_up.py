@@ -664,6 +664,23 @@ def lib(repo: Path, script: str) -> str:
     ).stdout
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("kind\nmlobs\nother", True),
+        ("mlobs", True),
+        ("mlobs-dev\nxmlobs", False),
+        ("", False),
+        ("mlo", False),
+    ],
+)
+def test_has_line_matches_a_whole_line_only(text: str, found: bool) -> None:
+    done = subprocess.run(
+        ["bash", "-c", '. scripts/lib.sh; has_line "$1" mlobs', "-", text], cwd=ROOT, check=False, timeout=10
+    )
+    assert done.returncode == (0 if found else 1)
+
+
 def test_the_port_table_covers_every_mapping_of_kind_config_and_the_node_ports() -> None:
     table = [line.split() for line in lib(ROOT, 'printf "%s\\n" "$MLOBS_PORTS"').splitlines()]
     config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
