@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..validation import short_repr
-from .types import FeatureType
+from .types import FeatureType, unsupported_dtype
 
 FloatArray = npt.NDArray[np.float64]
 _NULL_TYPE_NAMES = frozenset({"NoneType", "NAType", "NaTType"})  # None, pandas.NA, pandas.NaT
@@ -64,11 +64,6 @@ def _class_of(value: object) -> str:
 
 def _type_names(values: Iterable[object]) -> str:
     return ", ".join(sorted({"float" if isinstance(v, np.floating) else type(v).__name__ for v in values}))
-
-
-def unsupported_dtype(name: str, dtype: object) -> TypeError:
-    """A column of dates, bytes, complex numbers...: profiles know numbers and categories only."""
-    return TypeError(f"column {name!r} has dtype {dtype}: a feature is numbers, text or booleans; convert it")
 
 
 def _mixed(name: str, values: Iterable[object]) -> ValueError:

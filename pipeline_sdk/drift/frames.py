@@ -6,8 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .columns import unsupported_dtype
-from .types import FeatureType
+from .types import FeatureType, unsupported_dtype
 
 
 def series_values(name: str, series: Any) -> tuple[np.ndarray[Any, Any], FeatureType | None]:

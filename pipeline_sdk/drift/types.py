@@ -35,3 +35,8 @@ def check_types(arg: str, types: object) -> dict[str, FeatureType]:
                 f"{arg}[{name!r}]={short_repr(kind)} is invalid: must be 'numeric' or 'categorical'"
             ) from None
     return checked
+
+
+def unsupported_dtype(name: str, dtype: object) -> TypeError:
+    """A column of dates, bytes, complex numbers...: profiles know numbers and categories only."""
+    return TypeError(f"column {name!r} has dtype {dtype}: a feature is numbers, text or booleans; convert it")
