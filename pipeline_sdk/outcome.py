@@ -41,7 +41,7 @@ def run_outcome(
         return c.RunStatus.CANCELLED, fields
     failed_type = type(exc) if exc is not None else exc_type
     assert failed_type is not None
-    fields[c.FIELD_ERROR_TYPE] = safe_text(_type_name(failed_type), 256)
+    fields[c.FIELD_ERROR_TYPE] = safe_text(type_name(failed_type), 256)
     fields[c.FIELD_ERROR_MESSAGE] = safe_text(exc)
     if exc is not None:
         fields[c.FIELD_TRACEBACK] = traceback_text(exc)
@@ -65,7 +65,7 @@ def traceback_text(exc: BaseException) -> str:
         cut = len(text) - kept
 
 
-def _type_name(exc_type: type[BaseException]) -> str:
+def type_name(exc_type: type[BaseException]) -> str:
     """``KeyError`` for a builtin, else ``module.QualName``; never raises."""
     qualname = describe(getattr(exc_type, "__qualname__", None) or getattr(exc_type, "__name__", "?"))
     module = getattr(exc_type, "__module__", None)

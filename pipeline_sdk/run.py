@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
-from . import config, logs
+from . import config, logs, termination
 from . import contract as c
 from ._version import __version__
 from .attempts import next_attempt
@@ -132,6 +132,7 @@ class RunContext:
             config.ON_INVALID.get() if on_invalid is None else check_on_invalid("on_invalid", on_invalid)
         )
         self._flush_timeout = flush_timeout
+        self._termination_log = termination.resolve_path()  # None outside a container
         self.recorder: ActiveRun | None = None
         self.status: c.RunStatus | None = None  # set when the run ends
         self.duration_ms: float | None = None
@@ -195,7 +196,13 @@ class RunContext:
         self.status, fields = run_outcome(exc_type, exc, self.duration_ms)
         status = self.status
         end: _Step = ("record the end of the run", lambda: self._record_end(rec, status, fields))
-        self._cleanup(rec.run_id, self._undo_steps(rec.run_id, rec.client, rec, end=end))
+        steps = self._undo_steps(rec.run_id, rec.client, rec, end=end)
+        path = self._termination_log
+        if status is c.RunStatus.FAILED and exc is not None and path is not None:
+            # Kubernetes keeps it as the container's terminated.message: the exporter's alert says why
+            failed: BaseException = exc
+            steps.insert(0, ("leave its summary for Kubernetes", lambda: termination.leave(path, failed)))
+        self._cleanup(rec.run_id, steps)
 
     def _undo_steps(
         self, run_id: str, client: Client, rec: ActiveRun | None, *, end: _Step | None

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import contract as c
 from .config import TERMINATION_LOG
+from .outcome import type_name
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,6 @@ CUT_MARKER = " …[cut]"  # ends a summary cut to the kubelet's limit
 OFF = "off"  # MLOBS_TERMINATION_LOG's value that turns the summary off (config.termination_log)
 
 _warned: set[str] = set()
-
-
-def _type_name(exc: BaseException) -> str:
-    kind = type(exc)
-    module = kind.__module__
-    return kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
 
 
 def _message(exc: BaseException) -> str:
@@ -50,7 +45,8 @@ def summary(exc: BaseException) -> str:
     Characters UTF-8 cannot carry (lone surrogates) are written as backslash escapes.
     """
     message = _message(exc)
-    text = f"{_type_name(exc)}: {message}" if message else _type_name(exc)
+    kind = type_name(type(exc))
+    text = f"{kind}: {message}" if message else kind
     frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
     if frames:
         inner = frames[-1]
@@ -91,3 +87,8 @@ def write(path: Path, text: str) -> bool:
             log.warning("mlobs: the run's termination message was not written to %s: %s", path, error)
         return False
     return True
+
+
+def leave(path: Path, exc: BaseException) -> None:
+    """Write summary(exc) to path; never raises (see write)."""
+    write(path, summary(exc))

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from pipeline_sdk import contract as c
 from pipeline_sdk import termination as t
+from tests.conftest import ROOT
 
 
 def _raise(exc: BaseException) -> BaseException:
@@ -126,3 +130,59 @@ def test_write_does_not_follow_a_planted_symlink(tmp_path: Path) -> None:
     link.symlink_to(victim)
     assert t.write(link, "E") is False
     assert victim.read_text() == "precious"
+
+
+STEP = """
+import sys
+import pipeline_sdk
+
+def fit(outcome):
+    if outcome == "fail":
+        raise FloatingPointError("loss diverged at epoch 3")
+    if outcome == "surrogate":
+        raise ValueError("bad \\udcff byte")
+
+with pipeline_sdk.run(pipeline="train", step="fit", run_id="r1"):
+    fit(sys.argv[1])
+"""
+
+
+def _step(tmp_path: Path, outcome: str, log: Path) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "step.py"
+    script.write_text(textwrap.dedent(STEP))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
+    env |= {c.ENV_HOME: str(tmp_path / "home"), c.ENV_TERMINATION_LOG: str(log), "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(script), outcome],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_failed_run_leaves_its_summary_in_the_termination_file(tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    done = _step(tmp_path, "fail", log)
+    assert done.returncode == 1, done.stderr
+    assert "FloatingPointError: loss diverged at epoch 3" in done.stderr  # re-raised as before
+    assert (
+        log.read_text()
+        == f"FloatingPointError: loss diverged at epoch 3\n  at {tmp_path / 'step.py'}:7 in fit"
+    )
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_a_successful_run_writes_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    done = _step(tmp_path, "ok", log)
+    assert done.returncode == 0, done.stderr
+    assert not log.exists()
+
+
+def test_a_surrogate_in_the_message_is_written_as_an_escape(tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    done = _step(tmp_path, "surrogate", log)
+    assert done.returncode == 1, done.stderr
+    assert log.read_bytes().decode("utf-8").startswith("ValueError: bad \\udcff byte\n  at ")
