@@ -25,6 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from pipeline_sdk import contract as c
 from tests.conftest import ROOT
 
 CORE = ROOT / "charts" / "mlobs-core"
@@ -548,3 +549,35 @@ def test_schema_durations_are_the_grammar_of_whoever_reads_them() -> None:
         assert re.fullmatch(durations.PATTERN, text), text
     assert re.fullmatch(PROMETHEUS_DURATION, "1.5d") is None  # Prometheus has no fractions
     assert re.fullmatch(PROMETHEUS_DURATION, "1h30m")
+
+
+def sdk_pods_without_fallback(docs: list[dict[str, Any]]) -> list[str]:
+    """Containers of SDK pods (labelled with a pipeline or a service) that keep no last log lines."""
+    missing = []
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"):
+            continue
+        template = (
+            doc["spec"]["template"]
+            if doc["kind"] != "CronJob"
+            else doc["spec"]["jobTemplate"]["spec"]["template"]
+        )
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        if not {c.LABEL_PIPELINE, c.LABEL_SERVICE} & set(labels):
+            continue
+        for container in template["spec"]["containers"]:
+            if container.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+                missing.append(f"{doc['kind']}/{doc['metadata']['name']}/{container['name']}")
+    return missing
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s or "defaults")
+def test_sdk_pods_fall_back_to_their_logs_for_the_failure_message(scenario: str | None) -> None:
+    docs = list(rendered(scenario))
+    assert sdk_pods_without_fallback(docs) == []
+
+
+def test_the_fallback_check_can_fail() -> None:
+    pod = {"metadata": {"labels": {c.LABEL_PIPELINE: "p"}}, "spec": {"containers": [{"name": "step"}]}}
+    job = {"kind": "Job", "metadata": {"name": "j"}, "spec": {"template": pod}}
+    assert sdk_pods_without_fallback([job]) == ["Job/j/step"]
