@@ -15,6 +15,8 @@ template.  A template that differs from the one deployed is a rollout, recorded 
 The scenario knobs in the world: ``versions`` (each tool's version output), ``docker`` (``running``,
 ``mem_total`` in bytes), ``polls_before`` (how many queries of ``statefulset:<name>``, ``rules`` and
 ``grafana`` answer "not yet" first; ``-1``: never ready).
+
+Cohesive over 400 lines: one stand-in per tool, each a table of the calls it answers.
 """
 
 from __future__ import annotations

@@ -1,201 +1,22 @@
 """`make up`, run for real against stand-ins for docker, kind, helm, kubectl and curl.
 
-Each test copies the project's sources into a scratch git repository and runs ``make up`` there
-with a PATH of real basic tools (bash, git, sed, awk, ss...) and the stand-ins of
-tests/cluster_standins.py, which log every call and keep a world (clusters, images, the release)
-between runs.  Helm's part is the real Helm engine, so a rollout is a pod template that really
-changed.  The host-port checks meet real sockets.
+Each test runs make targets on a laptop of tests/up_laptop.py: a scratch clone of the project
+with the stand-ins first on PATH.  Helm's part is the real Helm engine, so a rollout is a pod
+template that really changed.  Here: the first run, the second, changes, the waits of the last
+phase, make demo, make down and make e2e's URLs.  The preflight is in test_up_preflight.py, the
+pieces (tables, tags, the chart) in test_up_pieces.py.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import re
-import shutil
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import helm_python
 import pytest
 import yaml
 
-from tests.cluster_standins import fresh_world
 from tests.conftest import ROOT
-
-STANDINS = ROOT / "tests" / "cluster_standins.py"
-COPIED = (
-    "scripts",
-    "charts",
-    "alerting",
-    "pipeline_sdk",
-    "exporters",
-    "demo",
-    "fluentd",
-    "kind-config.yaml",
-    "pyproject.toml",
-    "constraints.txt",
-    "README.md",
-    "Makefile",
-    "versions.env",
-    ".gitignore",
-    ".dockerignore",
-)
-REAL_TOOLS = (
-    "bash", "sh", "env", "make", "git", "sed", "awk", "grep", "sort", "head", "tail", "cut", "tr",
-    "paste", "mktemp", "cp", "mv", "rm", "cat", "date", "sleep", "dirname", "basename", "base64",
-    "find", "ss", "lsof", "od", "wc",
-)  # fmt: skip
-OUR_WORKLOADS = {
-    "exporter": "Deployment/mlobs-pipeline-exporter",
-    "fluentd": "StatefulSet/mlobs-fluentd",
-    "demo": "Deployment/mlobs-model-api",
-}
-PORT_VARS = ("MLOBS_GRAFANA_PORT", "MLOBS_PROMETHEUS_PORT", "MLOBS_ALERTMANAGER_PORT", "MLOBS_MAILPIT_PORT",
-             "MLOBS_INFLUXDB_PORT")  # fmt: skip
-MUTATING = (  # calls that change the machine: none of them before the preflight passes
-    ("kind", "create"),
-    ("kind", "load"),
-    ("docker", "build"),
-    ("helm", "repo"),
-    ("helm", "dependency", "update"),
-    ("helm", "package"),
-    ("helm", "upgrade"),
-)
-
-
-TAGS = '. scripts/lib.sh; while read -r k _ d; do echo "$k $(image_tag "$d")"; done <<<"$MLOBS_IMAGES"'
-
-
-def make_vars(repo: Path, *names: str) -> dict[str, str]:
-    """The Makefile's values of ``names``, as make itself evaluates them."""
-    printer = "print:\n" + "".join(f"\t@echo {n}=$({n})\n" for n in names)
-    out = subprocess.run(
-        ["make", "-s", "--no-print-directory", "-f", "Makefile", "-f", "-", "print"],
-        input=printer, capture_output=True, text=True, cwd=repo, check=True, timeout=30,
-    ).stdout  # fmt: skip
-    return dict(line.split("=", 1) for line in out.splitlines())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-    calls: list[list[str]]
-
-    def of(self, *prefix: str) -> list[list[str]]:
-        return [c for c in self.calls if c[: len(prefix)] == list(prefix)]
-
-    def mutating(self) -> list[list[str]]:
-        return [c for c in self.calls if any(c[: len(m)] == list(m) for m in MUTATING)]
-
-    def helm_sets(self) -> dict[str, str]:
-        [upgrade] = self.of("helm", "upgrade")
-        return dict(v.split("=", 1) for f, v in itertools.pairwise(upgrade) if f == "--set-string")
-
-
-class Laptop:
-    """A scratch clone of the project, the stand-ins' world, and a way to run make targets."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp, self.repo = tmp, tmp / "mlobs"
-        listed = subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard", "--", *COPIED],
-            capture_output=True, text=True, cwd=ROOT, check=True,
-        ).stdout.split()  # fmt: skip
-        for rel in listed:
-            if (ROOT / rel).is_file():
-                (self.repo / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(ROOT / rel, self.repo / rel)
-        self.git("init", "-q")
-        self.git("add", "-A")
-        self.git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "clone")
-        self.bin = tmp / "bin"
-        self.bin.mkdir()
-        for tool in REAL_TOOLS:
-            found = shutil.which(tool)
-            if found is not None:
-                (self.bin / tool).symlink_to(found)
-        for tool in ("docker", "kind", "helm", "kubectl", "curl"):
-            self.standin(tool)
-        self.world_path, self.log = tmp / "world.json", tmp / "calls.jsonl"
-        pins = make_vars(self.repo, "KIND_MIN", "HELM_MIN")
-        major, minor = node_version()
-        self.world = fresh_world(pins["KIND_MIN"], f"{major}.{minor}.1", pins["HELM_MIN"])
-        self.ports = {var: free_port() for var in PORT_VARS}
-
-    def clone(self, tmp: Path) -> Laptop:
-        """Another laptop in ``tmp`` in the state this one is in now (its repository and world)."""
-        other = Laptop.__new__(Laptop)
-        other.tmp, other.repo, other.bin = tmp, tmp / "mlobs", tmp / "bin"
-        shutil.copytree(self.repo, other.repo, symlinks=True)
-        shutil.copytree(self.bin, other.bin, symlinks=True)
-        other.world_path, other.log = tmp / "world.json", tmp / "calls.jsonl"
-        other.world, other.ports = json.loads(json.dumps(self.world)), dict(self.ports)
-        return other
-
-    def git(self, *args: str) -> str:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=self.repo, check=False)
-        assert done.returncode == 0, f"git {args}: {done.stdout}{done.stderr}"
-        return done.stdout
-
-    def standin(self, tool: str) -> None:
-        path = self.bin / tool
-        path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STANDINS}" {tool} "$@"\n')
-        path.chmod(0o755)
-
-    def run(self, target: str = "up", **env: str) -> Run:
-        return self.command(["make", "--no-print-directory", target], **env)
-
-    def command(self, argv: list[str], **env: str) -> Run:
-        """``argv`` in the clone, with the stand-ins first on PATH; the world is saved and reloaded."""
-        self.world_path.write_text(json.dumps(self.world))
-        self.log.write_text("")
-        environ = {
-            "PATH": str(self.bin),
-            "HOME": str(self.tmp),
-            "TMPDIR": str(self.tmp),
-            "LC_ALL": "C",
-            "MLOBS_STANDIN_WORLD": str(self.world_path),
-            "MLOBS_STANDIN_LOG": str(self.log),
-            "MLOBS_UP_POLL_INTERVAL": "0.02",
-            "MLOBS_UP_READY_TIMEOUT": "30",
-            **{var: str(port) for var, port in self.ports.items()},
-            **env,
-        }
-        done = subprocess.run(
-            argv, capture_output=True, text=True, cwd=self.repo, env=environ, timeout=180, check=False
-        )
-        self.world = json.loads(self.world_path.read_text())
-        calls = [json.loads(line) for line in self.log.read_text().splitlines()]
-        assert "not modelled" not in done.stderr, done.stderr  # a call the stand-ins do not know
-        return Run(done.returncode, done.stdout, done.stderr, calls)
-
-    def up_ok(self, **env: str) -> Run:
-        run = self.run("up", **env)
-        assert run.code == 0, run.err[-3000:]
-        return run
-
-    def tags(self) -> dict[str, str]:
-        """Each image's tag as scripts/lib.sh computes it in the clone now."""
-        out = subprocess.run(
-            ["bash", "-c", TAGS],
-            capture_output=True, text=True, cwd=self.repo, check=True,
-        ).stdout  # fmt: skip
-        return dict(line.split() for line in out.splitlines())
+from tests.up_laptop import OUR_WORKLOADS, FirstRun, Laptop, first_up, free_port, image_repos
 
 
 @pytest.fixture
@@ -203,37 +24,14 @@ def laptop(tmp_path: Path) -> Laptop:
     return Laptop(tmp_path)
 
 
-@dataclass
-class FirstRun:
-    laptop: Laptop
-    tags: dict[str, str]
-    run: Run
-
-
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory: pytest.TempPathFactory) -> FirstRun:
-    """One `make up` on a fresh laptop; tests that go on from there work on a clone of it."""
-    laptop = Laptop(tmp_path_factory.mktemp("first-run"))
-    tags = laptop.tags()
-    return FirstRun(laptop, tags, laptop.up_ok())
+    return first_up(tmp_path_factory.mktemp("first-run"))
 
 
 @pytest.fixture
 def after_up(first_run: FirstRun, tmp_path: Path) -> Laptop:
     return first_run.laptop.clone(tmp_path)
-
-
-@pytest.fixture
-def repo_vars(laptop: Laptop) -> dict[str, str]:
-    return make_vars(laptop.repo, "KIND_MIN", "HELM_MIN")
-
-
-def node_version() -> tuple[int, int]:
-    """The Kubernetes version of the kind node image pinned in kind-config.yaml."""
-    [node] = yaml.safe_load((ROOT / "kind-config.yaml").read_text())["nodes"]
-    found = re.match(r"kindest/node:v(\d+)\.(\d+)\.", node["image"])
-    assert found, node["image"]
-    return int(found[1]), int(found[2])
 
 
 # ---- the first run, the second, a change -------------------------------------------------------------
@@ -318,14 +116,6 @@ def test_a_second_run_with_no_change_builds_loads_and_rolls_out_nothing(laptop: 
     assert laptop.git("status", "--porcelain") == ""
 
 
-CHANGES = [  # one after the other, each followed by make up
-    ("exporters/pipeline_exporter/__main__.py", {"exporter"}),
-    ("fluentd/fluent.conf", {"fluentd"}),  # also in the pod template's checksum: still one rollout
-    ("demo/new_module.py", {"demo"}),  # a new file that is not committed yet: docker would COPY it
-    ("pipeline_sdk/contract.py", {"exporter", "demo"}),  # both images install the SDK
-]
-
-
 def test_a_fluentd_statefulset_of_an_older_release_is_recreated_without_a_restart(after_up: Laptop) -> None:
     laptop = after_up
     assert laptop.world["service_names"]["StatefulSet/mlobs-fluentd"] == "mlobs-fluentd-headless"
@@ -340,8 +130,16 @@ def test_a_fluentd_statefulset_of_an_older_release_is_recreated_without_a_restar
     assert laptop.world["service_names"]["StatefulSet/mlobs-fluentd"] == "mlobs-fluentd-headless"
 
 
+CHANGES = [  # one after the other, each followed by make up
+    ("exporters/pipeline_exporter/__main__.py", {"exporter"}),
+    ("fluentd/fluent.conf", {"fluentd"}),  # also in the pod template's checksum: still one rollout
+    ("demo/new_module.py", {"demo"}),  # a new file that is not committed yet: docker would COPY it
+    ("pipeline_sdk/contract.py", {"exporter", "demo"}),  # both images install the SDK
+]
+
+
 def test_a_changed_source_rebuilds_and_rolls_out_exactly_its_workloads(after_up: Laptop) -> None:
-    laptop, repos = after_up, _repos(after_up)
+    laptop, repos = after_up, image_repos(after_up)
     for path, changed in CHANGES:
         before = laptop.tags()
         with (laptop.repo / path).open("a") as f:
@@ -363,165 +161,6 @@ def test_a_changed_source_rebuilds_and_rolls_out_exactly_its_workloads(after_up:
     run = laptop.up_ok()
     assert run.of("docker", "build") == [] and run.of("kind", "load") == []
     assert laptop.world["rollouts"] == ["Deployment/mlobs-pipeline-exporter"]
-
-
-def _repos(laptop: Laptop) -> dict[str, str]:
-    table = lib(laptop.repo, 'printf "%s\\n" "$MLOBS_IMAGES"')
-    return {line.split()[0]: line.split()[1] for line in table.splitlines()}
-
-
-def test_an_unrelated_or_ignored_file_keeps_every_tag(laptop: Laptop) -> None:
-    before = laptop.tags()
-    (laptop.repo / "exporters/pipeline_exporter/__pycache__").mkdir(exist_ok=True)
-    (laptop.repo / "exporters/pipeline_exporter/__pycache__/x.cpython-311.pyc").write_bytes(b"\0")
-    (laptop.repo / "charts/NOTES.md").write_text("not an input of any image\n")
-    kind_config = laptop.repo / "kind-config.yaml"
-    kind_config.write_text(kind_config.read_text() + "# a comment\n")
-    assert laptop.tags() == before
-
-
-@pytest.mark.parametrize(
-    ("line", "why"),
-    [
-        ("COPY exporters/*.py /x/", "has a wildcard"),
-        ('COPY ["exporters", "/x"]', "JSON form"),
-        ("ADD https://example.invalid/x.tgz /x/", "ADD of a URL"),
-        ("COPY missing-dir /x/", "'missing-dir' does not exist"),
-    ],
-)
-def test_a_copy_the_tag_cannot_cover_is_refused_by_name(laptop: Laptop, line: str, why: str) -> None:
-    dockerfile = laptop.repo / "exporters/Dockerfile"
-    dockerfile.write_text(dockerfile.read_text() + line + "\n")
-    done = subprocess.run(
-        ["bash", "-c", "set -e; . scripts/lib.sh; image_tag exporters/Dockerfile"],
-        capture_output=True, text=True, cwd=laptop.repo, check=False,
-    )  # fmt: skip
-    assert done.returncode == 1 and done.stdout == ""
-    assert why in done.stderr and "exporters/Dockerfile" in done.stderr, done.stderr
-
-
-# ---- preflight: nothing is created before it passes --------------------------------------------------
-
-
-@pytest.fixture
-def listener() -> Iterator[subprocess.Popen[str]]:
-    code = "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
-    code += "print(s.getsockname()[1], flush=True); sys.stdin.read()"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    yield proc
-    proc.communicate("", timeout=10)
-
-
-def test_a_taken_port_stops_before_anything_is_created_naming_its_holder(
-    laptop: Laptop, listener: subprocess.Popen[str]
-) -> None:
-    assert listener.stdout is not None
-    port = int(listener.stdout.readline())
-    run = laptop.run(MLOBS_PROMETHEUS_PORT=str(port))
-    assert run.code != 0 and run.mutating() == []
-    assert f"port {port} (Prometheus) is taken" in run.err
-    if shutil.which("ss") or shutil.which("lsof"):
-        assert f"(pid {listener.pid})" in run.err and "python" in run.err, run.err
-    assert f"MLOBS_PROMETHEUS_PORT={port + 1} make up" in run.err
-
-
-def test_the_same_port_twice_is_refused(laptop: Laptop) -> None:
-    run = laptop.run(MLOBS_MAILPIT_PORT=str(laptop.ports["MLOBS_GRAFANA_PORT"]))
-    assert run.code != 0 and run.mutating() == []
-    assert f"port {laptop.ports['MLOBS_GRAFANA_PORT']} is asked for twice: give MLOBS_MAILPIT_PORT" in run.err
-
-
-@pytest.mark.parametrize("value", ["0", "65536", "30o0", "-1"])
-def test_a_port_that_is_no_port_is_refused_by_its_variable(laptop: Laptop, value: str) -> None:
-    run = laptop.run(MLOBS_INFLUXDB_PORT=value)
-    assert run.code != 0 and run.mutating() == []
-    assert f"MLOBS_INFLUXDB_PORT={value} is not a port number (1-65535)" in run.err
-
-
-@pytest.mark.parametrize(("mib", "passes"), [(3499, False), (3500, True), (2048, False)])
-def test_docker_memory_below_the_threshold_stops_with_what_to_do(
-    laptop: Laptop, mib: int, passes: bool
-) -> None:
-    laptop.world["docker"]["mem_total"] = mib * 2**20 + (2**20 - 1 if not passes else 0)
-    run = laptop.run("preflight" if passes else "up")
-    if passes:
-        assert run.code == 0, run.err
-        assert f"docker   {mib} MiB of memory" in run.out
-    else:
-        assert run.code != 0 and run.mutating() == []
-        assert f"Docker has {mib} MiB of memory; mlobs needs at least 3500 MiB" in run.err
-        assert "give Docker 4 GiB or more" in run.err and "MLOBS_MIN_DOCKER_MEMORY_MIB" in run.err
-
-
-def test_docker_not_running_stops_at_once(laptop: Laptop) -> None:
-    laptop.world["docker"]["running"] = False
-    run = laptop.run()
-    assert run.code != 0 and run.mutating() == []
-    assert "the Docker engine does not answer (docker info failed): start Docker and retry" in run.err
-
-
-def _kubectl_cases() -> list[tuple[str, bool]]:
-    major, minor = node_version()
-    return [
-        (f"{major}.{minor - 2}.9", False),
-        (f"{major}.{minor - 1}.0", True),
-        (f"{major}.{minor}.3", True),
-        (f"{major}.{minor + 1}.0", True),
-        (f"{major}.{minor + 2}.0", False),
-    ]
-
-
-@pytest.mark.parametrize(("version", "passes"), _kubectl_cases())
-def test_kubectl_must_be_within_one_minor_version_of_the_pinned_node(
-    laptop: Laptop, version: str, passes: bool
-) -> None:
-    laptop.world["versions"]["kubectl"] = f"Client Version: v{version}\nKustomize Version: v5.7.1"
-    run = laptop.run("preflight" if passes else "up")
-    major, minor = node_version()
-    if passes:
-        assert run.code == 0, run.err
-        assert f"kubectl  {version} (the node runs Kubernetes {major}.{minor})" in run.out
-    else:
-        assert run.code != 0 and run.mutating() == []
-        assert (
-            f"kubectl {version} is outside the supported skew of the cluster's Kubernetes {major}.{minor}"
-            in run.err
-        )
-        assert f"install kubectl {major}.{minor}" in run.err
-
-
-def _below(version: str) -> str:
-    major, minor, patch = (int(p) for p in version.split("."))
-    return f"{major}.{minor}.{patch - 1}" if patch else f"{major}.{minor - 1}.99"
-
-
-@pytest.mark.parametrize("tool", ["kind", "helm"])
-@pytest.mark.parametrize("at_minimum", [True, False])
-def test_kind_and_helm_older_than_their_minimum_stop(
-    laptop: Laptop, repo_vars: dict[str, str], tool: str, at_minimum: bool
-) -> None:
-    minimum = repo_vars[f"{tool.upper()}_MIN"]
-    version = minimum if at_minimum else _below(minimum)
-    laptop.world["versions"][tool] = (
-        f"kind v{version} go1.24.6 linux/amd64" if tool == "kind" else f"v{version}+gabc"
-    )
-    run = laptop.run()
-    if at_minimum:
-        assert run.code == 0, run.err
-    else:
-        assert run.code != 0 and run.mutating() == []
-        assert f"{tool} {version} is too old (need >= {minimum})" in run.err
-
-
-@pytest.mark.parametrize("tool", ["docker", "kind", "kubectl", "helm", "git", "curl"])
-def test_a_missing_tool_is_named_with_where_to_get_it(laptop: Laptop, tool: str) -> None:
-    (laptop.bin / tool).unlink()
-    run = laptop.run()
-    assert run.code != 0 and run.mutating() == []
-    assert f"{tool} is not installed: " in run.err and ("https://" in run.err or "package manager" in run.err)
 
 
 def test_an_existing_cluster_with_other_ports_is_not_silently_reused(after_up: Laptop) -> None:
@@ -649,185 +288,3 @@ def test_e2e_finds_the_ports_the_cluster_maps(after_up: Laptop, tmp_path: Path) 
         ["scripts/cluster-env.sh", "env"], MLOBS_GRAFANA_PORT="3999"
     )
     assert "MLOBS_GRAFANA_URL=http://localhost:3999" in no_cluster.out.splitlines()
-
-
-# ---- the pieces make up relies on --------------------------------------------------------------------
-
-
-def lib(repo: Path, script: str) -> str:
-    return subprocess.run(
-        ["bash", "-c", f"set -eu; . scripts/lib.sh; {script}"],
-        capture_output=True,
-        text=True,
-        cwd=repo,
-        check=True,
-    ).stdout
-
-
-@pytest.mark.parametrize(
-    ("text", "found"),
-    [
-        ("kind\nmlobs\nother", True),
-        ("mlobs", True),
-        ("mlobs-dev\nxmlobs", False),
-        ("", False),
-        ("mlo", False),
-    ],
-)
-def test_has_line_matches_a_whole_line_only(text: str, found: bool) -> None:
-    done = subprocess.run(
-        ["bash", "-c", '. scripts/lib.sh; has_line "$1" mlobs', "-", text], cwd=ROOT, check=False, timeout=10
-    )
-    assert done.returncode == (0 if found else 1)
-
-
-def test_the_port_table_covers_every_mapping_of_kind_config_and_the_node_ports() -> None:
-    table = [line.split() for line in lib(ROOT, 'printf "%s\\n" "$MLOBS_PORTS"').splitlines()]
-    config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
-    mappings = {m["containerPort"]: m["hostPort"] for n in config["nodes"] for m in n["extraPortMappings"]}
-    assert {int(row[3]) for row in table} == set(mappings)
-    assert [row[2] for row in table] == list(PORT_VARS)
-    for key, _, _, container in table:
-        assert lib(ROOT, f"host_port {key}").strip() == str(mappings[int(container)])
-    umbrella = (ROOT / "charts/mlobs/values.yaml").read_text()
-    node_ports = {int(p) for p in re.findall(r"nodePort: (\d+)", umbrella)}
-    core = yaml.safe_load((ROOT / "charts/mlobs-core/values.yaml").read_text())
-    assert node_ports | {core["mailpit"]["nodePort"]} == set(mappings)
-
-
-def test_the_image_table_covers_every_dockerfile_and_the_chart_values() -> None:
-    table = [line.split() for line in lib(ROOT, 'printf "%s\\n" "$MLOBS_IMAGES"').splitlines()]
-    dockerfiles = subprocess.run(
-        ["git", "ls-files", "*Dockerfile"], capture_output=True, text=True, cwd=ROOT, check=True
-    ).stdout
-    assert sorted(row[2] for row in table) == sorted(dockerfiles.split())
-    images = yaml.safe_load((ROOT / "charts/mlobs-core/values.yaml").read_text())["images"]
-    assert {row[0]: row[1] for row in table} == {
-        k: v["repository"] for k, v in images.items() if k != "mailpit"
-    }
-    values = yaml.safe_load((ROOT / "charts/mlobs/ci/01-kind-values.yaml").read_text())
-    rendered = helm_python.Chart.load(ROOT / "charts/mlobs-core").render(
-        values["mlobs-core"], name="mlobs", namespace="mlobs", is_install=True
-    )
-    users: dict[str, set[str]] = {}
-    for doc in (d for text in rendered.values() for d in yaml.safe_load_all(text) if d):
-        if doc["kind"] in ("Deployment", "StatefulSet"):
-            for container in doc["spec"]["template"]["spec"]["containers"]:
-                users.setdefault(container["image"].split(":")[0], set()).add(
-                    f"{doc['kind']}/{doc['metadata']['name']}"
-                )
-    assert {key: users[repo] for key, repo, _ in table} == {k: {w} for k, w in OUR_WORKLOADS.items()}
-
-
-def core_templates(**tags: str) -> dict[str, Any]:
-    values: dict[str, Any] = {"demo": {"enabled": True}, "images": {k: {"tag": t} for k, t in tags.items()}}
-    rendered = helm_python.Chart.load(ROOT / "charts/mlobs-core").render(
-        values, name="mlobs", namespace="mlobs", is_install=False, is_upgrade=True
-    )
-    docs = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
-    return {
-        f"{d['kind']}/{d['metadata']['name']}": d["spec"]["template"]
-        for d in docs
-        if "template" in d.get("spec", {})
-    }
-
-
-def test_only_a_changed_tag_changes_a_pod_template() -> None:
-    tags = {"exporter": "aaaaaaaaaaaa", "fluentd": "bbbbbbbbbbbb", "demo": "cccccccccccc"}
-    first, again = core_templates(**tags), core_templates(**tags)
-    assert first == again and len(first) == 4  # secrets are random on every render, pod templates are not
-    for key, workload in OUR_WORKLOADS.items():
-        changed = core_templates(**{**tags, key: "dddddddddddd"})
-        assert [w for w in first if first[w] != changed[w]] == [workload]
-
-
-def test_helm_would_read_a_digit_only_tag_as_a_number_so_tags_go_through_set_string() -> None:
-    assert helm_python.parse_set_string("images.demo.tag=123456789012") == {
-        "images": {"demo": {"tag": 123456789012}}
-    }
-    assert helm_python.parse_set_string_values("images.demo.tag=123456789012") == {
-        "images": {"demo": {"tag": "123456789012"}}
-    }
-    result = helm_python.lint(
-        ROOT / "charts/mlobs-core", {"images": {"demo": {"repository": "x", "tag": 123}}}, strict=True
-    )
-    assert result["errors"], "the schema refuses a number as a tag"
-
-
-def test_fluentd_s_statefulset_is_governed_by_a_headless_service_that_no_monitor_scrapes() -> None:
-    rendered = helm_python.Chart.load(ROOT / "charts/mlobs-core").render({}, name="mlobs", namespace="mlobs")
-    docs = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
-    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
-    [sts] = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "mlobs-fluentd"]
-    governing = services[sts["spec"]["serviceName"]]
-    assert governing["spec"]["clusterIP"] == "None"
-    assert governing["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
-    assert services["mlobs-fluentd"]["spec"].get("clusterIP") is None, (
-        "the SDK's Service keeps its cluster IP"
-    )
-    [monitor] = [
-        d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "mlobs-fluentd"
-    ]
-    wanted = monitor["spec"]["selector"]["matchLabels"]
-    scraped = [n for n, svc in services.items() if wanted.items() <= svc["metadata"]["labels"].items()]
-    assert scraped == ["mlobs-fluentd"], "each Fluentd pod is scraped once"
-
-
-# ---- what Helm writes, and the umbrella's lint ---------------------------------------------------------
-
-
-def scratch_charts(tmp: Path, remote: bool) -> Path:
-    """Both charts copied into ``tmp``; without ``remote``, the umbrella keeps its file:// dependency only."""
-    for name in ("mlobs", "mlobs-core"):
-        shutil.copytree(
-            ROOT / "charts" / name, tmp / "charts" / name, ignore=shutil.ignore_patterns("charts")
-        )
-    umbrella = tmp / "charts" / "mlobs"
-    if not remote:
-        chart = yaml.safe_load((umbrella / "Chart.yaml").read_text())
-        chart["dependencies"] = [d for d in chart["dependencies"] if d["repository"].startswith("file://")]
-        (umbrella / "Chart.yaml").write_text(yaml.safe_dump(chart))
-    return umbrella
-
-
-def ignored(paths: list[str]) -> list[str]:
-    """Those of ``paths`` (relative to the repository) that the repository's .gitignore leaves out."""
-    done = subprocess.run(
-        ["git", "check-ignore", "--no-index", "--stdin"], input="\n".join(paths) + "\n",
-        capture_output=True, text=True, cwd=ROOT, check=False,
-    )  # fmt: skip
-    return done.stdout.split()
-
-
-def test_gitignore_covers_every_path_helm_writes_into_the_umbrella(tmp_path: Path) -> None:
-    umbrella = scratch_charts(tmp_path, remote=False)
-    before = {p for p in tmp_path.rglob("*") if p.is_file()}
-    helm_python.dependency_update(umbrella)  # the real Helm: the lock and our chart packaged
-    helm_python.package(tmp_path / "charts/mlobs-core", destination=umbrella / "charts")
-    written = sorted(
-        str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and p not in before
-    )
-    assert written == ["charts/mlobs/Chart.lock", "charts/mlobs/charts/mlobs-core-0.1.0.tgz"]
-    pins = yaml.safe_load((ROOT / "charts/mlobs/Chart.yaml").read_text())["dependencies"]
-    downloads = [f"charts/mlobs/charts/{d['name']}-{d['version']}.tgz" for d in pins]
-    temporary = [
-        downloads[0].replace("charts/mlobs/charts/", "charts/mlobs/tmpcharts-1234567/")
-    ]  # Helm's own
-    assert ignored(written + downloads + temporary) == written + downloads + temporary
-    kept = ["charts/mlobs/Chart.yaml", "charts/mlobs/values.yaml", "charts/mlobs/templates/NOTES.txt"]
-    assert ignored(kept) == []
-
-
-def test_the_umbrella_lints_without_warnings(tmp_path: Path) -> None:
-    umbrella = scratch_charts(tmp_path, remote=True)
-    (umbrella / "charts").mkdir()
-    helm_python.package(tmp_path / "charts/mlobs-core", destination=umbrella / "charts")
-    result = helm_python.lint(umbrella, {}, strict=True, kube_version="v{}.{}.0".format(*node_version()))
-    warnings = [m["error"] for m in result["messages"] if m["severity"] >= 2]
-    # kube-prometheus-stack and influxdb2 cannot be fetched here: the only finding allowed
-    assert warnings == ["chart directory is missing these dependencies: kube-prometheus-stack,influxdb2"]
-    notes = helm_python.Chart.load(umbrella).render({}, name="mlobs", namespace="ml")[
-        "mlobs/templates/NOTES.txt"
-    ]
-    assert "kubectl -n ml get secret mlobs-grafana-admin" in notes
-    assert "svc/mlobs-prometheus 9090:9090" in notes and "svc/mlobs-mailpit-ui 8025:8025" in notes
