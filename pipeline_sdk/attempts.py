@@ -4,7 +4,8 @@ A step run is (run id, step, attempt).  Running a notebook cell twice with the s
 ``run_id``, or a Kubernetes Job retrying its pod, starts a new attempt instead of
 writing into the first one:
 
-1. ``MLOBS_ATTEMPT``, when set (an Argo retry: ``{{retries}}``), names it;
+1. ``MLOBS_ATTEMPT``, when set, names it (outside a pod: in a pod it would differ from the
+   exporter's attempt, which is the pod);
 2. else, in a pod, ``MLOBS_POD_NAME`` (the Downward API's ``metadata.name``) does: a
    Job makes one pod per attempt, and the exporter, which sees the same pods, tags
    its run record with the same name, so the two always agree;
