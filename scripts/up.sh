@@ -176,6 +176,7 @@ fi
 
 # ---- 3 images -----------------------------------------------------------------------------------------
 phase images "content-addressed tags, built and loaded when new"
+# (The commands in the loops below read </dev/null: the loops' own input is the table.)
 nodes=$(kind get nodes --name "$CLUSTER")
 helm_images=()
 while read -r key repository dockerfile; do
@@ -187,15 +188,15 @@ while read -r key repository dockerfile; do
   else
     started=$SECONDS
     echo "    building $image from $dockerfile"
-    docker build --quiet --tag "$image" --file "$dockerfile" . >/dev/null
+    docker build --quiet --tag "$image" --file "$dockerfile" . </dev/null >/dev/null
     what="built ($((SECONDS - started)) s)"
   fi
   missing=""
   for node in $nodes; do
-    docker exec "$node" crictl inspecti "$image" >/dev/null 2>&1 || missing="$missing $node"
+    docker exec "$node" crictl inspecti "$image" </dev/null >/dev/null 2>&1 || missing="$missing $node"
   done
   if [ -n "$missing" ]; then
-    kind load docker-image "$image" --name "$CLUSTER" --nodes "$(printf '%s' "${missing# }" | tr ' ' ',')" >/dev/null
+    kind load docker-image "$image" --name "$CLUSTER" --nodes "$(printf '%s' "${missing# }" | tr ' ' ',')" </dev/null >/dev/null
     what="$what, loaded into the cluster"
   else
     what="$what, already in the cluster"
@@ -215,7 +216,7 @@ deps_in_place() {  # Helm's own view: every dependency of Chart.yaml at its vers
 if ! deps_in_place; then
   sed -n 's/^ *repository: *\(https:[^ ]*\).*/\1/p' "$UMBRELLA/Chart.yaml" | while read -r url; do
     name=$(printf '%s' "$url" | sed 's|^https://||; s|/*$||; s|[^A-Za-z0-9]|-|g')
-    helm repo add "$name" "$url" --force-update >/dev/null
+    helm repo add "$name" "$url" --force-update </dev/null >/dev/null
   done
   helm dependency update "$UMBRELLA" >/dev/null
   echo "    fetched the pinned charts of $UMBRELLA/Chart.yaml"
