@@ -25,6 +25,7 @@ from typing import Self
 from pipeline_sdk import contract as c
 from pipeline_sdk import durations
 from pipeline_sdk.flux import (
+    DASHBOARD_BUCKET,
     DASHBOARD_RANGE,
     FLUX_COLUMNS,
     GRAFANA_SYNTAX,
@@ -84,6 +85,7 @@ def select(
     equal: Mapping[str, Equal] | None = None,
     among: Mapping[str, Among] | None = None,
     since: str | None = None,
+    bucket: str | None = None,
 ) -> DashboardFlux:
     """``from |> range |> filter``: one measurement, some fields, tags equal to a value or among several.
 
@@ -108,7 +110,15 @@ def select(
                 f"({durations.GRAMMAR})"
             )
         time_range = range_ago(ago)
-    return DashboardFlux.select(stream, fields=fields, time_range=time_range, equal=equal, among=among)
+    return DashboardFlux.select(
+        stream,
+        fields=fields,
+        time_range=time_range,
+        bucket=bucket or c.INFLUXDB_BUCKET,
+        bucket_macro=bucket is None,
+        equal=equal,
+        among=among,
+    )
 
 
 def tag_values(stream: c.Stream, tag: str, equal: Mapping[str, Equal] | None = None) -> str:
@@ -124,6 +134,6 @@ def tag_values(stream: c.Stream, tag: str, equal: Mapping[str, Equal] | None = N
     )
     return (
         'import "influxdata/influxdb/schema"\n'
-        f"schema.tagValues(bucket: {string(c.INFLUXDB_BUCKET)}, tag: {string(tag)}, "
+        f"schema.tagValues(bucket: {DASHBOARD_BUCKET}, tag: {string(tag)}, "
         f"predicate: (r) => {predicate}, start: v.timeRangeStart, stop: v.timeRangeStop)"
     )

@@ -51,6 +51,9 @@ from .durations import SECOND_NS
 
 FLUX_COLUMNS = frozenset({"_time", "_value", "_field", "_measurement", "_start", "_stop"})  # every table's
 DASHBOARD_RANGE = "range(start: v.timeRangeStart, stop: v.timeRangeStop)"  # Grafana's time range
+# Grafana's macro for the datasource's default bucket: the chart sets it from the one value of the
+# bucket Fluentd writes to, so a dashboard never spells the bucket out.
+DASHBOARD_BUCKET = "v.defaultBucket"
 FLUX_DURATION_UNITS = (  # a Flux duration literal's units that mlobs writes, largest first (ns in each)
     ("w", 7 * 86400 * SECOND_NS),
     ("d", 86400 * SECOND_NS),
@@ -232,6 +235,7 @@ class Flux:
         fields: Iterable[str],
         time_range: str,
         bucket: str = c.INFLUXDB_BUCKET,
+        bucket_macro: bool = False,
         equal: Mapping[str, Equal] | None = None,
         among: Mapping[str, Among] | None = None,
         absent: Mapping[str, str] | None = None,
@@ -239,7 +243,8 @@ class Flux:
         """``from |> range |> filter``: one measurement, some fields, tags equal to a value or among some.
 
         ``time_range`` is a ``range()`` step (:data:`DASHBOARD_RANGE`, :func:`range_ns`,
-        :func:`range_ago`).  ``absent`` maps a tag that older points lack to the value
+        :func:`range_ago`).  ``bucket_macro`` reads from :data:`DASHBOARD_BUCKET` instead of
+        ``bucket`` (in a dashboard).  ``absent`` maps a tag that older points lack to the value
         such a point reads as: a filter that takes that value also takes them.
         """
         names, equals, amongs, defaults = tuple(fields), equal or {}, among or {}, absent or {}
@@ -254,7 +259,7 @@ class Flux:
         if not time_range.startswith("range(start: "):
             raise FluxError(f"time_range={time_range!r} is invalid: must be a range() step")
         lines = [
-            f"from(bucket: {string(bucket)})",
+            f"from(bucket: {DASHBOARD_BUCKET if bucket_macro else string(bucket)})",
             time_range,
             f"filter(fn: (r) => r._measurement == {string(stream.measurement)})",
         ]

@@ -211,7 +211,7 @@ def flux(settings: Settings, query: str) -> list[dict[str, str]]:
 
 def query(stream: c.Stream, fields: Iterable[str], *, last: bool = False, **equal: str) -> str:
     """A Flux query over ``stream`` (the contract's names only): one row per point, newest first."""
-    q = select(stream, fields=fields, equal=equal, since=SINCE).pivot_fields()
+    q = select(stream, fields=fields, equal=equal, since=SINCE, bucket=c.INFLUXDB_BUCKET).pivot_fields()
     q = q.then("group()").sort("_time", desc=True)
     return (q.then("limit(n: 1)") if last else q).text
 

@@ -581,3 +581,47 @@ def test_the_fallback_check_can_fail() -> None:
     pod = {"metadata": {"labels": {c.LABEL_PIPELINE: "p"}}, "spec": {"containers": [{"name": "step"}]}}
     job = {"kind": "Job", "metadata": {"name": "j"}, "spec": {"template": pod}}
     assert sdk_pods_without_fallback([job]) == ["Job/j/step"]
+
+
+def umbrella_checks(overrides: dict[str, Any], tmp_path: Path) -> dict[str, str]:
+    """charts/mlobs/templates/checks.yaml rendered alone with the umbrella's values and ``overrides``."""
+    chart = tmp_path / "mlobs"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: mlobs\nversion: 0.0.0\n")
+    shutil.copy(ROOT / "charts/mlobs/templates/checks.yaml", chart / "templates/checks.yaml")
+    values = yaml.safe_load((ROOT / "charts/mlobs/values.yaml").read_text())
+    for path, value in overrides.items():
+        *parents, key = path.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[key] = value
+    out: dict[str, str] = helm_python.Chart.load(chart).render(values, name="mlobs", namespace="mlobs")
+    return out
+
+
+def test_influxdb_org_and_bucket_are_one_value(tmp_path: Path) -> None:
+    values = yaml.safe_load((ROOT / "charts/mlobs/values.yaml").read_text())
+    influx, admin = values["mlobs-core"]["fluentd"]["influxdb"], values["influxdb2"]["adminUser"]
+    assert (influx["org"], influx["bucket"]) == (admin["organization"], admin["bucket"]) == ("mlobs", "mlobs")
+    text = (ROOT / "charts/mlobs/values.yaml").read_text()
+    assert text.count("&influxdbOrg mlobs") == text.count("&influxdbBucket mlobs") == 1  # written once
+    assert [v.strip() for v in umbrella_checks({}, tmp_path).values()] == [""]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "influxdb2.adminUser.bucket",
+            'mlobs-core.fluentd.influxdb.bucket is "mlobs" but influxdb2.adminUser.bucket',
+        ),
+        (
+            "mlobs-core.fluentd.influxdb.org",
+            'mlobs-core.fluentd.influxdb.org is "other" but influxdb2.adminUser',
+        ),
+    ],
+)
+def test_an_override_of_one_side_stops_the_install(override: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(helm_python.HelmRenderError, match=re.escape(message)):
+        umbrella_checks({override: "other"}, tmp_path)

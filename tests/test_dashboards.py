@@ -243,8 +243,8 @@ def flux_problems(query: str) -> list[str]:
         for t in re.findall(r'tag: "([^"]+)"', query)
         if t not in stream.tags
     ]
-    if f'bucket: "{c.INFLUXDB_BUCKET}"' not in query:
-        problems.append("not the contract's bucket")
+    if "bucket: v.defaultBucket" not in query or re.search(r"bucket:\s*+(?!v\.defaultBucket\b)", query):
+        problems.append("not the datasource's bucket (v.defaultBucket)")
     return problems
 
 
@@ -277,6 +277,8 @@ def test_flux_check_can_fail() -> None:
     ]
     early = query.replace('group(columns: ["run_id", "attempt", "name"])', 'group(columns: ["run", "name"])')
     assert flux_problems(early) == ["column 'run' not in list_metric before the query makes it"]
+    spelt = query.replace("bucket: v.defaultBucket", f'bucket: "{c.INFLUXDB_BUCKET}"')
+    assert flux_problems(spelt) == ["not the datasource's bucket (v.defaultBucket)"]
 
 
 # ---- attempts: a step run is (run id, step, attempt), never merged -----------------------------------
