@@ -73,6 +73,7 @@ FIELD_IMAGE: Final = "image"  # container image of a run
 FIELD_NODE: Final = "node"  # node a run's last pod ran on
 FIELD_POD: Final = "pod"  # name of a run's last pod
 FIELD_ATTEMPTS: Final = "attempts"  # pods a run's Job started (retries + 1) (int)
+FIELD_ERROR: Final = "error"  # a failed run's last words: its container's termination message, one line
 EXTRA_ERROR_KEY: Final = "mlobs_extra_error"  # in a log record's extra JSON: why its extra was not stored
 EXTRA_TRUNCATED_KEY: Final = "mlobs_extra_truncated"  # in a log record's extra JSON: its JSON, cut to fit
 
@@ -210,6 +211,7 @@ RUN_RECORD: Final = Stream(  # one per finished run, written by the pipeline exp
         FIELD_NODE: _F.STRING,
         FIELD_POD: _F.STRING,
         FIELD_ATTEMPTS: _F.INTEGER,
+        FIELD_ERROR: _F.STRING,
     },
 )
 API_REQUEST: Final = Stream(  # one per model-API request
@@ -261,6 +263,10 @@ PROM_LABEL_METHOD: Final = "method"  # HTTP method
 # on the next failure), so active series stay bounded; never on a counter or histogram.
 PROM_LABEL_RUN_ID: Final = "run_id"  # run id of the last failed run
 PROM_LABEL_EXIT_CODE: Final = "exit_code"  # exit code of the last failed run ("" when none)
+PROM_LABEL_ERROR: Final = "error"  # the last failed run's termination message: one line, 200 chars ("": none)
+# A scrape through a ServiceMonitor keeps the target's own namespace and pod labels and renames these
+# two to exported_namespace and exported_pod (the rules read either).
+PROM_LABEL_POD: Final = "pod"  # the last failed run's last pod ("" when none was seen)
 
 PROM_RUNS_TOTAL: Final = (
     "mlobs_pipeline_runs_total"  # counter of finished runs by pipeline, step, status, reason

@@ -185,11 +185,13 @@ def test_last_failure_gauges_and_info() -> None:
         "reason": "OOMKilled",
         "exit_code": "137",
         "namespace": "ml",
+        "error": "",  # k.oom_killed's pods say nothing (tests/test_exporter_termination.py has words)
+        "pod": "train-fit-bad-1-0",
     }
     assert registry.get_sample_value(c.PROM_LAST_FAILURE_INFO, info) == T0 + 30, "value: the run's end"
     play(tracker, k.backoff_limit(k.RunSpec("train", "fit", "bad-2", backoff_limit=1), T0 + 60, T0 + 80))
     assert registry.get_sample_value(c.PROM_LAST_FAILURE_INFO, info) is None, "one series: replaced"
-    info.update(run_id="bad-2", reason="BackoffLimitExceeded", exit_code="1")
+    info.update(run_id="bad-2", reason="BackoffLimitExceeded", exit_code="1", pod="train-fit-bad-2-1")
     assert registry.get_sample_value(c.PROM_LAST_FAILURE_INFO, info) == T0 + 80
 
 
@@ -830,7 +832,8 @@ def test_the_last_failure_is_the_latest_end_and_a_cancelled_run_is_not_one() -> 
     def info(run_id: str) -> float | None:
         labels = {"pipeline": "train", "step": "fit", "run_id": run_id, "reason": "OOMKilled"}
         return registry.get_sample_value(
-            c.PROM_LAST_FAILURE_INFO, {**labels, "exit_code": "137", "namespace": "ml"}
+            c.PROM_LAST_FAILURE_INFO,
+            {**labels, "exit_code": "137", "namespace": "ml", "error": "", "pod": f"train-fit-{run_id}-0"},
         )
 
     play(tracker, k.oom_killed(k.RunSpec("train", "fit", "late"), T0 + 10, T0 + 30))

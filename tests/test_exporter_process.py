@@ -147,6 +147,8 @@ def test_a_restarted_exporter_does_not_recount(api: FakeKubeServer, start_export
         reason="OOMKilled",
         exit_code="137",
         namespace="ml",
+        error="",
+        pod="train-fit-oom-1-0",
     )
     assert info == T0 + 30, "the last failure's details survive the restart"
     wait_for(lambda: fluentd.event_count() >= 1, 10, "the first exporter's record")

@@ -3,7 +3,7 @@
 Each ``collect()`` builds its metric families from a snapshot taken under the
 tracker's lock, so a scrape sees one consistent state.  Labels are bounded
 (pipeline, step, status, reason); the run id appears only on the last-failure
-info gauge, one series per pipeline/step at a time.
+info gauge (with its error and pod), one series per pipeline/step at a time.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ class RunCollector(Collector):
                 c.PROM_LABEL_REASON,
                 c.PROM_LABEL_EXIT_CODE,
                 c.PROM_LABEL_NAMESPACE,
+                c.PROM_LABEL_ERROR,
+                c.PROM_LABEL_POD,
             ),
         )
         oldest = GaugeMetricFamily(c.PROM_OLDEST_RUNNING_START, "Start of the oldest running run.", labels=PS)

@@ -29,6 +29,7 @@ class AttemptRecord:
     end: float  # its containers' last finish; else when the next pod was created, or the run's end
     node: str | None
     image: str | None
+    error: str = ""  # a failed pod's last words (its termination message, one line); "" for none
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class FinishedRun:
     pod: str | None  # the last pod: the one created last
     attempts: int  # pods the Job started (retries + 1)
     per_attempt: tuple[AttemptRecord, ...] = ()  # the pods, the earliest created first; () for no pod seen
+    error: str = ""  # a failed run's last words: its failing container's termination message, one line
 
 
 class RecordSink(Protocol):
@@ -71,7 +73,8 @@ class StepStats:
     last_success: float = 0.0
     last_failure: float = 0.0
     last_failure_start: float = 0.0
-    last_failure_info: tuple[str, str, str, str] | None = None  # run_id, reason, exit code, namespace
+    # run_id, reason, exit code, namespace, error (label-cut), pod: the labels of the info series
+    last_failure_info: tuple[str, str, str, str, str, str] | None = None
     # Idle expiry counts from here: when a run was last counted, or the end of the newest
     # historical one (so a pipeline retired long ago does not come back with every restart).
     last_active: float = 0.0

@@ -15,6 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from pipeline_sdk import contract as c
+from pipeline_sdk.validation import MAX_TEXT_LENGTH
+
+from .messages import ELLIPSIS, one_line
 
 Raw = dict[str, Any]
 R = c.RunReason
@@ -147,6 +150,14 @@ class Failure:
 
     reason: c.RunReason
     exit_code: int | None
+    message: str = ""  # the container's termination message as one line (last_words); "" for none
+
+
+def last_words(message: str | None) -> str:
+    """A termination message as one line that the run record can always store: lone surrogates
+    (which JSON can carry) backslash-escaped, cut to the store's MAX_TEXT_LENGTH characters."""
+    line = one_line(message).encode("utf-8", "backslashreplace").decode("utf-8")
+    return line if len(line) <= MAX_TEXT_LENGTH else line[: MAX_TEXT_LENGTH - 1] + ELLIPSIS
 
 
 @dataclass(frozen=True)
@@ -224,10 +235,11 @@ class PodView:
 
 def _terminated_failure(terminated: Raw, where: str) -> Failure | None:
     code = whole_or_none(terminated, "exitCode", where)
+    message = last_words(text(terminated, "message", where))
     if text(terminated, "reason", where) == "OOMKilled":
-        return Failure(R.OOM_KILLED, code)
+        return Failure(R.OOM_KILLED, code, message)
     if code not in (None, 0):
-        return Failure(R.ERROR, code)
+        return Failure(R.ERROR, code, message)
     return None
 
 
@@ -274,10 +286,11 @@ def pod_view(raw: Any) -> PodView | None:
     failure = None
     if phase == "Failed":
         pod_reason = text(status, "reason", "status.")
+        said = last_words(text(status, "message", "status."))  # the kubelet's words, e.g. on an eviction
         if pod_reason == "Evicted":
-            failure = Failure(R.EVICTED, None)
+            failure = Failure(R.EVICTED, None, said)
         elif pod_reason == "DeadlineExceeded":
-            failure = Failure(R.DEADLINE_EXCEEDED, None)
+            failure = Failure(R.DEADLINE_EXCEEDED, None, said)
         else:
             oom = [f for f in failures if f.reason is R.OOM_KILLED]
             failure = (oom or failures or [Failure(R.UNKNOWN, None)])[0]

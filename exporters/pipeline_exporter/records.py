@@ -65,6 +65,7 @@ class RecordSender:
             (c.FIELD_IMAGE, (attempt.image if attempt else None) or record.image),
             (c.FIELD_NODE, attempt.node if attempt else record.node),
             (c.FIELD_POD, attempt.pod if attempt else record.pod),
+            (c.FIELD_ERROR, attempt.error if attempt else record.error),
         ):
             if value:
                 fields[name] = value

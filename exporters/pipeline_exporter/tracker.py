@@ -51,6 +51,7 @@ from pipeline_sdk.ratelog import RateLimitedLog
 from .config import SeriesLimits, Thresholds
 from .figures import AttemptRecord, FinishedRun, RecordSink, Sizes, Snapshot, StepKey, StepStats, copy_stats
 from .kube import Failure, Identity, JobView, PodView, Raw, job_view, pod_view
+from .messages import error_label
 
 R = c.RunReason
 S = c.RunStatus
@@ -192,7 +193,13 @@ class RunTracker:
             elif view.phase == "Failed" and view.failure is not None:
                 failure = view.failure
                 self._finish(
-                    run, S.FAILED, failure.reason, exit_code=failure.exit_code, end=end, historical=historical
+                    run,
+                    S.FAILED,
+                    failure.reason,
+                    exit_code=failure.exit_code,
+                    end=end,
+                    historical=historical,
+                    error=failure.message,
                 )
             elif event_type == "DELETED":
                 self._finish(run, S.CANCELLED, R.DELETED, exit_code=None, end=self._clock(), historical=False)
@@ -383,7 +390,8 @@ class RunTracker:
             reason = last.reason
         else:
             reason = R.UNKNOWN
-        self._finish(run, S.FAILED, reason, exit_code=exit_code, end=end, historical=historical)
+        error = last.message if last else ""
+        self._finish(run, S.FAILED, reason, exit_code=exit_code, end=end, historical=historical, error=error)
 
     def _finish(
         self,
@@ -394,13 +402,17 @@ class RunTracker:
         exit_code: int | None,
         end: float,
         historical: bool,
+        error: str = "",
     ) -> None:
+        """``error``: a failed run's last words (kube.last_words), "" for none."""
         del self._active[run.key]
         self._finished[run.key] = None
         while len(self._finished) > self._max_finished:
             self._finished.popitem(last=False)
         self.finished_total += 1
         start = min(run.started or run.created, end)
+        attempts = sorted(run.pods.values(), key=lambda a: a.order)
+        last = attempts[-1] if attempts else None
         stats = self._stats(run)
         if stats is not None:
             stats.last_active = max(stats.last_active, end if historical else max(end, self._clock()))
@@ -409,15 +421,15 @@ class RunTracker:
             elif status is S.FAILED and end >= stats.last_failure:
                 stats.last_failure, stats.last_failure_start = end, start
                 code = "" if exit_code is None else str(exit_code)
-                stats.last_failure_info = (run.run_id, reason.value, code, run.ident.namespace)
+                pod = last.name if last else ""
+                ns = run.ident.namespace
+                stats.last_failure_info = (run.run_id, reason.value, code, ns, error_label(error), pod)
         if historical:
             return
         if stats is not None:
             stats.runs[(status, reason)] += 1
             stats.observe(status, end - start)
         if self._records is not None:
-            attempts = sorted(run.pods.values(), key=lambda a: a.order)
-            last = attempts[-1] if attempts else None
             self._records.send(
                 FinishedRun(
                     run_id=run.run_id,
@@ -433,7 +445,8 @@ class RunTracker:
                     node=last.node if last else None,
                     pod=last.name if last else None,
                     attempts=max(run.attempts, 1),
-                    per_attempt=_records(attempts, run.image, (status, reason, exit_code), end),
+                    per_attempt=_records(attempts, run.image, (status, reason, exit_code, error), end),
+                    error=error,
                 )
             )
 
@@ -448,7 +461,7 @@ def _last_failure(run: _Run) -> Failure | None:
 def _records(
     attempts: list[_Attempt],
     image: str | None,
-    outcome: tuple[c.RunStatus, c.RunReason, int | None],
+    outcome: tuple[c.RunStatus, c.RunReason, int | None, str],
     end: float,
 ) -> tuple[AttemptRecord, ...]:
     """A record of each attempt (earliest first): the last has the run's outcome, an earlier one its own.
@@ -459,7 +472,7 @@ def _records(
     """
     out = []
     for i, attempt in enumerate(attempts):
-        status, reason, exit_code = outcome
+        status, reason, exit_code, error = outcome
         later = attempts[i + 1].order[0] if i + 1 < len(attempts) else None
         start = attempt.started if attempt.started is not None else attempt.order[0]
         ended = attempt.phase in ("Succeeded", "Failed")
@@ -471,11 +484,17 @@ def _records(
             stop = end
         if later is not None:
             if attempt.phase == "Succeeded":
-                status, reason, exit_code = S.SUCCEEDED, R.COMPLETED, None
+                status, reason, exit_code, error = S.SUCCEEDED, R.COMPLETED, None, ""
             elif attempt.failure is not None:
-                status, reason, exit_code = S.FAILED, attempt.failure.reason, attempt.failure.exit_code
+                failure = attempt.failure
+                status, reason, exit_code, error = (
+                    S.FAILED,
+                    failure.reason,
+                    failure.exit_code,
+                    failure.message,
+                )
             else:
-                exit_code = None
+                exit_code, error = None, ""
         out.append(
             AttemptRecord(
                 pod=attempt.name,
@@ -486,6 +505,7 @@ def _records(
                 end=stop,
                 node=attempt.node,
                 image=attempt.image or image,
+                error=error,
             )
         )
     return tuple(out)
