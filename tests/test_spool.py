@@ -161,6 +161,39 @@ def test_the_crc_in_pieces_is_zlibs_crc(n: int) -> None:
     assert crc32_holding_gil(data, 12345) == zlib.crc32(data, 12345)
 
 
+def read_at(path: Path, offset: int, limit: int, *, verify: bool = True) -> Frame:
+    """``frames.read_frame`` on the file at ``path``, its descriptor closed after."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return frames_module.read_frame(fd, offset, limit, owner="o", segment=0, verify=verify)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("delta", [1, -1])
+def test_a_checksum_one_above_or_below_the_contents_is_a_mismatch(tmp_path: Path, delta: int) -> None:
+    header, tag, entries = frame(0)
+    crc = int.from_bytes(header[11:15], "big")
+    path = tmp_path / "frame"
+    path.write_bytes(header[:11] + ((crc + delta) % 2**32).to_bytes(4, "big") + tag + entries)
+    with pytest.raises(frames_module.SpoolCorrupt, match=r"^checksum mismatch$"):
+        read_at(path, 0, L)
+    assert read_at(path, 0, L, verify=False).entries == entries  # unverified: taken as it is
+
+
+def test_a_header_is_whole_when_it_ends_exactly_at_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "frames"
+    path.write_bytes(b"".join(frame_bytes("", 0, b"")) + b"".join(frame(1)))  # 15 bytes: a header only
+    empty = read_at(path, 0, 15)
+    assert (empty.tag, empty.count, empty.entries, empty.end) == ("", 0, b"", 15)
+    assert read_at(path, 0, 16).end == 15
+    with pytest.raises(frames_module.SpoolCorrupt, match=r"^truncated frame header$"):
+        read_at(path, 0, 14)
+    assert (read_at(path, 15, 15 + L).entries, read_at(path, 15, 15 + L).end) == (bytes([1]) * 50, 15 + L)
+    with pytest.raises(frames_module.SpoolCorrupt, match=r"^truncated frame$"):
+        read_at(path, 15, 15 + L - 1)
+
+
 # ---- appending, acknowledging, rolling over ------------------------------------------------------
 
 
@@ -416,7 +449,7 @@ def test_a_new_directory_locked_first_by_an_adopter_is_left_to_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another process adopting leftovers can lock a directory between its mkdir and its owner's lock."""
-    real_lock = spool_module.lock_owner
+    real_lock = segments_module.lock_owner  # the function spool.py imported (and the test replaces there)
     raced: list[SpoolDir] = []
     calls = 0
 
@@ -838,6 +871,28 @@ def test_junk_between_frames_costs_exactly_its_bytes(
     assert adopted.lost_bytes == len(junk)
     assert [r.getMessage() for r in caplog.records] == [
         f"mlobs: spool segment {seg} is corrupt at byte {L} ({why}); skipping {len(junk)} bytes"
+    ]
+
+
+def test_a_magic_late_in_a_corrupt_frame_does_not_hide_the_frame_after_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    left = leftover(tmp_path, 4)
+    seg = left / "000000000000.seg"
+    data = bytearray(seg.read_bytes())
+    fake = L + 15 + 12 + 45  # "MF" in frame 1's entries, past the middle of the frame: its crc fails
+    data[fake : fake + 2] = b"MF"
+    seg.write_bytes(bytes(data))
+    [adopted] = SpoolDir.adopt_orphans(tmp_path, exclude="none")
+    with caplog.at_level(logging.ERROR, "mlobs.spool"):
+        assert [(f.entries[0], f.end) for f in iter(adopted.next_frame, None)] == [
+            (0, L),
+            (2, 3 * L),
+            (3, 4 * L),
+        ]
+    assert adopted.lost_bytes == L
+    assert [r.getMessage() for r in caplog.records] == [
+        f"mlobs: spool segment {seg} is corrupt at byte {L} (checksum mismatch); skipping {L} bytes"
     ]
 
 
