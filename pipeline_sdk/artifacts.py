@@ -57,22 +57,18 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
+from .contract import (  # an artifact's fields on the io stream, importable from here too
+    FIELD_MANIFEST,
+    FIELD_MEDIA_TYPE,
+    FIELD_SHA256,
+    FIELD_SIZE_BYTES,
+    FIELD_STORED,
+    FIELD_URI,
+)
 from .files import make_private_dirs, open_private
 from .validation import check_name, short_repr
 
 log = logging.getLogger(__name__)
-
-# ==========================================================================================
-# Proposed contract names: to move to contract.py (an artifact as a row of the io stream,
-# direction "artifact", name TAG_NAME), then imported from there
-# ==========================================================================================
-FIELD_URI: Final = "uri"  # where an artifact's bytes are: file://, s3:// or gs:// (string)
-FIELD_SIZE_BYTES: Final = "size_bytes"  # an artifact's size; a directory's files' total (int)
-FIELD_SHA256: Final = "sha256"  # an artifact's sha256, hex; a directory's is its manifest's (string)
-FIELD_MEDIA_TYPE: Final = "media_type"  # an artifact's media type, e.g. "application/json" (string)
-FIELD_MANIFEST: Final = "manifest"  # a directory's files and skipped entries, as JSON (string)
-FIELD_STORED: Final = "stored"  # 1 when the bytes were copied to the local store, else 0 (int)
-# ==========================================================================================
 
 DIRECTORY_MEDIA_TYPE: Final = "inode/directory"
 DEFAULT_MEDIA_TYPE: Final = "application/octet-stream"
@@ -129,7 +125,7 @@ class Artifact:
         return None if self.files is None else _manifest_json(self.files)
 
     def fields(self) -> dict[str, str | int]:
-        """The record as event fields (the proposed names above), those not known left out."""
+        """The record as event fields (the contract's names), those not known left out."""
         out: dict[str, str | int] = {FIELD_URI: self.uri, FIELD_MEDIA_TYPE: self.media_type}
         out[FIELD_STORED] = int(self.stored)
         if self.size_bytes is not None:

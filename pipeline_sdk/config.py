@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 from . import contract as c
 from .redact import redact
+from .system import parse_interval
 
 T = TypeVar("T")
 
@@ -130,6 +131,7 @@ SPOOL_MAX_MB = EnvVar(c.ENV_SPOOL_MAX_MB, _positive_int, 512)
 LOG_LEVEL = EnvVar(c.ENV_LOG_LEVEL, log_level, logging.INFO)
 ON_INVALID = EnvVar(c.ENV_ON_INVALID, on_invalid, "raise")
 TERMINATION_LOG = EnvVar(c.ENV_TERMINATION_LOG, termination_log)
+SYSTEM_INTERVAL = EnvVar(c.ENV_SYSTEM_INTERVAL, parse_interval, c.DEFAULT_SYSTEM_INTERVAL)
 
 
 def _http_url(raw: str) -> str:

@@ -38,6 +38,7 @@ TAG_METHOD: Final = "method"  # HTTP method of a model-API request
 TAG_HTTP_STATUS: Final = "status"  # HTTP status class of a request: "2xx", "4xx", "5xx"
 TAG_MODEL: Final = "model"  # model name of a prediction
 TAG_MODEL_VERSION: Final = "model_version"  # model version of a prediction
+TAG_GPU: Final = "gpu"  # index of a GPU (NVML's) on a GPU row of the system stream; absent on process rows
 
 IDENTITY_TAGS: Final = (TAG_RUN_ID, TAG_PIPELINE, TAG_STEP, TAG_ATTEMPT)  # carried by every run event
 FIRST_ATTEMPT: Final = "1"  # the attempt of a step run's first try, and of data written without the tag
@@ -76,6 +77,34 @@ FIELD_ATTEMPTS: Final = "attempts"  # pods a run's Job started (retries + 1) (in
 FIELD_ERROR: Final = "error"  # a failed run's last words: its container's termination message, one line
 EXTRA_ERROR_KEY: Final = "mlobs_extra_error"  # in a log record's extra JSON: why its extra was not stored
 EXTRA_TRUNCATED_KEY: Final = "mlobs_extra_truncated"  # in a log record's extra JSON: its JSON, cut to fit
+
+# The system stream: what a run's process and its descendants used, a row per sample
+# (pipeline_sdk.system); the same names on the run's end event are its summary.
+FIELD_ELAPSED_SECONDS: Final = "elapsed_seconds"  # seconds from the run's start to the sample (float)
+FIELD_CPU_PERCENT: Final = "cpu_percent"  # CPU of process + descendants since the last sample, % of a core
+FIELD_CPU_SECONDS: Final = "cpu_seconds"  # CPU seconds of process + descendants since the run began (float)
+FIELD_RSS_BYTES: Final = "rss_bytes"  # resident memory of process + live descendants (int)
+FIELD_PEAK_RSS_BYTES: Final = "peak_rss_bytes"  # the largest rss_bytes so far; the summary's, see system.py
+FIELD_READ_BYTES: Final = "read_bytes"  # bytes read from storage since the run began (int)
+FIELD_WRITE_BYTES: Final = "write_bytes"  # bytes written to storage since the run began (int)
+FIELD_THREADS: Final = "threads"  # threads of process + live descendants (int)
+FIELD_OPEN_FDS: Final = "open_fds"  # open file descriptors of process + live descendants (int)
+FIELD_PROCESSES: Final = "processes"  # the process and its live descendants (int)
+FIELD_GPU_UTILIZATION_PERCENT: Final = "gpu_utilization_percent"  # a GPU's busy time, % (float)
+FIELD_GPU_MEMORY_USED_BYTES: Final = "gpu_memory_used_bytes"  # a GPU's memory in use, all processes (int)
+FIELD_GPU_MEMORY_TOTAL_BYTES: Final = "gpu_memory_total_bytes"  # a GPU's memory (int)
+FIELD_MEAN_CPU_PERCENT: Final = "mean_cpu_percent"  # a run's CPU seconds over its wall time, % of a core
+FIELD_MEMORY_LIMIT_BYTES: Final = "memory_limit_bytes"  # the cgroup's memory limit, when there is one (int)
+FIELD_CPU_LIMIT_CORES: Final = "cpu_limit_cores"  # the cgroup's CPU quota in cores, when there is one
+FIELD_SYSTEM_SAMPLES: Final = "system_samples"  # samples the run's sampler took (int)
+FIELD_SYSTEM_ERRORS: Final = "system_errors"  # readings (or deliveries) of the sampler that failed (int)
+# An artifact: a row of the io stream, direction "artifact", its name the name tag (pipeline_sdk.artifacts).
+FIELD_URI: Final = "uri"  # where an artifact's bytes are: file://, s3:// or gs:// (string)
+FIELD_SIZE_BYTES: Final = "size_bytes"  # an artifact's size; a directory's files' total (int)
+FIELD_SHA256: Final = "sha256"  # an artifact's sha256, hex; a directory's is its manifest's (string)
+FIELD_MEDIA_TYPE: Final = "media_type"  # an artifact's media type, e.g. "application/json" (string)
+FIELD_MANIFEST: Final = "manifest"  # a directory's files and skipped entries, as JSON (string)
+FIELD_STORED: Final = "stored"  # 1 when the bytes were copied to the local store, else 0 (int)
 
 
 class FieldType(enum.Enum):
@@ -127,6 +156,7 @@ class IODirection(enum.StrEnum):
 
     INPUT = "input"  # something the step read
     OUTPUT = "output"  # something the step wrote
+    ARTIFACT = "artifact"  # a file or directory the step produced (log_artifact)
 
 
 @dataclass(frozen=True)
@@ -165,6 +195,14 @@ RUN: Final = Stream(  # run lifecycle: started, then succeeded / failed / cancel
         FIELD_ERROR_TYPE: _F.STRING,
         FIELD_ERROR_MESSAGE: _F.STRING,
         FIELD_TRACEBACK: _F.STRING,
+        # the end event's system summary (pipeline_sdk.system.Summary)
+        FIELD_CPU_SECONDS: _F.FLOAT,
+        FIELD_MEAN_CPU_PERCENT: _F.FLOAT,
+        FIELD_PEAK_RSS_BYTES: _F.INTEGER,
+        FIELD_MEMORY_LIMIT_BYTES: _F.INTEGER,
+        FIELD_CPU_LIMIT_CORES: _F.FLOAT,
+        FIELD_SYSTEM_SAMPLES: _F.INTEGER,
+        FIELD_SYSTEM_ERRORS: _F.INTEGER,
     },
 )
 PARAM: Final = Stream(  # one hyper-parameter or setting of a run
@@ -185,11 +223,22 @@ LIST_METRIC: Final = Stream(  # a list metric: one value per step/epoch, a serie
     tags=(*IDENTITY_TAGS, TAG_NAME),
     fields={FIELD_VALUE: _F.FLOAT, FIELD_INDEX: _F.INTEGER},
 )
-IO: Final = Stream(  # an input the step read or an output it wrote
+IO: Final = Stream(  # an input the step read, an output it wrote, or an artifact it produced
     tag="mlobs.io",
     measurement="io",
     tags=(*IDENTITY_TAGS, TAG_DIRECTION, TAG_NAME),
-    fields={FIELD_VALUE: _F.STRING, FIELD_SOURCE: _F.STRING, FIELD_DESTINATION: _F.STRING},
+    fields={
+        FIELD_VALUE: _F.STRING,
+        FIELD_SOURCE: _F.STRING,
+        FIELD_DESTINATION: _F.STRING,
+        # an artifact's record (direction "artifact")
+        FIELD_URI: _F.STRING,
+        FIELD_SIZE_BYTES: _F.INTEGER,
+        FIELD_SHA256: _F.STRING,
+        FIELD_MEDIA_TYPE: _F.STRING,
+        FIELD_MANIFEST: _F.STRING,
+        FIELD_STORED: _F.INTEGER,
+    },
 )
 LOG: Final = Stream(  # a structured log record of a run
     tag="mlobs.log",
@@ -227,7 +276,30 @@ PREDICTION: Final = Stream(  # one per prediction a model API logs: a score or a
     fields={FIELD_SCORE: _F.FLOAT, FIELD_OUTCOME: _F.STRING},
 )
 
-RUN_STREAMS: Final = (RUN, PARAM, METRIC, LIST_METRIC, IO, LOG, RUN_RECORD)  # streams keyed by a run
+SYSTEM: Final = Stream(  # what a run's process used, a row per sample (and one per GPU, with TAG_GPU)
+    tag="mlobs.system",
+    measurement="system",
+    tags=(*IDENTITY_TAGS, TAG_GPU),
+    fields={
+        FIELD_ELAPSED_SECONDS: _F.FLOAT,
+        FIELD_CPU_PERCENT: _F.FLOAT,
+        FIELD_CPU_SECONDS: _F.FLOAT,
+        FIELD_RSS_BYTES: _F.INTEGER,
+        FIELD_PEAK_RSS_BYTES: _F.INTEGER,
+        FIELD_READ_BYTES: _F.INTEGER,
+        FIELD_WRITE_BYTES: _F.INTEGER,
+        FIELD_THREADS: _F.INTEGER,
+        FIELD_OPEN_FDS: _F.INTEGER,
+        FIELD_PROCESSES: _F.INTEGER,
+        FIELD_MEMORY_LIMIT_BYTES: _F.INTEGER,
+        FIELD_CPU_LIMIT_CORES: _F.FLOAT,
+        FIELD_GPU_UTILIZATION_PERCENT: _F.FLOAT,
+        FIELD_GPU_MEMORY_USED_BYTES: _F.INTEGER,
+        FIELD_GPU_MEMORY_TOTAL_BYTES: _F.INTEGER,
+    },
+)
+
+RUN_STREAMS: Final = (RUN, PARAM, METRIC, LIST_METRIC, IO, LOG, RUN_RECORD, SYSTEM)  # streams keyed by a run
 STREAMS: Final = (*RUN_STREAMS, API_REQUEST, PREDICTION)  # every stream: fluent.conf routes each
 STREAMS_BY_TAG: Final = MappingProxyType({s.tag: s for s in STREAMS})  # Fluentd tag -> stream
 TAG_PREFIX: Final = "mlobs."  # every Fluentd tag of ours starts with it (fluent.conf matches mlobs.**)
@@ -402,11 +474,13 @@ ENV_INFLUXDB_URL: Final = "MLOBS_INFLUXDB_URL"  # InfluxDB the read API queries;
 ENV_INFLUXDB_TOKEN: Final = "MLOBS_INFLUXDB_TOKEN"  # noqa: S105 - the name of the variable holding the API token
 ENV_INFLUXDB_ORG: Final = "MLOBS_INFLUXDB_ORG"  # its organization (default INFLUXDB_ORG)
 ENV_INFLUXDB_BUCKET: Final = "MLOBS_INFLUXDB_BUCKET"  # its bucket (default INFLUXDB_BUCKET)
+ENV_SYSTEM_INTERVAL: Final = "MLOBS_SYSTEM_INTERVAL"  # seconds between two system samples of a run; 0: off
 # Set in a notebook's kernel by Jupyter and VS Code; each names the notebook (the default pipeline).
 JUPYTER_SESSION_VAR: Final = "JPY_SESSION_NAME"  # environment variable Jupyter sets: the notebook's path
 JUPYTER_SESSION_GLOBAL: Final = "__session__"  # global ipykernel sets in the notebook: its path
 VSCODE_NOTEBOOK_GLOBAL: Final = "__vsc_ipynb_file__"  # global VS Code sets in the notebook: its path
 
 DEFAULT_FLUENTD_PORT: Final = 24224  # Fluentd's in_forward default
+DEFAULT_SYSTEM_INTERVAL: Final = 10.0  # MLOBS_SYSTEM_INTERVAL's default (MLflow's system metrics' too)
 DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 TERMINATION_MESSAGE_MAX_BYTES: Final = 4096  # the kubelet keeps at most this much of one container's message

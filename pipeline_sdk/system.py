@@ -26,8 +26,11 @@ processes), so new children are looked for at most once every :data:`CHILDREN_RE
 (at every sample with the default interval of 10 s).  CPU time is cumulative, so a child found
 late is still counted in full; its memory shows from the sample that finds it on.
 
-Each sample is a dict keyed by the proposed contract names below, handed to ``on_sample``;
-the one taken at ``stop()`` is the last.  ``stop()`` returns a :class:`Summary`: peak RSS,
+Each sample is a dict keyed by the system stream's names (:data:`pipeline_sdk.contract.SYSTEM`),
+handed to ``on_sample``; the one taken at ``stop()`` is the last.  Besides the readings above,
+a sample says how long after ``start()`` it was taken (``elapsed_seconds``: runs overlaid on
+their own time) and, when the cgroup sets them, the memory limit and CPU quota (a limit line
+beside the use).  ``stop()`` returns a :class:`Summary`: peak RSS,
 CPU seconds, mean CPU, the number of samples and of failures, and the cgroup's memory limit
 and CPU quota (:mod:`pipeline_sdk.cgroup`).  The peak RSS of the summary also takes the
 kernel's high-water mark of the process (``getrusage``'s ``ru_maxrss``: it catches a peak
@@ -39,8 +42,8 @@ an event (so ``stop()`` is immediate), and every failure (a reading, the callbac
 is counted in :attr:`SystemSampler.errors` and the summary, logged once per kind, and sampling
 goes on.  Children that exit between being listed and being read are skipped, not counted.
 
-One concern in one module, past 400 lines: the proposed contract names at the top (about 60
-lines) move to :mod:`pipeline_sdk.contract` when the stream is wired in.
+One concern in one module, past 400 lines: the sampler, its readings (the process tree, the
+GPUs), its summary and its cost (:func:`sample_cost`) change together.
 """
 
 from __future__ import annotations
@@ -60,55 +63,32 @@ from typing import Any, Final
 import psutil
 
 from . import cgroup
-from . import contract as c
+from .contract import (  # the stream's names, importable from here too
+    DEFAULT_SYSTEM_INTERVAL,
+    ENV_SYSTEM_INTERVAL,  # noqa: F401 - re-exported
+    FIELD_CPU_LIMIT_CORES,
+    FIELD_CPU_PERCENT,
+    FIELD_CPU_SECONDS,
+    FIELD_ELAPSED_SECONDS,
+    FIELD_GPU_MEMORY_TOTAL_BYTES,
+    FIELD_GPU_MEMORY_USED_BYTES,
+    FIELD_GPU_UTILIZATION_PERCENT,
+    FIELD_MEAN_CPU_PERCENT,
+    FIELD_MEMORY_LIMIT_BYTES,
+    FIELD_OPEN_FDS,
+    FIELD_PEAK_RSS_BYTES,
+    FIELD_PROCESSES,
+    FIELD_READ_BYTES,
+    FIELD_RSS_BYTES,
+    FIELD_SYSTEM_ERRORS,
+    FIELD_SYSTEM_SAMPLES,
+    FIELD_THREADS,
+    FIELD_WRITE_BYTES,
+    SYSTEM,  # noqa: F401 - re-exported
+    TAG_GPU,
+)
 
 log = logging.getLogger(__name__)
-
-# ==========================================================================================
-# Proposed contract names: to move to contract.py (then imported from there, as every name is)
-# ==========================================================================================
-TAG_GPU: Final = "gpu"  # index of a GPU (NVML's) on a GPU row of the system stream; absent on process rows
-FIELD_CPU_PERCENT: Final = "cpu_percent"  # CPU of process + descendants since the last sample, % of a core
-FIELD_CPU_SECONDS: Final = "cpu_seconds"  # CPU seconds of process + descendants since the run began (float)
-FIELD_RSS_BYTES: Final = "rss_bytes"  # resident memory of process + live descendants (int)
-FIELD_PEAK_RSS_BYTES: Final = "peak_rss_bytes"  # the largest rss_bytes so far; in a summary see Summary (int)
-FIELD_READ_BYTES: Final = "read_bytes"  # bytes read from storage since the run began (int)
-FIELD_WRITE_BYTES: Final = "write_bytes"  # bytes written to storage since the run began (int)
-FIELD_THREADS: Final = "threads"  # threads of process + live descendants (int)
-FIELD_OPEN_FDS: Final = "open_fds"  # open file descriptors of process + live descendants (int)
-FIELD_PROCESSES: Final = "processes"  # the process and its live descendants (int)
-FIELD_GPU_UTILIZATION_PERCENT: Final = "gpu_utilization_percent"  # a GPU's busy time, % (float)
-FIELD_GPU_MEMORY_USED_BYTES: Final = "gpu_memory_used_bytes"  # a GPU's memory in use, all processes (int)
-FIELD_GPU_MEMORY_TOTAL_BYTES: Final = "gpu_memory_total_bytes"  # a GPU's memory (int)
-SYSTEM: Final = c.Stream(  # what a run's process used, a row per sample (and one per GPU with TAG_GPU)
-    tag="mlobs.system",
-    measurement="system",
-    tags=(*c.IDENTITY_TAGS, TAG_GPU),
-    fields={
-        FIELD_CPU_PERCENT: c.FieldType.FLOAT,
-        FIELD_CPU_SECONDS: c.FieldType.FLOAT,
-        FIELD_RSS_BYTES: c.FieldType.INTEGER,
-        FIELD_PEAK_RSS_BYTES: c.FieldType.INTEGER,
-        FIELD_READ_BYTES: c.FieldType.INTEGER,
-        FIELD_WRITE_BYTES: c.FieldType.INTEGER,
-        FIELD_THREADS: c.FieldType.INTEGER,
-        FIELD_OPEN_FDS: c.FieldType.INTEGER,
-        FIELD_PROCESSES: c.FieldType.INTEGER,
-        FIELD_GPU_UTILIZATION_PERCENT: c.FieldType.FLOAT,
-        FIELD_GPU_MEMORY_USED_BYTES: c.FieldType.INTEGER,
-        FIELD_GPU_MEMORY_TOTAL_BYTES: c.FieldType.INTEGER,
-    },
-)
-# The summary's fields, proposed for the run stream's end event (beside FIELD_DURATION_MS), with
-# FIELD_CPU_SECONDS and FIELD_PEAK_RSS_BYTES above:
-FIELD_MEAN_CPU_PERCENT: Final = "mean_cpu_percent"  # CPU seconds over the run's wall time, % of a core
-FIELD_MEMORY_LIMIT_BYTES: Final = "memory_limit_bytes"  # the cgroup's memory limit, when there is one (int)
-FIELD_CPU_LIMIT_CORES: Final = "cpu_limit_cores"  # the cgroup's CPU quota in cores, when there is one
-FIELD_SYSTEM_SAMPLES: Final = "system_samples"  # samples the run's sampler took (int)
-FIELD_SYSTEM_ERRORS: Final = "system_errors"  # readings (or deliveries) of the sampler that failed (int)
-ENV_SYSTEM_INTERVAL: Final = "MLOBS_SYSTEM_INTERVAL"  # seconds between two system samples; 0: off
-DEFAULT_SYSTEM_INTERVAL: Final = 10.0  # MLOBS_SYSTEM_INTERVAL's default (MLflow's system metrics' too)
-# ==========================================================================================
 
 SAMPLE_TIME_NS: Final = "time_ns"  # a sample's key for when it was taken (Unix ns): the event's time
 SAMPLE_GPUS: Final = "gpus"  # a sample's key for its GPU rows: dicts of TAG_GPU and the GPU fields
@@ -497,6 +477,7 @@ class SystemSampler:
         elapsed = now - self._last_t
         sample: Sample = {
             SAMPLE_TIME_NS: time_ns,
+            FIELD_ELAPSED_SECONDS: now - self._t0,
             FIELD_CPU_PERCENT: 100 * (cpu - self._cpu) / elapsed if elapsed > 0 else 0.0,
             FIELD_CPU_SECONDS: cpu,
             FIELD_RSS_BYTES: totals.rss_bytes,
@@ -510,6 +491,10 @@ class SystemSampler:
             sample[FIELD_READ_BYTES], sample[FIELD_WRITE_BYTES] = self._read, self._write
         if totals.open_fds is not None:
             sample[FIELD_OPEN_FDS] = totals.open_fds
+        if self._limits.memory_limit_bytes is not None:
+            sample[FIELD_MEMORY_LIMIT_BYTES] = self._limits.memory_limit_bytes
+        if self._limits.cpu_limit_cores is not None:
+            sample[FIELD_CPU_LIMIT_CORES] = self._limits.cpu_limit_cores
         if self._gpus is not None:
             try:
                 if rows := self._gpus.read(self._fail):
