@@ -426,9 +426,10 @@ PROM_JOB_INFLUXDB: Final = "mlobs-influxdb"  # InfluxDB's own metrics (a relabel
 # --------------------------------------------------------------------------
 
 ALERT_LABEL_SEVERITY: Final = "severity"  # "critical" or "warning"
-RUNBOOK_URL_PATTERN: Final = (
-    "https://github.com/mlobs/mlobs/blob/main/alerting/runbooks/{alertname}.md"  # runbook_url of alerts
-)
+ALERT_LABEL_STACK: Final = "stack"  # on every mlobs alert: Alertmanager routes ours by it (ALERT_STACK)
+ALERT_STACK: Final = "mlobs"  # the value of ALERT_LABEL_STACK on mlobs alerts
+# The chart prefixes alerting.runbookBaseUrl to it, or drops the annotation when that is empty.
+RUNBOOK_PATTERN: Final = "{alertname}.md"  # runbook_url of alerts: alerting/runbooks/<alertname>.md, relative
 
 # --------------------------------------------------------------------------
 # Grafana datasource uids (provisioned by the chart, used by every dashboard)

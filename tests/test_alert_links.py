@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import helm_python
 import pytest
+import yaml
 
 from pipeline_sdk import contract as c
 from tests.conftest import ROOT
@@ -181,3 +183,48 @@ def test_a_broken_link_is_reported(old: str, new: str, expected: list[str]) -> N
     text = _RULES.read_text()
     assert old in text
     assert link_problems(links_in(text.replace(old, new), _WHERE), dashboards()) == expected
+
+
+# ---- runbook links: relative in alerting/, resolved by the chart ------------------------------------------
+
+
+def _chart_alerts(values: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """alertname -> annotations, of every alert of the chart's PrometheusRules rendered with ``values``."""
+    out = helm_python.Chart.load(ROOT / "charts" / "mlobs-core").render(
+        values, name="mlobs", namespace="mlobs", is_install=True
+    )
+    docs = [d for text in out.values() for d in yaml.safe_load_all(text) if d]
+    return {
+        rule["alert"]: rule.get("annotations", {})
+        for doc in docs
+        if doc["kind"] == "PrometheusRule"
+        for group in doc["spec"]["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+
+
+def test_the_rules_name_their_runbook_relatively_and_each_exists() -> None:
+    alerts = _chart_alerts({"alerting": {"runbookBaseUrl": "https://x.example/r"}})
+    assert len(alerts) == 13
+    for name, notes in alerts.items():
+        assert notes["runbook_url"] == "https://x.example/r/" + c.RUNBOOK_PATTERN.format(alertname=name)
+        assert (ROOT / "alerting" / "runbooks" / c.RUNBOOK_PATTERN.format(alertname=name)).is_file()
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("", None),  # the default: no link at all, never a fixed address
+        (
+            "https://github.com/acme/mlobs/blob/v1.2.0/alerting/runbooks",
+            "https://github.com/acme/mlobs/blob/v1.2.0/alerting/runbooks/MLPipelineRunFailed.md",
+        ),
+        ("https://wiki.acme.example/runbooks/", "https://wiki.acme.example/runbooks/MLPipelineRunFailed.md"),
+    ],
+)
+def test_the_chart_prefixes_the_runbook_base_or_drops_the_link(base: str, expected: str | None) -> None:
+    alerts = _chart_alerts({"alerting": {"runbookBaseUrl": base}})
+    assert alerts["MLPipelineRunFailed"].get("runbook_url") == expected
+    assert {a.get("runbook_url") is None for a in alerts.values()} == {expected is None}
+    assert all("github.com/mlobs/mlobs" not in str(a) for a in alerts.values())

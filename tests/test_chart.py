@@ -139,6 +139,9 @@ def test_every_rule_file_has_its_prometheusrule() -> None:
     for path in sorted((ROOT / "alerting").glob("*-rules.yaml")):
         rule = rules[f"{RELEASE}-{path.stem}"]
         source = yaml.safe_load(path.read_text())["groups"]
+        for group in source:  # alerting.runbookBaseUrl is empty by default: no runbook link
+            for source_rule in group["rules"]:
+                source_rule.get("annotations", {}).pop("runbook_url", None)
         assert [g["name"] for g in rule["spec"]["groups"]] == [g["name"] for g in source]
         assert [g["rules"] for g in rule["spec"]["groups"]] == [g["rules"] for g in source]
 

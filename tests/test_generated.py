@@ -45,7 +45,7 @@ HEADERS = {
     "alerting/alertmanager.yaml": f"# generated from alerting/alertmanager.yaml {NOTE}",
     **{
         f"alertmanager-templates/{n}.tmpl": f"{{{{/* generated from alerting/templates/{n}.tmpl {NOTE} */}}}}"
-        for n in ("email", "grafana-url")
+        for n in ("chat", "email", "grafana-url")
     },
     "fluentd/fluent.conf": f"# generated from fluentd/fluent.conf {NOTE}",
 }
@@ -60,7 +60,7 @@ def _name(copy: Path) -> str:
 
 def test_the_chart_holds_exactly_these_copies() -> None:
     assert {_name(p) for p in COPIES} == set(HEADERS) | DASHBOARDS
-    assert len(COPIES) == 13
+    assert len(COPIES) == 14
     on_disk = {_name(p) for p in chart_files.FILES.rglob("*") if p.is_file()}
     assert on_disk == {_name(p) for p in COPIES}
 
