@@ -1,7 +1,7 @@
 """Exporter benchmark: replay 100k recorded watch events (10k runs) through the real exporter.
 
 The recording is built from the ``kubernetes`` client's model classes (the
-scenarios of tests/kube_objects.py: most runs succeed, some are OOM-killed,
+scenarios of pipeline_sdk/testing/kube_objects.py: most runs succeed, some are OOM-killed,
 exhaust their retries or are evicted), written as JSON lines, and streamed by the
 fake API server, in a process of its own, to the exporter, also in a process of
 its own, over HTTP.  Measured on the exporter process only:
@@ -29,7 +29,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline_sdk import contract as c
-from tests import kube_objects as k
+from pipeline_sdk.testing import kube_objects as k
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_795_000_000.0
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     events = record(recording, args.runs)
 
     fake = subprocess.Popen(
-        [sys.executable, "-m", "tests.kube_fake", "--replay", str(recording)],
+        [sys.executable, "-m", "pipeline_sdk.testing.kube_fake", "--replay", str(recording)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

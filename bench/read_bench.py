@@ -7,7 +7,7 @@ batch and at the end.  Holding the series whole would cost about 360 bytes a row
 
 * local store: the points are written through the store's own write path
   (PackedForward entries, as the SDK's local transport delivers them);
-* InfluxDB: ``tests/influx_fake.py`` serves the series as annotated CSV, streamed,
+* InfluxDB: ``pipeline_sdk/testing/influx_fake.py`` serves the series as annotated CSV, streamed,
   and influxdb-client parses it as it arrives (InfluxDB itself cannot run here).
 
     python -m bench.read_bench [--points 1000000]
@@ -117,9 +117,14 @@ def run_probe(*args: str) -> dict[str, Any]:
 
 
 def start_fake(points: int, token: str) -> tuple[subprocess.Popen[str], str]:
-    """tests/influx_fake.py serving the synthetic series, in a process of its own."""
+    """pipeline_sdk/testing/influx_fake.py serving the synthetic series, in a process of its own."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.influx_fake", "--synthetic", str(points), "--token", token],
+        [
+            sys.executable,
+            "-m",
+            "pipeline_sdk.testing.influx_fake",
+            *("--synthetic", str(points), "--token", token),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

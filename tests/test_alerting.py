@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
-
 from pipeline_sdk import contract as c
 from tests.conftest import ROOT
-from tests.promql import PromQLError, grouping_labels, metric_names
+from tests.support.promql import PromQLError, grouping_labels, metric_names
 
 ALERTING = ROOT / "alerting"
 CHART_FILES = ROOT / "charts" / "mlobs-core" / "files"  # the chart's copies (scripts/chart_files.py)
@@ -64,7 +63,7 @@ def alert_problems(rule: dict[str, Any], test_text: str) -> list[str]:
 
 
 def expr_problems(name: str, expr: str) -> list[str]:
-    """What is wrong with a rule's expression, read by a PromQL parser (tests/promql.py)."""
+    """What is wrong with a rule's expression, read by a PromQL parser (tests/support/promql.py)."""
     try:
         unknown = metric_names(expr) - contract_metric_names()
         by_run = c.PROM_LABEL_RUN_ID in grouping_labels(expr)

@@ -3,7 +3,7 @@ the CLI's papercuts: help, version, option spellings, UTC times, run ids by a st
 
 Everything goes through what a user runs: the installed ``mlobs`` executable in a
 subprocess (bytes asserted exactly), :class:`ReadClient` on a real local store, and
-the InfluxDB backend against the stand-in server of ``tests/influx_fake.py``.
+the InfluxDB backend against the stand-in server of ``pipeline_sdk/testing/influx_fake.py``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from pipeline_sdk.local_store import DB_NAME, LocalStore
 from pipeline_sdk.read import BackendUnavailable, ReadClient, RunNotFound
 from pipeline_sdk.read.influx import InfluxBackend
 from pipeline_sdk.read.local import LocalBackend
-
-from .influx_fake import InfluxFake, InfluxServer
+from pipeline_sdk.testing.influx_fake import InfluxFake, InfluxServer
 
 EXE = Path(sys.executable).parent / "mlobs"  # the console script the package installs
 

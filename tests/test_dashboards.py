@@ -1,5 +1,5 @@
 """The dashboards: generated JSON in step with the sources, sound structure, every PromQL
-parsed by promtool and by a PromQL parser (tests/promql.py: each metric it selects is the
+parsed by promtool and by a PromQL parser (tests/support/promql.py: each metric it selects is the
 contract's; ours are run against a live Prometheus scraping the real exporters), and every
 Flux query naming only what the SDK and the exporter write."""
 
@@ -26,12 +26,12 @@ from dashboards import generate
 from dashboards.flux import FLUX_COLUMNS, MADE_COLUMNS, RUN_LABEL, FluxError, Var, select
 from pipeline_sdk import Client, LocalTransport, MLObsMiddleware
 from pipeline_sdk import contract as c
-from tests import kube_objects as k
+from pipeline_sdk.testing import kube_objects as k
+from pipeline_sdk.testing.kube_fake import FakeKubeServer
 from tests.conftest import wait_for
-from tests.exporter_process import Exporter
-from tests.kube_fake import FakeKubeServer
-from tests.live_stack import have_binaries, prometheus
-from tests.promql import PromQLError, metric_names
+from tests.support.exporter_process import Exporter
+from tests.support.live_stack import have_binaries, prometheus
+from tests.support.promql import PromQLError, metric_names
 from tests.test_alerting import contract_metric_names
 from tests.test_flux_frontend import VARIABLE  # Grafana's own variable syntax
 from tests.test_model_api import Server

@@ -35,8 +35,8 @@ import pytest
 from pipeline_sdk import contract as c
 from pipeline_sdk.local_store import LocalStore, Point
 
-from . import live_stack
 from .conftest import ROOT, wait_for
+from .support import live_stack
 from .test_dashboards import flux_problems
 
 

@@ -21,7 +21,7 @@ from exporters.pipeline_exporter.figures import FinishedRun, RecordSink
 from exporters.pipeline_exporter.kube import Raw
 from exporters.pipeline_exporter.tracker import RunTracker
 from pipeline_sdk import contract as c
-from tests import kube_objects as k
+from pipeline_sdk.testing import kube_objects as k
 
 T0 = 1_795_000_000.0
 

@@ -40,10 +40,10 @@ from exporters.pipeline_exporter.server import HttpServer
 from exporters.pipeline_exporter.tracker import RunTracker
 from pipeline_sdk import contract as c
 from pipeline_sdk.ratelog import RateLimitedLog
-from tests import kube_objects as k
+from pipeline_sdk.testing import kube_objects as k
+from pipeline_sdk.testing.kube_fake import FakeKubeServer
 from tests.conftest import ROOT, wait_for
-from tests.exporter_process import Exporter
-from tests.kube_fake import FakeKubeServer
+from tests.support.exporter_process import Exporter
 from tests.test_model_api import EXPOSITIONS, exposed
 
 T0 = 1_795_000_000.0

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from pipeline_sdk import contract as c
-from tests import kube_objects as k
+from pipeline_sdk.testing import kube_objects as k
+from pipeline_sdk.testing.kube_fake import FakeKubeServer
 from tests.conftest import ForwardServerProcess, wait_for
-from tests.exporter_process import Exporter
-from tests.kube_fake import FakeKubeServer
+from tests.support.exporter_process import Exporter
 
 T0 = 1_795_000_000.0
 

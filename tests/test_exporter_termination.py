@@ -5,7 +5,7 @@ run's summary there), or with ``terminationMessagePolicy: FallbackToLogsOnError`
 log, as ``terminated.message``.  The exporter makes it one line: the ``error`` label of
 ``mlobs_pipeline_last_failure_info`` (cut at 200 characters, "" when there is none) and the run
 record's ``error`` field (whole), each attempt with its own.  The pods are real ``V1Pod`` models
-(tests/kube_objects.py, their container statuses built here from ``V1ContainerStatus``), fed to the
+(testing.kube_objects, their container statuses built here from ``V1ContainerStatus``), fed to the
 tracker as the watch hands them over, and once through the fake API to the whole exporter.
 """
 
@@ -34,10 +34,10 @@ from exporters.pipeline_exporter.tracker import RunTracker
 from pipeline_sdk import Client, LocalTransport
 from pipeline_sdk import contract as c
 from pipeline_sdk.local_store import DB_NAME, LocalStore
+from pipeline_sdk.testing import kube_objects as k
+from pipeline_sdk.testing.kube_fake import FakeKubeServer
 from pipeline_sdk.validation import MAX_TEXT_LENGTH
-from tests import kube_objects as k
 from tests.conftest import ROOT, wait_for
-from tests.kube_fake import FakeKubeServer
 
 T0 = 1_795_000_000.0
 SUMMARY = "FloatingPointError: loss diverged at epoch 3\n  at /app/train.py:42 in fit"  # as the SDK writes it
@@ -72,7 +72,7 @@ def terminated(reason: str, code: int, finished: float, message: str | None) -> 
 
 
 def with_status(pod: dict[str, Any], status: V1ContainerStatus) -> dict[str, Any]:
-    """``pod`` (tests/kube_objects.py) with its one container's status replaced by ``status``."""
+    """``pod`` (testing.kube_objects) with its one container's status replaced by ``status``."""
     pod["status"]["containerStatuses"] = [k.serialise(status)]
     return pod
 

@@ -327,6 +327,6 @@ def test_a_dashboard_value_grafana_would_replace_is_refused() -> None:
 
 @pytest.mark.parametrize("value", ['a$"b', "a$\\b", "$${x}", "plain", "é\n\t"])
 def test_the_influxdb_stand_in_reads_back_what_the_builder_quotes(value: str) -> None:
-    from tests.influx_fake import unquote
+    from pipeline_sdk.testing.influx_fake import unquote
 
     assert unquote(flux.string(value)[1:-1]) == value

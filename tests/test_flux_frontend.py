@@ -38,10 +38,10 @@ from pipeline_sdk.local_store import DB_NAME, LocalStore
 from pipeline_sdk.read import ReadClient
 from pipeline_sdk.read.influx import InfluxBackend, count_flux, reduce_flux, select_flux
 from pipeline_sdk.read.query import ABSENT_TAGS, AGGREGATIONS, Count, Reduce, Select
+from pipeline_sdk.testing.influx_fake import InfluxFake, InfluxServer
 from tests.conftest import ROOT
 
-from .influx_fake import InfluxFake, InfluxServer
-from .read_data import record_dataset
+from .support.read_data import record_dataset
 from .test_read_influx import CALLS
 
 JS = ROOT / "tests" / "js"

@@ -24,9 +24,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from pipeline_sdk import contract as c
-from tests import instrument_pods as ip
 from tests.conftest import ROOT
-from tests.instrument_runs import EXAMPLES, RELEASE_NS, SHARED_KEY, load
+from tests.support import instrument_pods as ip
+from tests.support.instrument_runs import EXAMPLES, RELEASE_NS, SHARED_KEY, load
 from tests.test_chart import KUBE_VERSIONS
 
 DOC = ROOT / "docs" / "instrument.md"

@@ -1,10 +1,10 @@
 """docs/instrument.md's examples as runs: what mlobs makes of the pods each one makes.
 
 The Kubeflow example is compiled by kfp with kfp-kubernetes, and the Airflow example's
-KubernetesPodOperator tasks build their pods, each in a venv of its own (tests/instrument_build.py).
-Then the pods of every example (tests/instrument_pods.py: what the Job, CronJob, Argo, Kubeflow or
+KubernetesPodOperator tasks build their pods, each in a venv of its own (tests/support/instrument_build.py).
+Then the pods of every example (tests/support/instrument_pods.py: what the Job, CronJob, Argo, Kubeflow or
 Airflow controller makes of it) go through the fake Kubernetes API to the exporter's real watchers
-and tracker (tests/instrument_runs.py), for an execution whose retried step fails once and then
+and tracker (tests/support/instrument_runs.py), for an execution whose retried step fails once and then
 succeeds.  Each test pins the runs, run ids and attempts the doc says that comes out as, and what
 the SDK, started with the environment Kubernetes would give each pod, names: the same pipeline,
 step, run id and attempt, and Fluentd's address and key.  The run records are read back with the
@@ -29,9 +29,9 @@ import pytest
 
 from pipeline_sdk import contract as c
 from pipeline_sdk.read import ReadClient
-from tests import instrument_pods as ip
 from tests.conftest import wait_for
-from tests.instrument_runs import (
+from tests.support import instrument_pods as ip
+from tests.support.instrument_runs import (
     ARGO_NAME,
     CLIENT_NAMESPACES,
     FLUENTD_ENDS,

@@ -1,7 +1,7 @@
 """A Job retried three times, end to end: every attempt is a step run attempt of its own.
 
 The Job and its pods are real ``V1Job``/``V1Pod`` objects served by the fake Kubernetes
-API (tests/kube_fake.py) to the exporter, which runs in-process: its watchers over HTTP,
+API (pipeline_sdk/testing/kube_fake.py) to the exporter, which runs in-process: its watchers over HTTP,
 the tracker, and the record sender through a real SDK client into the local store.
 Each pod's step is the SDK in a process of its own, with the environment the chart gives
 a pod (its Downward API entries, resolved against that pod), writing to the same store.
@@ -37,9 +37,9 @@ from pipeline_sdk import Client, LocalTransport
 from pipeline_sdk import contract as c
 from pipeline_sdk.local_store import DB_NAME, LocalStore
 from pipeline_sdk.read import ReadClient
-from tests import kube_objects as k
+from pipeline_sdk.testing import kube_objects as k
+from pipeline_sdk.testing.kube_fake import FakeKubeServer
 from tests.conftest import ROOT, wait_for
-from tests.kube_fake import FakeKubeServer
 
 CHART = ROOT / "charts" / "mlobs-core"
 STEP = textwrap.dedent(

@@ -20,13 +20,12 @@ from typing import Any
 
 import pytest
 import yaml
-
 from pipeline_sdk import contract as c
-from tests import kube_objects as k
+from pipeline_sdk.testing import kube_objects as k
+from pipeline_sdk.testing.kube_fake import FakeKubeServer
 from tests.conftest import ROOT, wait_for
-from tests.exporter_process import Exporter
-from tests.kube_fake import FakeKubeServer
-from tests.live_stack import Received, Service, SmtpSink, alertmanager, have_binaries, prometheus
+from tests.support.exporter_process import Exporter
+from tests.support.live_stack import Received, Service, SmtpSink, alertmanager, have_binaries, prometheus
 
 ALERTING = ROOT / "alerting"
 GRAFANA = "http://localhost:3000"  # alerting/templates/grafana-url.tmpl

@@ -24,7 +24,7 @@ from pipeline_sdk.local_store import DB_NAME, LocalStore
 from pipeline_sdk.read import BackendUnavailable, ReadClient, RunNotFound
 from pipeline_sdk.read.query import Select, format_ns, ns_datetime, time_arg, time_range
 
-from .read_data import Dataset, record_dataset
+from .support.read_data import Dataset, record_dataset
 
 ALL_RUNS = ["etl-1", "train-live", "train-pull", "train-oom", "train-b", "train-a"]  # newest first
 

@@ -28,9 +28,9 @@ from pipeline_sdk.cli import TRACEBACK_LINES
 from pipeline_sdk.read import AmbiguousRun, ReadClient, RunNotFound
 from pipeline_sdk.read.influx import InfluxBackend
 from pipeline_sdk.read.query import ns_datetime
+from pipeline_sdk.testing.influx_fake import InfluxServer, serve_store
 
-from .influx_fake import InfluxServer, serve_store
-from .read_data import LR1_LOSS, LR5_LOSS, POD_ATTEMPTS, WF_TRAIN_LOSS, StepRuns, record_step_runs
+from .support.read_data import LR1_LOSS, LR5_LOSS, POD_ATTEMPTS, WF_TRAIN_LOSS, StepRuns, record_step_runs
 from .test_read_influx import flux_contract_problems
 
 TOKEN = "attempts-token"

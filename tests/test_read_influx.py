@@ -1,6 +1,6 @@
 """The read API's InfluxDB backend: its Flux against the contract, real annotated CSV, agreement.
 
-InfluxDB cannot run here; ``tests/influx_fake.py`` stands in for its query API on
+InfluxDB cannot run here; ``pipeline_sdk/testing/influx_fake.py`` stands in for its query API on
 127.0.0.1 (auth, org, annotated CSV streamed in chunks) and evaluates the Flux
 independently of the local backend's SQL.  The same data set, written through the
 SDK into a local store, is read through both backends: every call must agree.
@@ -29,9 +29,16 @@ from pipeline_sdk.read import BackendUnavailable, ReadClient, RunNotFound
 from pipeline_sdk.read.influx import NS_COLUMN, InfluxBackend, count_flux, reduce_flux, select_flux
 from pipeline_sdk.read.local import LocalBackend
 from pipeline_sdk.read.query import ABSENT_TAGS, Count, Reduce, Select
+from pipeline_sdk.testing.influx_fake import (
+    FluxUnsupported,
+    InfluxFake,
+    InfluxServer,
+    parse,
+    strings,
+    unquote,
+)
 
-from .influx_fake import FluxUnsupported, InfluxFake, InfluxServer, parse, strings, unquote
-from .read_data import Dataset, record_dataset
+from .support.read_data import Dataset, record_dataset
 
 TOKEN = "read-test-token"  # the stand-in server's own
 

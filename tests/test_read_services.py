@@ -28,8 +28,8 @@ from pipeline_sdk import contract as c
 from pipeline_sdk.local_store import DB_NAME, LocalStore
 from pipeline_sdk.read import ReadClient, ServiceNotFound
 from pipeline_sdk.read.influx import InfluxBackend
+from pipeline_sdk.testing.influx_fake import InfluxServer, serve_store
 
-from .influx_fake import InfluxServer, serve_store
 from .test_model_api import Server, fetch
 from .test_read_attempts import mlobs
 from .test_read_influx import flux_contract_problems

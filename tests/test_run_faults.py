@@ -27,10 +27,10 @@ import pytest
 import pipeline_sdk
 from pipeline_sdk import contract as c
 from pipeline_sdk.client import Client
+from pipeline_sdk.extra import EXTRA_ERROR_KEY, EXTRA_TRUNCATED_KEY
 from pipeline_sdk.local_store import DB_NAME, LocalStore, Point
 from pipeline_sdk.logs import RunLogHandler
 from pipeline_sdk.read import ReadClient
-from pipeline_sdk.extra import EXTRA_ERROR_KEY, EXTRA_TRUNCATED_KEY
 from pipeline_sdk.recorder import CURRENT_RUN, ActiveRun
 from pipeline_sdk.run import RunContext
 from pipeline_sdk.validation import MAX_TEXT_LENGTH, unescape_text

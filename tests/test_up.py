@@ -1,6 +1,6 @@
 """`make up`, run for real against stand-ins for docker, kind, helm, kubectl and curl.
 
-Each test runs make targets on a laptop of tests/up_laptop.py: a scratch clone of the project
+Each test runs make targets on a laptop of tests/support/up_laptop.py: a scratch clone of the project
 with the stand-ins first on PATH.  Helm's part is the real Helm engine, so a rollout is a pod
 template that really changed.  Here: the first run, the second, changes, the waits of the last
 phase, make demo, make down and make e2e's URLs.  The preflight is in test_up_preflight.py, the
@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.up_laptop import OUR_WORKLOADS, FirstRun, Laptop, first_up, free_port, image_repos
+from tests.support.up_laptop import OUR_WORKLOADS, FirstRun, Laptop, first_up, free_port, image_repos
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.up_laptop import OUR_WORKLOADS, PORT_VARS, Laptop, lib, node_version
+from tests.support.up_laptop import OUR_WORKLOADS, PORT_VARS, Laptop, lib, node_version
 
 # ---- scripts/lib.sh -----------------------------------------------------------------------------------
 

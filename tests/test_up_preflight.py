@@ -1,6 +1,6 @@
 """`make up`'s preflight: nothing is created before it passes, and each failure says what to do.
 
-Run on the laptops of tests/up_laptop.py; the host-port checks meet real sockets.  A check that
+Run on the laptops of tests/support/up_laptop.py; the host-port checks meet real sockets.  A check that
 passes is run through `make preflight`, which stops after the preflight.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.up_laptop import Laptop, make_vars, node_version
+from tests.support.up_laptop import Laptop, make_vars, node_version
 
 
 @pytest.fixture

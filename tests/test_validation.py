@@ -2,7 +2,7 @@
 
 The line protocol is produced by influxdb-client's own ``Point`` (the same escaping
 rules the Fluentd output applies) and read back by a strict parser of InfluxDB's
-rules (tests/lineproto.py).  The "needs the validator" tests show that influxdb-client
+rules (tests/support/lineproto.py).  The "needs the validator" tests show that influxdb-client
 alone corrupts or drops exactly what the validators refuse.  The boundary tests pin each
 limit on both sides (n and n + 1) with the exact error message.  (One file for one module's
 validators, so over 400 lines.)
@@ -57,7 +57,7 @@ from pipeline_sdk.validation import (
     unescape_text,
 )
 from pipeline_sdk.writer import EventWriter
-from tests.lineproto import LineProtocolError, parse_line
+from tests.support.lineproto import LineProtocolError, parse_line
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
 any_text = st.text(max_size=80)  # lone surrogates included

@@ -16,7 +16,7 @@ and their env.  The facts come from each controller:
 * Kubeflow Pipelines (v2, on Argo) runs each task in such a pod, labelled with the task's
   ``podMetadata`` (kfp-kubernetes' ``add_pod_label``) and ``pipeline/runid``, the env of its
   container spec plus ``fieldPathAsEnv`` and ``secretAsEnv``;
-* the Airflow provider's own ``build_pod_request_obj`` makes its pod (tests/instrument_build.py).
+* the Airflow provider's own ``build_pod_request_obj`` makes its pod (tests/support/instrument_build.py).
 
 The kubelet's part is :func:`step_env`: the Downward API and Secret references resolved as
 Kubernetes resolves them.  :func:`served` turns a pod into the JSON the API serves, through the
@@ -41,7 +41,7 @@ from kubernetes.client import (
     V1PodStatus,
 )
 
-from tests import kube_objects as k
+from pipeline_sdk.testing import kube_objects as k
 
 Obj = dict[str, Any]
 ARGOEXEC = "quay.io/argoproj/argoexec:v3.7.3"  # the image of Argo's wait container

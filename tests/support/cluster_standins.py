@@ -1,6 +1,6 @@
 """Stand-ins for docker, kind, helm, kubectl and curl, for testing `make up` without a cluster.
 
-``python tests/cluster_standins.py TOOL ARG...`` appends ``[TOOL, ARG...]`` to the JSON-lines log
+``python tests/support/cluster_standins.py TOOL ARG...`` appends ``[TOOL, ARG...]`` to the JSON-lines log
 ``$MLOBS_STANDIN_LOG`` and answers from the world in ``$MLOBS_STANDIN_WORLD``, a JSON file that it
 updates as the real tools would change the machine: ``kind create cluster`` makes a cluster with
 the port mappings of the config it is given, ``docker build`` adds an image, ``kind load`` puts it

@@ -1,7 +1,7 @@
 """What the tests of `make up` share: a laptop (a scratch clone, the stand-ins, their world) and runs on it.
 
 A :class:`Laptop` copies the project's sources into a scratch git repository, puts real basic tools
-(bash, git, sed, awk, ss...) and the stand-ins of tests/cluster_standins.py on its PATH, and runs
+(bash, git, sed, awk, ss...) and the stand-ins of tests/support/cluster_standins.py on its PATH, and runs
 make targets there; the stand-ins log every call and keep the world (clusters, images, the release)
 between runs.
 """
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import yaml
 
-from tests.cluster_standins import fresh_world
 from tests.conftest import ROOT
+from tests.support.cluster_standins import fresh_world
 
-STANDINS = ROOT / "tests" / "cluster_standins.py"
+STANDINS = ROOT / "tests" / "support" / "cluster_standins.py"
 COPIED = (
     "scripts",
     "charts",

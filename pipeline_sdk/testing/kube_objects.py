@@ -46,7 +46,7 @@ def ts(seconds: float) -> datetime:
 
 
 def serialise(obj: Any) -> dict[str, Any]:
-    return _api.sanitize_for_serialization(obj)  # type: ignore[no-any-return]
+    return _api.sanitize_for_serialization(obj)  # type: ignore[no-any-return, no-untyped-call]
 
 
 @dataclass

@@ -1,15 +1,15 @@
 """docs/instrument.md's examples as runs: the pods each makes, through the exporter and the SDK.
 
 * :func:`scenario`: the pods an example makes for one execution in which the retried step fails
-  once and then succeeds (tests/instrument_pods.py makes them as their controllers would);
-* :class:`Exporter`: the exporter's real watchers over the fake Kubernetes API (tests/kube_fake.py),
+  once and then succeeds (tests/support/instrument_pods.py makes them as their controllers would);
+* :class:`Exporter`: the exporter's real watchers over the fake Kubernetes API (testing.kube_fake),
   folding the events into a real tracker; :meth:`Exporter.read_back` sends its run records
   through the real record sender into a local store;
 * :func:`sdk_identity`: the SDK started in the environment Kubernetes would give a pod;
 * :func:`agreement`: what the exporter and the SDK in each pod say differently.
 
 The Kubeflow and Airflow pods come from the frameworks themselves, run in venvs of their own
-beside this one (:func:`build`, tests/instrument_build.py).
+beside this one (:func:`build`, tests/support/instrument_build.py).
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from pipeline_sdk import contract as c
 from pipeline_sdk import run as sdk_run
 from pipeline_sdk.config import Settings
 from pipeline_sdk.local_store import DB_NAME
-from tests import instrument_pods as ip
-from tests import kube_objects as k
+from pipeline_sdk.testing import kube_objects as k
+from pipeline_sdk.testing.kube_fake import FakeKubeServer
 from tests.conftest import ROOT, wait_for
-from tests.kube_fake import FakeKubeServer
+from tests.support import instrument_pods as ip
 
 Obj = dict[str, Any]
 EXAMPLES = ROOT / "examples" / "instrument"
@@ -72,10 +72,10 @@ def side_venv(name: str) -> Path:
 
 
 def build(name: str, tmp: Path, *args: str) -> None:
-    """tests/instrument_build.py NAME ARGS... with that framework's venv, in ``tmp``."""
+    """tests/support/instrument_build.py NAME ARGS... with that framework's venv, in ``tmp``."""
     env = {**os.environ, "AIRFLOW_HOME": str(tmp / "airflow-home")}
     done = subprocess.run(
-        [str(side_venv(name)), str(ROOT / "tests" / "instrument_build.py"), name, *args],
+        [str(side_venv(name)), str(ROOT / "tests" / "support" / "instrument_build.py"), name, *args],
         cwd=tmp,
         env=env,
         capture_output=True,

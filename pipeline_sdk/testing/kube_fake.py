@@ -6,7 +6,7 @@ the exporter's ``kubernetes`` client asks for: list and watch of Jobs and Pods
 watch events as chunked JSON lines (ADDED, MODIFIED, DELETED, BOOKMARK, and the
 ERROR Status with code 410 when a resourceVersion is too old), and error
 statuses on demand.  The objects it serves are built from the client's own
-model classes (tests/kube_objects.py) and serialised the way the client does.
+model classes (pipeline_sdk/testing/kube_objects.py) and serialised the way the client does.
 
 For fault tests it also serves what a real API server never would: objects of any
 shape (``apply_raw``, listed and streamed like the others, whatever their labels),
@@ -18,9 +18,11 @@ calls the exporter really makes.
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import copy
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -339,9 +341,6 @@ def main(argv: list[str] | None = None) -> int:
     of the recording (JSON lines of ``{"resource", "type", "object"}``) at once, so the
     watches stream them, and prints ``REPLAYED <n>``.
     """
-    import argparse
-    import sys
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--replay", help="JSON-lines recording of watch events")

@@ -5,10 +5,10 @@ run 37, so ``make test`` installs each framework in a venv of its own (``.venv/i
 ``.venv/instrument-airflow``) and tests/test_instrument.py runs this script with that venv's
 interpreter.  It imports nothing of mlobs: it only writes what the framework makes of the example.
 
-    python tests/instrument_build.py kfp OUT.yaml
+    python tests/support/instrument_build.py kfp OUT.yaml
         compiles examples/instrument/kfp_pipeline.py's pipeline to OUT.yaml (kfp's IR, with
         the Kubernetes platform spec that kfp-kubernetes adds)
-    python tests/instrument_build.py airflow OUT.json RUN_ID TRIES
+    python tests/support/instrument_build.py airflow OUT.json RUN_ID TRIES
         the pod (as the Kubernetes API's JSON) of every task of examples/instrument/airflow_dag.py
         at each try 1..TRIES of Airflow's run RUN_ID, templates rendered, built without a cluster
         by KubernetesPodOperator.build_pod_request_obj: a list of {"task", "try", "retries", "pod"};
@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "instrument"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "instrument"
 
 
 def load(name: str) -> ModuleType:
