@@ -267,3 +267,27 @@ def test_a_relative_import_above_the_top_package_is_an_error(tmp_path: Path) -> 
     root = _package(tmp_path, {"pkg/__init__.py": "", "pkg/a.py": "from .. import x\n"})
     with pytest.raises(ValueError, match=r"^pkg\.a: a relative import of 2 dots goes above the top package$"):
         import_graph(root, ["pkg"])
+
+
+def imports_of_the_tests(root: Path, folders: Iterable[str]) -> dict[str, set[str]]:
+    """Module -> the modules of ``tests`` it imports, for the modules under ``folders``."""
+    graph = import_graph(root, (*folders, "tests"))
+    return {
+        m: {t for t in edges if t.split(".")[0] == "tests"}
+        for m, edges in graph.items()
+        if m.split(".")[0] != "tests"
+    }
+
+
+def test_the_product_and_the_benchmark_never_import_the_tests() -> None:
+    found = imports_of_the_tests(ROOT, (*SCANNED, "bench", "demo"))
+    assert {m: t for m, t in found.items() if t} == {}
+    assert "pipeline_sdk.testing.kube_fake" in found  # the stand-ins the benchmark shares are scanned
+
+
+def test_an_import_of_the_tests_is_reported(tmp_path: Path) -> None:
+    _package(tmp_path, {"bench/__init__.py": "", "bench/b.py": "from tests.support import helper\n"})
+    _package(
+        tmp_path, {"tests/__init__.py": "", "tests/support/__init__.py": "", "tests/support/helper.py": ""}
+    )
+    assert imports_of_the_tests(tmp_path, ("bench",))["bench.b"] == {"tests.support.helper"}
