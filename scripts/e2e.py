@@ -61,8 +61,9 @@ URL_ENV = {
     "mailpit": ("MLOBS_MAILPIT_URL", "http://localhost:8025"),
 }
 
-# Scrape jobs of kube-prometheus-stack 88.5.3 for release "mlobs" (its ServiceMonitors: the job is
-# the Service's jobLabel value, else the Service's name), then ours (pipeline_sdk.contract).
+# Scrape jobs of kube-prometheus-stack (the version Chart.yaml pins) for release "mlobs" (its
+# ServiceMonitors: the job is the Service's jobLabel value, else the Service's name), then ours
+# (pipeline_sdk.contract).
 UPSTREAM_JOBS = ("apiserver", "coredns", "kubelet", "kube-state-metrics", "node-exporter")
 RELEASE_JOBS = ("{release}-prometheus", "{release}-alertmanager", "{release}-operator", "{release}-grafana")
 OUR_JOBS = (c.PROM_JOB_EXPORTER, c.PROM_JOB_FLUENTD, c.PROM_JOB_MODEL_API, c.PROM_JOB_INFLUXDB)

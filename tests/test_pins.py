@@ -55,16 +55,6 @@ KEPT_COPIES = {  # (path, what is pinned)
 # Exact pins outside a constraints file, until their owners turn them into ranges: path -> names.
 PENDING_EXACT: dict[str, set[str]] = {}
 PENDING: dict[str, set[str]] = {  # path -> what it may still copy
-    "kind-config.yaml": {"KIND_MIN"},  # its comment names the kind release of the node image
-    "scripts/e2e.py": {"kube-prometheus-stack chart"},  # a comment on its scrape jobs
-    # its defaults of the tool minimums and the charts it names in a progress line
-    "scripts/up.sh": {
-        "KIND_MIN",
-        "HELM_MIN",
-        "oldest Kubernetes",
-        "kube-prometheus-stack chart",
-        "influxdb2 chart",
-    },
 }
 
 
