@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from pipeline_sdk import contract as c
 from tests.conftest import ROOT
 from tests.support.promql import PromQLError, grouping_labels, metric_names
@@ -46,11 +47,15 @@ def alert_problems(rule: dict[str, Any], test_text: str) -> list[str]:
         problems.append(f"{name}: not <Component><Symptom>")
     if rule.get("labels", {}).get(c.ALERT_LABEL_SEVERITY) not in ("critical", "warning"):
         problems.append(f"{name}: severity label must be critical or warning")
+    if rule.get("labels", {}).get(c.ALERT_LABEL_STACK) != c.ALERT_STACK:
+        problems.append(
+            f"{name}: no {c.ALERT_LABEL_STACK}={c.ALERT_STACK} label (Alertmanager routes ours by it)"
+        )
     annotations = rule.get("annotations", {})
     for key in ("summary", "description", "runbook_url"):
         if not annotations.get(key):
             problems.append(f"{name}: no {key} annotation")
-    if annotations.get("runbook_url") != c.RUNBOOK_URL_PATTERN.format(alertname=name):
+    if annotations.get("runbook_url") != c.RUNBOOK_PATTERN.format(alertname=name):
         problems.append(f"{name}: runbook_url is not the pattern's")
     if not (ALERTING / "runbooks" / f"{name}.md").is_file():
         problems.append(f"{name}: no runbook alerting/runbooks/{name}.md")
@@ -119,6 +124,7 @@ def test_the_checker_catches_a_bad_rule() -> None:
     for expected in (
         "not <Component><Symptom>",
         "severity label",
+        "no stack=mlobs label",
         "no description",
         "runbook_url is not the pattern",
         "no runbook",
@@ -200,15 +206,27 @@ def test_promtool_checks_and_unit_tests_every_rule_file() -> None:
     assert run.stdout.count("SUCCESS") == len(tests)
 
 
-def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
-    """The same test against a rule that forgot to bridge an exporter restart fails."""
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        pytest.param(  # forgot to bridge an exporter restart
+            "max_over_time(mlobs_pipeline_last_failure_timestamp_seconds[5m])",
+            "mlobs_pipeline_last_failure_timestamp_seconds",
+            id="restart",
+        ),
+        pytest.param(  # read the scrape target's namespace, not the run's
+            "{{ or .exported_namespace .namespace }}", "{{ .namespace }}", id="exported-namespace"
+        ),
+        pytest.param("(. | first).Labels.error", "(. | first).Labels.reason", id="error"),
+        pytest.param("value | humanizeDuration }}{{ end }}", "value }}{{ end }}", id="duration"),
+    ],
+)
+def test_promtool_unit_tests_can_fail(tmp_path: Path, old: str, new: str) -> None:
+    """The same tests against a rule broken in one place fail, naming MLPipelineRunFailed."""
     promtool = _tool("promtool")
     rules = (ALERTING / "pipeline-rules.yaml").read_text()
-    broken = rules.replace(
-        "max_over_time(mlobs_pipeline_last_failure_timestamp_seconds[5m])",
-        "mlobs_pipeline_last_failure_timestamp_seconds",
-    )
-    assert broken != rules
+    assert rules.count(old) == 1
+    broken = rules.replace(old, new)
     (tmp_path / "pipeline-rules.yaml").write_text(broken)
     shutil.copy(ALERTING / "pipeline-rules-test.yaml", tmp_path)
     run = subprocess.run(
