@@ -142,7 +142,15 @@ panels = [
         "Recent failures",
         [
             FluxTarget(
-                records.where({c.TAG_STATUS: c.RunStatus.FAILED.value})
+                select(c.RUN_RECORD, fields=[c.FIELD_EXECUTION_TIME_MS, c.FIELD_ERROR])
+                .where(
+                    {
+                        c.TAG_PIPELINE: Var(c.GRAFANA_VAR_PIPELINE),
+                        c.TAG_STEP: Var(c.GRAFANA_VAR_STEP),
+                        c.TAG_STATUS: c.RunStatus.FAILED.value,
+                    }
+                )
+                .pivot_fields()  # a failure without an error field keeps its row (error empty)
                 .group()
                 .sort("_time", desc=True)
                 .limit(50)
@@ -154,13 +162,16 @@ panels = [
                     c.TAG_RUN_ID,
                     c.TAG_ATTEMPT,
                     c.TAG_REASON,
+                    c.FIELD_ERROR,
                     c.TAG_NAMESPACE,
                 )
             )
         ],
         description=(
-            "The last 50 failed attempts, each with its own reason: every failed pod of a retried Job is a "
-            "row (attempt: the pod's name), even when a later attempt succeeded. The run id opens the run view."
+            "The last 50 failed attempts, each with its own reason and error (the failed container's "
+            "termination message: the SDK's summary of the exception, or the log's tail): every failed pod "
+            "of a retried Job is a row (attempt: the pod's name), even when a later attempt succeeded. "
+            "The run id opens the run view."
         ),
         links={c.TAG_RUN_ID: run_view},
         w=12,

@@ -576,3 +576,24 @@ def _fail(url: str) -> Any:
     except urllib.error.HTTPError as err:
         return err
     raise AssertionError(f"{url} did not fail")
+
+
+def test_recent_failures_show_each_attempts_error() -> None:
+    [panel] = [p for p in panels(boards()["pipeline_runs"]) if p["title"] == "Recent failures"]
+    [target] = panel["targets"]
+    query = target["query"]
+    keeps = re.findall(r"keep\(columns: \[([^\]]*)\]", query)
+    assert re.findall(r'"([^"]+)"', keeps[-1]) == [
+        "_time",
+        c.TAG_PIPELINE,
+        c.TAG_STEP,
+        c.TAG_RUN_ID,
+        c.TAG_ATTEMPT,
+        c.TAG_REASON,
+        c.FIELD_ERROR,
+        c.TAG_NAMESPACE,
+    ]
+    # Both fields, made columns before the rows are merged: a failure without an error keeps its row.
+    fields = f'r._field == "{c.FIELD_EXECUTION_TIME_MS}" or r._field == "{c.FIELD_ERROR}"'
+    assert fields in query
+    assert query.index('pivot(rowKey: ["_time"], columnKey: ["_field"]') < query.index("group()")
