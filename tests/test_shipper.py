@@ -244,6 +244,13 @@ def test_backoff_doubles_from_the_first_delay_to_the_cap_and_a_success_resets_it
     assert [Backoff(1, 1).failed() for _ in range(2)] == [1.0, 1.0]  # first == cap: allowed
 
 
+def test_a_new_backoff_is_not_failing_and_waits_nothing() -> None:
+    backoff = Backoff(1, 30)
+    assert (backoff.delay, backoff.jittered()) == (0.0, 0.0)  # jittered: 0 spread by any factor
+    assert [type(v) for v in (backoff.first, backoff.cap, backoff.jitter)] == [float, float, float]
+    assert (backoff.first, backoff.cap, backoff.jitter) == (1.0, 30.0, 0.2)  # the default jitter
+
+
 class Edge:
     """A random source at one end of every range."""
 
