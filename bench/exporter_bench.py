@@ -6,9 +6,9 @@ exhaust their retries or are evicted), written as JSON lines, and streamed by th
 fake API server, in a process of its own, to the exporter, also in a process of
 its own, over HTTP.  Measured on the exporter process only:
 
-* CPU seconds from the replay's start until every run is counted (goal ≤ 10 s);
-* its RSS at the end (goal ≤ 150 MB);
-* the time of a ``/metrics`` scrape afterwards (goal ≤ 50 ms).
+* CPU seconds from the replay's start until every run is counted;
+* its RSS at the end;
+* the time of a ``/metrics`` scrape afterwards.
 """
 
 from __future__ import annotations
@@ -143,16 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     fake.stdin.close()
     fake.wait(30)
 
-    print("\n| exporter: replay of recorded watch events | figure | goal |")
-    print("|---|---|---|")
-    print(f"| events replayed ({args.runs} runs, 40 pipelines x 5 steps) | {events} | 100k |")
-    print(f"| runs counted | {counted:.0f} | all |")
-    print(f"| exporter CPU for the replay | {cpu:.2f} s | <= 10 s |")
-    print(f"| wall time of the replay | {wall:.2f} s | |")
-    print(f"| exporter RSS after the replay | {rss / 2**20:.0f} MB | <= 150 MB |")
+    print("\n| exporter: replay of recorded watch events | figure |")
+    print("|---|---|")
+    print(f"| events replayed ({args.runs} runs, 40 pipelines x 5 steps) | {events} |")
+    print(f"| runs counted | {counted:.0f} of {args.runs} |")
+    print(f"| exporter CPU for the replay | {cpu:.2f} s ({cpu / max(wall, 1e-9):.2f} of a core) |")
+    print(f"| wall time of the replay | {wall:.2f} s |")
+    print(f"| exporter RSS after the replay | {rss / 2**20:.0f} MB |")
     median = statistics.median(scrapes)
-    print(f"| /metrics scrape, median of 20 ({series} series) | {median:.1f} ms | <= 50 ms |")
-    print(f"| /metrics scrape, max of 20 | {max(scrapes):.1f} ms | |")
+    print(f"| /metrics scrape, median of 20 ({series} series) | {median:.1f} ms |")
+    print(f"| /metrics scrape, max of 20 | {max(scrapes):.1f} ms |")
     ok = counted >= args.runs
     return 0 if ok else 1
 
