@@ -31,13 +31,22 @@ from pipeline_sdk import contract as c
 from tests.conftest import ROOT
 
 CORE = ROOT / "charts" / "mlobs-core"
-UPSTREAM_VALUES = (
-    ROOT.parent / "shared" / "reference" / "upstream-charts" / "kube-prometheus-stack-88.5.3" / "values.yaml"
-)
+
+
+def _upstream_values() -> Path:
+    """kube-prometheus-stack's default values, of the version charts/mlobs/Chart.yaml pins."""
+    deps = yaml.safe_load((ROOT / "charts" / "mlobs" / "Chart.yaml").read_text())["dependencies"]
+    [stack] = [d for d in deps if d["name"] == "kube-prometheus-stack"]
+    name = f"kube-prometheus-stack-{stack['version']}"
+    return ROOT.parent / "shared" / "reference" / "upstream-charts" / name / "values.yaml"
+
+
+UPSTREAM_VALUES = _upstream_values()
 OURS = ("mlobs-critical", "mlobs-warning")  # the receivers of mlobs' alerts
 SECRETS = "/etc/alertmanager/secrets"  # where kube-prometheus-stack mounts alertmanagerSpec.secrets
 
-# Fields of the integrations newer than Alertmanager 0.25, from Alertmanager v0.34.0's config
+# Fields of the integrations newer than the oldest Alertmanager the tests run (ALERTMANAGER_MIN in
+# versions.env), from Alertmanager v0.34.0's config
 # structs (notify/webhook/config.go WebhookConfig, notify/msteamsv2/config.go MSTeamsV2Config, each
 # with the inline NotifierConfig's send_resolved), and the release that brought each setting.
 V0_34_FIELDS = {
@@ -99,7 +108,7 @@ def amtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def needs(config: dict[str, Any]) -> dict[tuple[str, str | None], tuple[int, ...]]:
-    """The settings of ``config`` newer than 0.25, with the release each needs."""
+    """The settings of ``config`` that need a newer Alertmanager, with the release each needs."""
     found = {}
     for receiver in config["receivers"]:
         for (integration, key), version in SINCE.items():
