@@ -7,6 +7,9 @@ against the generated dashboards (dashboards/json/*.json): the uid is a dashboar
 ``var-<name>=`` is one of that dashboard's variables, and every ``viewPanel=`` is one of its
 panel ids.  The uids and panel ids themselves come from pipeline_sdk/contract.py
 (DASHBOARD_*_UID, RUN_VIEW_LOGS_PANEL_ID), which the dashboards use.
+
+Runbook links are relative in alerting/ (``<alertname>.md``, each a file of alerting/runbooks/);
+the chart's PrometheusRules prefix ``alerting.runbookBaseUrl`` to them, or drop them when it is empty.
 """
 
 from __future__ import annotations

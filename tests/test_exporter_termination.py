@@ -29,6 +29,7 @@ from exporters.pipeline_exporter.app import ExporterApp
 from exporters.pipeline_exporter.collectors import ExporterStats, RunCollector
 from exporters.pipeline_exporter.config import ExporterConfig
 from exporters.pipeline_exporter.figures import FinishedRun
+from exporters.pipeline_exporter.kube import MalformedObject
 from exporters.pipeline_exporter.records import RecordSender
 from exporters.pipeline_exporter.tracker import RunTracker
 from pipeline_sdk import Client, LocalTransport
@@ -421,3 +422,16 @@ def test_an_evicted_pods_error_is_the_kubelets_message() -> None:
         "The node was low on resource: memory. Container main was using 3Gi.",
     )
     assert records.sent[0].per_attempt[0].error == labels["error"]
+
+
+def test_a_message_that_is_not_text_is_a_malformed_pod_naming_the_field() -> None:
+    tracker, registry, records = make()
+    pod = failed_pod(k.RunSpec("train", "fit", "r12"), 0, "fine", bare=True)
+    pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = {"text": "no"}
+    with pytest.raises(
+        MalformedObject,
+        match=r"^status\.containerStatuses\[0\]\.state\.terminated\.message: "
+        r"expected a string, got dict$",
+    ):
+        feed(tracker, ("pods", pod))
+    assert (info(registry), records.sent) == ([], []), "nothing changed: the watcher skips and counts it"
