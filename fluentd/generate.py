@@ -27,7 +27,7 @@ HEADER = "# ---- generated from pipeline_sdk/contract.py by `make generate`; do 
 
 TIME_KEY = "_mlobs_time_ns"  # the record key the head's time filter sets and every route reads
 BUFFER_ROOT = "/fluentd/buffer"  # the chart's buffer volume: every route's file buffer is under it
-OUTPUT_LIMIT_MIB = 192  # total_limit_size of one route's buffer
+OUTPUT_LIMIT_MIB = 170  # total_limit_size of one route's buffer: 12 routes fit the 2 GiB volume
 INFLUXDB_VARIABLES = {  # influxdb2 parameter -> the environment variable the chart sets for it
     "url": "INFLUXDB_URL",
     "token": "INFLUXDB_TOKEN",

@@ -147,6 +147,17 @@ INFLUXDB_ORG = EnvVar(c.ENV_INFLUXDB_ORG, _text, c.INFLUXDB_ORG)
 INFLUXDB_BUCKET = EnvVar(c.ENV_INFLUXDB_BUCKET, _text, c.INFLUXDB_BUCKET)
 
 
+def _profile_interval(raw: str) -> float:
+    value = _positive_float(raw)
+    if value == 0:
+        raise ValueError("must be a number of seconds above 0")
+    return value
+
+
+PROFILE_INTERVAL = EnvVar(c.ENV_PROFILE_INTERVAL, _profile_interval, c.DEFAULT_PROFILE_INTERVAL)
+PUSHGATEWAY_URL = EnvVar(c.ENV_PUSHGATEWAY_URL, _http_url, show=lambda raw: repr(redact(raw)))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the SDK reads from the environment, parsed and checked."""

@@ -39,6 +39,7 @@ TAG_HTTP_STATUS: Final = "status"  # HTTP status class of a request: "2xx", "4xx
 TAG_MODEL: Final = "model"  # model name of a prediction
 TAG_MODEL_VERSION: Final = "model_version"  # model version of a prediction
 TAG_GPU: Final = "gpu"  # index of a GPU (NVML's) on a GPU row of the system stream; absent on process rows
+TAG_REPLICA: Final = "replica"  # which process of a service wrote a serving profile: host name and pid
 
 IDENTITY_TAGS: Final = (TAG_RUN_ID, TAG_PIPELINE, TAG_STEP, TAG_ATTEMPT)  # carried by every run event
 FIRST_ATTEMPT: Final = "1"  # the attempt of a step run's first try, and of data written without the tag
@@ -105,6 +106,11 @@ FIELD_SHA256: Final = "sha256"  # an artifact's sha256, hex; a directory's is it
 FIELD_MEDIA_TYPE: Final = "media_type"  # an artifact's media type, e.g. "application/json" (string)
 FIELD_MANIFEST: Final = "manifest"  # a directory's files and skipped entries, as JSON (string)
 FIELD_STORED: Final = "stored"  # 1 when the bytes were copied to the local store, else 0 (int)
+# A profile (pipeline_sdk.drift): a point per chunk of Profile.to_chunks(), its index in FIELD_INDEX.
+FIELD_CHUNK: Final = "chunk"  # base64 of one chunk of a profile's bytes: at most MAX_TEXT_LENGTH characters
+FIELD_TOTAL: Final = "total"  # how many chunks the profile has (int)
+FIELD_ROWS: Final = "rows"  # rows the profile summarises (int)
+FIELD_DIGEST: Final = "digest"  # hex BLAKE2b-128 of the whole profile's bytes: which chunks belong together
 
 
 class FieldType(enum.Enum):
@@ -299,8 +305,24 @@ SYSTEM: Final = Stream(  # what a run's process used, a row per sample (and one 
     },
 )
 
+# A profile's chunks are points at the profile's time plus the chunk's index in nanoseconds, so they are
+# distinct points of one series (a tag per index would multiply the series by the chunks).  A baseline
+# carries the run's identity and TAG_NAME; a serving profile the service, model, version and replica.
+PROFILE: Final = Stream(  # a data profile (pipeline_sdk.drift.Profile), one point per chunk
+    tag="mlobs.profile",
+    measurement="profile",
+    tags=(*IDENTITY_TAGS, TAG_NAME, TAG_SERVICE, TAG_MODEL, TAG_MODEL_VERSION, TAG_REPLICA),
+    fields={
+        FIELD_CHUNK: _F.STRING,
+        FIELD_INDEX: _F.INTEGER,
+        FIELD_TOTAL: _F.INTEGER,
+        FIELD_ROWS: _F.INTEGER,
+        FIELD_DIGEST: _F.STRING,
+    },
+)
+
 RUN_STREAMS: Final = (RUN, PARAM, METRIC, LIST_METRIC, IO, LOG, RUN_RECORD, SYSTEM)  # streams keyed by a run
-STREAMS: Final = (*RUN_STREAMS, API_REQUEST, PREDICTION)  # every stream: fluent.conf routes each
+STREAMS: Final = (*RUN_STREAMS, API_REQUEST, PREDICTION, PROFILE)  # every stream: fluent.conf routes each
 STREAMS_BY_TAG: Final = MappingProxyType({s.tag: s for s in STREAMS})  # Fluentd tag -> stream
 TAG_PREFIX: Final = "mlobs."  # every Fluentd tag of ours starts with it (fluent.conf matches mlobs.**)
 
@@ -386,6 +408,9 @@ PROM_EXPORTER_TRACKED_STEPS: Final = (
 PROM_EXPORTER_REFUSED_STEPS: Final = (
     "mlobs_exporter_refused_pipeline_steps_total"  # counter of runs of pairs refused (cap or allow-list)
 )
+PROM_EXPORTER_LEADER: Final = "mlobs_exporter_leader"  # gauge: 1 while this exporter leads (holds the Lease)
+# A new leader treats runs that ended up to this annotation's time as historical (already sent).
+ANNOTATION_COUNTED_THROUGH: Final = "mlobs.io/counted-through"  # Lease annotation: records sent through (s)
 
 # Model-API metrics: the names and labels prometheus-fastapi-instrumentator made common.
 PROM_HTTP_REQUESTS: Final = "http_requests_total"  # counter by handler, method, status ("2xx"...)
@@ -414,6 +439,25 @@ PROM_KSM_CONTAINER_REQUESTS: Final = "kube_pod_container_resource_requests"  # k
 PROM_KSM_POD_LABELS: Final = "kube_pod_labels"  # kube-state-metrics, with our labels allow-listed
 PROM_KSM_LABEL_PIPELINE: Final = "label_mlobs_io_pipeline"  # LABEL_PIPELINE as kube_pod_labels spells it
 PROM_KSM_LABEL_STEP: Final = "label_mlobs_io_step"  # LABEL_STEP as kube_pod_labels spells it
+
+# Drift monitors push these to the Pushgateway (pipeline_sdk.drift.monitor), one group per job, model and
+# version: each push replaces the group's series, so the baseline and window labels stay one series each.
+PROM_LABEL_MODEL: Final = "model"  # model name of a drift monitor (bounded: one per monitor)
+PROM_LABEL_VERSION: Final = "version"  # model version it watches, or DRIFT_ANY_VERSION
+PROM_LABEL_FEATURE: Final = "feature"  # a feature (column) the monitor compares
+PROM_LABEL_TEST: Final = "test"  # the drift test of a feature, e.g. "wasserstein"
+PROM_LABEL_MONITOR: Final = "monitor"  # the monitor's name (its run's step)
+PROM_LABEL_BASELINE: Final = "baseline"  # the baseline profile, "<run id>:<name>" (one per group)
+PROM_LABEL_WINDOW: Final = "window"  # the serving window compared, e.g. "1h" (one per group)
+DRIFT_ANY_VERSION: Final = "*"  # the version label of a monitor that watches every version of its model
+PROM_DRIFT_STATISTIC: Final = "mlobs_drift_statistic"  # gauge by model, version, feature, test: the statistic
+PROM_DRIFT_THRESHOLD: Final = "mlobs_drift_threshold"  # gauge by model, version, feature, test: its threshold
+PROM_DRIFT_FEATURE_DRIFTED: Final = "mlobs_drift_feature_drifted"  # gauge by ..., feature, test: 1 drifted
+PROM_DRIFT_DETECTED: Final = "mlobs_drift_detected"  # gauge by model, version, monitor, baseline, window: 1/0
+PROM_DRIFT_DRIFTED_SHARE: Final = "mlobs_drift_drifted_share"  # gauge by model, version: share drifted
+PROM_DRIFT_LAST_RUN: Final = "mlobs_drift_last_run_timestamp_seconds"  # gauge by model, version: last capture
+PROM_DRIFT_SCHEDULE: Final = "mlobs_drift_schedule_seconds"  # gauge by model, version: its schedule, seconds
+PROM_JOB_DRIFT: Final = "mlobs-drift"  # the Pushgateway job name of drift monitors
 
 # Scrape job names (the chart's ServiceMonitors set them; `up{job=...}` alerts use them).
 PROM_JOB_EXPORTER: Final = "mlobs-pipeline-exporter"  # the pipeline exporter
@@ -447,6 +491,9 @@ DASHBOARD_RUN_VIEW_UID: Final = "mlobs-run-view"  # dashboards/run_view.dashboar
 DASHBOARD_MODEL_API_UID: Final = "mlobs-model-api"  # dashboards/model_api.dashboard.py
 DASHBOARD_RESOURCES_UID: Final = "mlobs-resources"  # dashboards/resources.dashboard.py
 DASHBOARD_STACK_HEALTH_UID: Final = "mlobs-stack-health"  # dashboards/stack_health.dashboard.py
+DASHBOARD_MODEL_DRIFT_UID: Final = "mlobs-model-drift"  # dashboards/model_drift.dashboard.py
+GRAFANA_VAR_MODEL: Final = "model"  # dashboard variable: ?var-model=
+GRAFANA_VAR_VERSION: Final = "version"  # dashboard variable: ?var-version=
 GRAFANA_VAR_PIPELINE: Final = "pipeline"  # dashboard variable: ?var-pipeline=
 GRAFANA_VAR_STEP: Final = "step"  # dashboard variable: ?var-step=
 GRAFANA_VAR_RUN_ID: Final = "run_id"  # dashboard variable: ?var-run_id=
@@ -464,6 +511,7 @@ ENV_STEP: Final = "MLOBS_STEP"  # run identity: step name
 ENV_RUN_ID: Final = "MLOBS_RUN_ID"  # run identity: run id
 ENV_ATTEMPT: Final = "MLOBS_ATTEMPT"  # run identity: the attempt outside a pod (never set in one); see run()
 ENV_POD_NAME: Final = "MLOBS_POD_NAME"  # the pod's name (Downward API): a retried Job's attempt
+ENV_POD_NAMESPACE: Final = "MLOBS_POD_NAMESPACE"  # the pod's namespace (Downward API): the exporter's Lease
 ENV_FLUSH_TIMEOUT: Final = "MLOBS_FLUSH_TIMEOUT"  # seconds a run waits at exit for delivery (default 10)
 ENV_SPOOL_MAX_MB: Final = "MLOBS_SPOOL_MAX_MB"  # bound of the on-disk spool in MiB (default 512)
 ENV_LOG_LEVEL: Final = "MLOBS_LOG_LEVEL"  # lowest level of the log records a run captures (default INFO)
@@ -476,6 +524,8 @@ ENV_INFLUXDB_TOKEN: Final = "MLOBS_INFLUXDB_TOKEN"  # noqa: S105 - the name of t
 ENV_INFLUXDB_ORG: Final = "MLOBS_INFLUXDB_ORG"  # its organization (default INFLUXDB_ORG)
 ENV_INFLUXDB_BUCKET: Final = "MLOBS_INFLUXDB_BUCKET"  # its bucket (default INFLUXDB_BUCKET)
 ENV_SYSTEM_INTERVAL: Final = "MLOBS_SYSTEM_INTERVAL"  # seconds between two system samples of a run; 0: off
+ENV_PROFILE_INTERVAL: Final = "MLOBS_PROFILE_INTERVAL"  # seconds between two serving profiles of a model
+ENV_PUSHGATEWAY_URL: Final = "MLOBS_PUSHGATEWAY_URL"  # the Pushgateway drift monitors push to; unset: none
 # Set in a notebook's kernel by Jupyter and VS Code; each names the notebook (the default pipeline).
 JUPYTER_SESSION_VAR: Final = "JPY_SESSION_NAME"  # environment variable Jupyter sets: the notebook's path
 JUPYTER_SESSION_GLOBAL: Final = "__session__"  # global ipykernel sets in the notebook: its path
@@ -483,5 +533,6 @@ VSCODE_NOTEBOOK_GLOBAL: Final = "__vsc_ipynb_file__"  # global VS Code sets in t
 
 DEFAULT_FLUENTD_PORT: Final = 24224  # Fluentd's in_forward default
 DEFAULT_SYSTEM_INTERVAL: Final = 10.0  # MLOBS_SYSTEM_INTERVAL's default (MLflow's system metrics' too)
+DEFAULT_PROFILE_INTERVAL: Final = 60.0  # MLOBS_PROFILE_INTERVAL's default
 DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 TERMINATION_MESSAGE_MAX_BYTES: Final = 4096  # the kubelet keeps at most this much of one container's message
