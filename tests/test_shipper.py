@@ -559,6 +559,28 @@ def test_without_a_spool_directory_events_are_dropped_and_creation_is_retried_ev
     assert (stats.spooler_alive, stats.delivery_alive, stats.thread_restarts) == (True, True, 0)
 
 
+def test_the_spool_directory_is_tried_again_whenever_a_second_has_passed_not_only_at_one(
+    make: Callable[..., Shipper], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "home").mkdir()
+    blocker = tmp_path / "home" / "spool"
+    blocker.write_text("a file where the spool's directory should be")
+    clock = FakeClock()
+    clock.now = 100.0
+    with monkeypatch.context() as patched:
+        patched.setattr(spooler_module, "time", SimpleNamespace(monotonic=clock, sleep=time.sleep))
+        shipper = make(Recorder())
+        assert shipper.spool_path == tmp_path / "home" / "spool" / "local"  # the first attempt failed
+        clock.now = 102.5  # 2.5 s later: tried again, and failed again
+        assert shipper._ensure_spool() is None
+        blocker.unlink()
+        clock.now = 103.0  # half a second after that attempt: not yet, though it would work now
+        assert shipper._ensure_spool() is None
+        clock.now = 104.75  # 1.75 s after it
+        spool = shipper._ensure_spool()
+        assert spool is not None and shipper.spool_path == spool.path
+
+
 # ---- the delivery thread: chunks, backoff, leftover spools ------------------------------------------
 
 
