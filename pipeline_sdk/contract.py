@@ -411,9 +411,6 @@ PROM_EXPORTER_REFUSED_STEPS: Final = (
 PROM_EXPORTER_LEADER: Final = "mlobs_exporter_leader"  # gauge: 1 while this exporter leads (holds the Lease)
 # A new leader treats runs that ended up to this annotation's time as historical (already sent).
 ANNOTATION_COUNTED_THROUGH: Final = "mlobs.io/counted-through"  # Lease annotation: records sent through (s)
-PROM_EXPORTER_LEADER: Final = "mlobs_exporter_leader"  # gauge: 1 while this exporter leads (holds the Lease)
-# A new leader treats runs that ended up to this annotation's time as historical (already sent).
-ANNOTATION_COUNTED_THROUGH: Final = "mlobs.io/counted-through"  # Lease annotation: records sent through (s)
 
 # Model-API metrics: the names and labels prometheus-fastapi-instrumentator made common.
 PROM_HTTP_REQUESTS: Final = "http_requests_total"  # counter by handler, method, status ("2xx"...)
@@ -514,7 +511,6 @@ ENV_STEP: Final = "MLOBS_STEP"  # run identity: step name
 ENV_RUN_ID: Final = "MLOBS_RUN_ID"  # run identity: run id
 ENV_ATTEMPT: Final = "MLOBS_ATTEMPT"  # run identity: the attempt outside a pod (never set in one); see run()
 ENV_POD_NAME: Final = "MLOBS_POD_NAME"  # the pod's name (Downward API): a retried Job's attempt
-ENV_POD_NAMESPACE: Final = "MLOBS_POD_NAMESPACE"  # the pod's namespace (Downward API): the exporter's Lease
 ENV_POD_NAMESPACE: Final = "MLOBS_POD_NAMESPACE"  # the pod's namespace (Downward API): the exporter's Lease
 ENV_FLUSH_TIMEOUT: Final = "MLOBS_FLUSH_TIMEOUT"  # seconds a run waits at exit for delivery (default 10)
 ENV_SPOOL_MAX_MB: Final = "MLOBS_SPOOL_MAX_MB"  # bound of the on-disk spool in MiB (default 512)
