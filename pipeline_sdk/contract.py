@@ -511,7 +511,6 @@ ENV_STEP: Final = "MLOBS_STEP"  # run identity: step name
 ENV_RUN_ID: Final = "MLOBS_RUN_ID"  # run identity: run id
 ENV_ATTEMPT: Final = "MLOBS_ATTEMPT"  # run identity: the attempt outside a pod (never set in one); see run()
 ENV_POD_NAME: Final = "MLOBS_POD_NAME"  # the pod's name (Downward API): a retried Job's attempt
-ENV_POD_NAMESPACE: Final = "MLOBS_POD_NAMESPACE"  # the pod's namespace (Downward API): the exporter's Lease
 ENV_FLUSH_TIMEOUT: Final = "MLOBS_FLUSH_TIMEOUT"  # seconds a run waits at exit for delivery (default 10)
 ENV_SPOOL_MAX_MB: Final = "MLOBS_SPOOL_MAX_MB"  # bound of the on-disk spool in MiB (default 512)
 ENV_LOG_LEVEL: Final = "MLOBS_LOG_LEVEL"  # lowest level of the log records a run captures (default INFO)
