@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -18,14 +19,42 @@ from pathlib import Path
 from kubernetes import client as k8s
 from kubernetes import config as kube_config
 
+from pipeline_sdk import contract as c
 from pipeline_sdk.client import Client
 
 from .app import ExporterApp
 from .collectors import ExporterStats
-from .config import ConfigError, ExporterConfig
+from .config import ConfigError, ExporterConfig, LeaderElection
+from .leader import ElectionSettings
 from .records import RecordSender
 
 log = logging.getLogger("mlobs.exporter")
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def election_settings(config: LeaderElection) -> ElectionSettings | None:
+    """The Lease to campaign for, or None without leader election; ConfigError when it has no namespace."""
+    if not config.enabled:
+        return None
+    namespace = config.lease_namespace
+    if not namespace:
+        try:
+            namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+        except OSError:
+            namespace = ""
+    if not namespace:
+        raise ConfigError(
+            f"leaderElection.leaseNamespace: not set, and {SERVICE_ACCOUNT_NAMESPACE} cannot be read "
+            "(not in a pod): name the Lease's namespace"
+        )
+    return ElectionSettings(
+        namespace=namespace,
+        name=config.lease_name,
+        identity=os.environ.get(c.ENV_POD_NAME) or socket.gethostname(),
+        lease_duration=config.lease_duration,
+        renew_deadline=config.renew_deadline,
+        retry_period=config.retry_period,
+    )
 
 
 def api_client(api_server: str | None) -> k8s.ApiClient:
@@ -81,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = ExporterConfig.load(args.config)
+        election = election_settings(config.leader_election)
     except ConfigError as exc:
         print(f"pipeline-exporter: {exc}", file=sys.stderr)
         return 2
@@ -100,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         port=int(port),
         http_timeout=args.http_timeout,
         http_max_connections=args.http_max_connections,
+        election=election,
+        wait_spooled=records.shipper.wait_spooled,
     )
     app.start()
     print(f"pipeline-exporter: serving on {host}:{app.port}", flush=True)
@@ -109,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     app.run(stop)
     app.close()
     records.close()
+    if app.lost.is_set():
+        print("pipeline-exporter: stopped leading; exiting so that it restarts as a standby", file=sys.stderr)
+        return 1
     return 0
 
 

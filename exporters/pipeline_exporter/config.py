@@ -17,6 +17,13 @@ Example (the chart renders it from its values)::
     idle_expiry: 7d             # a pair with no run in progress or finished for this long loses its series
     allowed_namespaces: []      # glob patterns (fnmatch, case-sensitive); empty: every namespace
     allowed_pipelines: []       # glob patterns of pipeline names, e.g. ["team-a-*"]; empty: every one
+    leaderElection:             # two or more replicas: only the holder of a Lease watches and counts
+      enabled: false
+      leaseName: mlobs-pipeline-exporter
+      leaseNamespace: ""        # empty: the pod's own namespace (its service account's)
+      leaseDuration: 15s        # a standby takes over this long after the leader's last renewal
+      renewDeadline: 10s        # a leader that could not renew for this long stops leading
+      retryPeriod: 2s           # how often a leader renews, and a standby tries
 
 The thresholds are exported as gauges, so the alert rules stay the same for
 every pipeline and only this file changes.
@@ -152,6 +159,66 @@ class SeriesLimits:
         return None
 
 
+@dataclass(frozen=True)
+class LeaderElection:
+    """The ``leaderElection`` block (see :mod:`.leader`); durations in seconds."""
+
+    enabled: bool = False
+    lease_name: str = "mlobs-pipeline-exporter"
+    lease_namespace: str = ""  # empty: the pod's own namespace
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+_ELECTION_KEYS = {"enabled", "leaseName", "leaseNamespace", "leaseDuration", "renewDeadline", "retryPeriod"}
+
+
+def _election(where: str, raw: Any) -> LeaderElection:
+    default = LeaderElection()
+    if raw is None:
+        return default
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    unknown = set(raw) - _ELECTION_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(_ELECTION_KEYS)})")
+    enabled = raw.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}.enabled: expected true or false, got {enabled!r}")
+    names = {}
+    for key, value in (("leaseName", default.lease_name), ("leaseNamespace", "")):
+        names[key] = raw.get(key, value)
+        if not isinstance(names[key], str) or (key == "leaseName" and not names[key]):
+            raise ConfigError(f"{where}.{key}: expected a name, got {names[key]!r}")
+    times = {
+        key: duration(f"{where}.{key}", raw[key]) if key in raw else value
+        for key, value in (
+            ("leaseDuration", default.lease_duration),
+            ("renewDeadline", default.renew_deadline),
+            ("retryPeriod", default.retry_period),
+        )
+    }
+    if not times["leaseDuration"] > times["renewDeadline"]:
+        raise ConfigError(
+            f"{where}.leaseDuration ({times['leaseDuration']} s) must be longer than renewDeadline "
+            f"({times['renewDeadline']} s): a leader must give up before a standby may take over"
+        )
+    if not times["renewDeadline"] > 1.2 * times["retryPeriod"]:
+        raise ConfigError(
+            f"{where}.renewDeadline ({times['renewDeadline']} s) must be longer than 1.2 x retryPeriod "
+            f"({times['retryPeriod']} s): a leader must get more than one try to renew"
+        )
+    return LeaderElection(
+        enabled,
+        names["leaseName"],
+        names["leaseNamespace"],
+        times["leaseDuration"],
+        times["renewDeadline"],
+        times["retryPeriod"],
+    )
+
+
 _SERIES_KEYS = ("max_pipeline_steps", "idle_expiry", "allowed_namespaces", "allowed_pipelines")
 
 
@@ -184,6 +251,7 @@ class ExporterConfig:
     finished_runs_memory: int = 50_000
     image_pull_grace: float = 120.0
     series: SeriesLimits = SeriesLimits()
+    leader_election: LeaderElection = LeaderElection()
 
     @classmethod
     def load(cls, path: Path | None) -> ExporterConfig:
@@ -205,6 +273,7 @@ class ExporterConfig:
             "pipelines",
             "finished_runs_memory",
             "image_pull_grace",
+            "leaderElection",
             *_SERIES_KEYS,
         }
         unknown = set(raw) - known
@@ -228,4 +297,6 @@ class ExporterConfig:
             )
         grace = duration(f"{where}.image_pull_grace", raw.get("image_pull_grace", 120))
         thresholds = Thresholds(defaults, pipelines, steps)
-        return cls(tuple(namespaces), thresholds, memory, grace, _series(where, raw, thresholds))
+        series = _series(where, raw, thresholds)
+        election = _election(f"{where}.leaderElection", raw.get("leaderElection"))
+        return cls(tuple(namespaces), thresholds, memory, grace, series, election)

@@ -122,9 +122,13 @@ class Watcher:
         self._failing = False  # the last request to the API failed
         self.synced = threading.Event()  # the first list is in
         self.last_sync = 0.0  # wall time up to which events have been applied
+        self._first_cutoff = float("inf")  # runs that ended by then are historical in the first list
         self._thread = threading.Thread(target=self._run, name=name or f"watch-{resource}", daemon=True)
 
-    def start(self) -> None:
+    def start(self, history_before: float = float("inf")) -> None:
+        """Start listing and watching; in the first list, a run that ended at or before
+        ``history_before`` is historical (default: every finished one, as at a restart)."""
+        self._first_cutoff = history_before
         self._thread.start()
 
     def stop(self) -> None:
@@ -167,6 +171,8 @@ class Watcher:
         self._stop.wait(self._backoff.jittered())
 
     def _apply(self, kind: str, obj: Any, seen_before: float | None) -> None:
+        if self._stop.is_set():
+            return  # stopped (a leader that lost its Lease counts nothing more)
         try:
             self._on_event(kind, obj, seen_before)
         except DATA_ERRORS as exc:
@@ -197,7 +203,7 @@ class Watcher:
             raise ValueError(f"the {self.resource} list is not a list with a resourceVersion")
         self._failing = False
         # Finished before our last sync (or before we started): historical, not counted.
-        seen_before = float("inf") if first else self.last_sync
+        seen_before = self._first_cutoff if first else self.last_sync
         for item in items or ():
             self._apply("ADDED", item, seen_before)
         self._stats.bump(self._stats.relists, self.resource)

@@ -14,6 +14,14 @@ one-off watch events of any shape (``send_event``: an ERROR Status without a cod
 line that is not JSON...), and list bodies of any shape (``odd_lists``, one per list).
 Every request is recorded with its method, so a test can hold the RBAC rules to the
 calls the exporter really makes.
+
+Leases (``coordination.k8s.io/v1``, one namespace each) have the real API's update
+semantics: GET answers 404 NotFound when there is none, POST creates one (201, its
+resourceVersion set; 409 AlreadyExists for a second one), PUT replaces it only when
+the body's ``metadata.resourceVersion`` is the stored one (else 409 Conflict, the
+optimistic concurrency of every Kubernetes update), and every error is a ``Status``.
+
+One module, over 400 lines, on purpose: it is one fake server, its state and its handler.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 RESOURCES = {"jobs": ("batch/v1", "JobList"), "pods": ("v1", "PodList")}
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/"  # .../{namespace}/leases[/{name}]
 
 
 @dataclass
@@ -62,6 +71,7 @@ class FakeKube:
         self.fail_requests = 0  # answer this many next requests with 500
         self.odd_lists: dict[str, list[Any]] = {"jobs": [], "pods": []}  # bodies for the next lists
         self.requests: list[tuple[str, str]] = []  # (method, path with query), in arrival order
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}  # (namespace, name) -> the Lease
 
     # ---- changing the cluster ----------------------------------------------------------------
 
@@ -130,6 +140,61 @@ class FakeKube:
     def version(self) -> int:
         return self._version
 
+    def lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A copy of the stored Lease, or None."""
+        with self._cond:
+            found = self.leases.get((namespace, name))
+            return copy.deepcopy(found) if found is not None else None
+
+    def write_lease(
+        self, method: str, namespace: str, name: str | None, body: Any
+    ) -> tuple[int, dict[str, Any]]:
+        """Create (POST) or replace (PUT) a Lease: (HTTP status, the stored Lease or a Status)."""
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+            return 422, status_body(
+                422, "Invalid", "Lease.coordination.k8s.io: metadata.name: Required value"
+            )
+        if name is not None and meta["name"] != name:
+            return 400, status_body(
+                400, "BadRequest", "the name of the object does not match the name on the URL"
+            )
+        key = (namespace, meta["name"])
+        with self._cond:
+            stored = self.leases.get(key)
+            if method == "POST" and stored is not None:
+                return 409, status_body(
+                    409,
+                    "AlreadyExists",
+                    f'leases.coordination.k8s.io "{meta["name"]}" already exists',
+                    meta["name"],
+                )
+            if method == "PUT" and stored is None:
+                return 404, status_body(
+                    404, "NotFound", f'leases.coordination.k8s.io "{meta["name"]}" not found', meta["name"]
+                )
+            if method == "PUT" and meta.get("resourceVersion") != stored["metadata"]["resourceVersion"]:  # type: ignore[index]
+                return 409, status_body(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on leases.coordination.k8s.io "{meta["name"]}": '
+                    "the object has been modified; please apply your changes to the latest version "
+                    "and try again",
+                    meta["name"],
+                )
+            self._version += 1
+            lease = copy.deepcopy(body)
+            lease.update(apiVersion="coordination.k8s.io/v1", kind="Lease")
+            lease["metadata"].update(namespace=namespace, resourceVersion=str(self._version))
+            if stored is not None:
+                lease["metadata"]["uid"] = stored["metadata"]["uid"]
+                lease["metadata"]["creationTimestamp"] = stored["metadata"]["creationTimestamp"]
+            else:
+                lease["metadata"]["uid"] = f"lease-{self._version}"
+                lease["metadata"]["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self.leases[key] = lease
+            return (201 if method == "POST" else 200), copy.deepcopy(lease)
+
     # ---- serving ------------------------------------------------------------------------------
 
     def list_body(self, resource: str, namespace: str | None, selector: str | None) -> dict[str, Any]:
@@ -185,6 +250,34 @@ class FakeKube:
             self._cond.notify_all()
 
 
+def status_body(code: int, reason: str, message: str, name: str | None = None) -> dict[str, Any]:
+    """A ``Status`` as the API server sends it with an error (kind, reason, code, details)."""
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    if name is not None:
+        body["details"] = {"name": name, "group": "coordination.k8s.io", "kind": "leases"}
+    return body
+
+
+def _lease_route(path: str) -> tuple[str, str | None] | None:
+    """(namespace, name or None) of a Lease path, or None."""
+    if not path.startswith(LEASES):
+        return None
+    parts = path[len(LEASES) :].strip("/").split("/")
+    if len(parts) == 2 and parts[1] == "leases":
+        return parts[0], None
+    if len(parts) == 3 and parts[1] == "leases" and parts[2]:
+        return parts[0], parts[2]
+    return None
+
+
 def _selected(obj: dict[str, Any], selector: str | None) -> bool:
     """Existence selectors ("mlobs.io/pipeline") and equality ("a=b"), comma-separated."""
     if not selector:
@@ -232,6 +325,13 @@ class FakeKubeServer:
                 url = urlparse(self.path)
                 kube_.requests.append(("GET", self.path))
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                lease_route = _lease_route(url.path)
+                if lease_route is not None and (name := lease_route[1]) is not None:
+                    lease = kube_.lease(lease_route[0], name)
+                    if lease is None:
+                        message = f'leases.coordination.k8s.io "{name}" not found'
+                        return self._json(404, status_body(404, "NotFound", message, name))
+                    return self._json(200, lease)
                 route = _route(url.path)
                 if route is None:
                     return self._status(404, "NotFound", f"no such path {url.path}")
@@ -298,24 +398,38 @@ class FakeKubeServer:
                 kube_.requests.append((self.command, self.path))
                 self._status(405, "MethodNotAllowed", f"{self.command} is not served")
 
-            do_POST = do_PUT = do_PATCH = do_DELETE = _refuse
+            def _write(self) -> None:
+                """POST (create) and PUT (replace) of Leases; anything else is refused."""
+                route = _lease_route(urlparse(self.path).path)
+                if route is None or (self.command == "POST") != (route[1] is None):
+                    length = int(self.headers.get("Content-Length") or 0)
+                    self.rfile.read(length)
+                    return self._refuse()
+                kube_.requests.append((self.command, self.path))
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    return self._status(400, "BadRequest", "the body is not JSON")
+                if kube_.fail_requests > 0:
+                    kube_.fail_requests -= 1
+                    return self._status(500, "InternalError", "injected failure")
+                code, answer = kube_.write_lease(self.command, route[0], route[1], body)
+                return self._json(code, answer)
 
-            def _status(self, code: int, reason: str, message: str) -> None:
-                body = json.dumps(
-                    {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "status": "Failure",
-                        "message": message,
-                        "reason": reason,
-                        "code": code,
-                    }
-                ).encode()
+            do_POST = do_PUT = _write
+            do_PATCH = do_DELETE = _refuse
+
+            def _json(self, code: int, obj: Any) -> None:
+                body = json.dumps(obj).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _status(self, code: int, reason: str, message: str) -> None:
+                self._json(code, status_body(code, reason, message))
 
             def log_message(self, format: str, *args: object) -> None:
                 return
