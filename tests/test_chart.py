@@ -79,6 +79,9 @@ def pod_specs(name: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
     for doc in rendered(name):
         if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
             yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "CronJob":
+            template = doc["spec"]["jobTemplate"]["spec"]["template"]
+            yield f"CronJob/{doc['metadata']['name']}", template["spec"]
 
 
 # ---- lint and schemas ------------------------------------------------------------------------
@@ -458,7 +461,9 @@ def test_mailpit_ui_is_a_node_port_only_in_the_kind_values() -> None:
     assert mapped[30825] == 8025
 
 
-POLICIES = {f"{RELEASE}-fluentd", f"{RELEASE}-influxdb", f"{RELEASE}-pipeline-exporter", f"{RELEASE}-mailpit"}
+POLICIES = {
+    f"{RELEASE}-{name}" for name in ("fluentd", "influxdb", "pipeline-exporter", "mailpit", "pushgateway")
+}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s or "defaults")
@@ -482,7 +487,7 @@ def test_network_policies_switch_off_and_follow_the_components() -> None:
         "exporter": {"enabled": False},
         "fluentd": {"enabled": False},
         "mailpit": {"enabled": False},
-        "networkPolicy": {"influxdb": {"enabled": False}},
+        "networkPolicy": {"influxdb": {"enabled": False}, "pushgateway": {"enabled": False}},
     }
     assert named(render_values(off), "NetworkPolicy") == {}
     with pytest.raises(helm_python.HelmRenderError, match="set allNamespaces or clientNamespaces, not both"):
@@ -512,7 +517,7 @@ def test_umbrella_pins_its_upstream_charts() -> None:
     chart = yaml.safe_load((UMBRELLA / "Chart.yaml").read_text())
     core = yaml.safe_load((CORE / "Chart.yaml").read_text())
     pins = {d["name"]: d["version"] for d in chart["dependencies"]}
-    assert set(pins) == {"kube-prometheus-stack", "influxdb2", "mlobs-core"}
+    assert set(pins) == {"kube-prometheus-stack", "influxdb2", "prometheus-pushgateway", "mlobs-core"}
     assert all(re.fullmatch(r"\d+\.\d+\.\d+", v) for v in pins.values()), f"exact versions only: {pins}"
     assert pins["mlobs-core"] == core["version"]
     # Helm checks only the installed chart's own kubeVersion: the umbrella states mlobs-core's.
