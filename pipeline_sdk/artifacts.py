@@ -66,7 +66,7 @@ from .contract import (  # an artifact's fields on the io stream, importable fro
     FIELD_URI,
 )
 from .files import make_private_dirs, open_private
-from .validation import check_name, short_repr
+from .validation import check_name, escape_surrogates, short_repr
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +133,11 @@ class Artifact:
         if self.sha256 is not None:
             out[FIELD_SHA256] = self.sha256
         if self.files is not None:
-            out[FIELD_MANIFEST] = json.dumps(
-                {
-                    "files": [[e.path, e.size_bytes, e.sha256] for e in self.files],
-                    "skipped": list(self.skipped),
-                },
-                separators=(",", ":"),
-                ensure_ascii=False,
-            )
+            manifest = {
+                "files": [[e.path, e.size_bytes, e.sha256] for e in self.files],
+                "skipped": list(self.skipped),
+            }
+            out[FIELD_MANIFEST] = _json(manifest)
         return out
 
     @classmethod
@@ -166,10 +163,14 @@ class Artifact:
         )
 
 
+def _json(value: object) -> str:
+    """Compact JSON, non-ASCII text as it is; a name that is not valid UTF-8 (a lone surrogate of
+    ``os.fsdecode``) as a ``\\udcxx`` escape, which JSON reads back as the same name."""
+    return escape_surrogates(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+
 def _manifest_json(files: tuple[ManifestEntry, ...]) -> str:
-    return json.dumps(
-        [[e.path, e.size_bytes, e.sha256] for e in files], separators=(",", ":"), ensure_ascii=False
-    )
+    return _json([[e.path, e.size_bytes, e.sha256] for e in files])
 
 
 @dataclass(frozen=True)
@@ -603,6 +604,16 @@ class BackgroundHasher:
                 "mlobs: artifact %r (%s) was not hashed: %s; recorded without its sha256",
                 item.name,
                 item.uri,
+                exc,
+            )
+            self._deliver(item.unhashed(), hashed=False)
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the artifact is still recorded
+            self._once(
+                "failure",
+                "mlobs: artifact %r (%s) was not hashed: %s: %s; recorded without its sha256",
+                item.name,
+                item.uri,
+                type(exc).__name__,
                 exc,
             )
             self._deliver(item.unhashed(), hashed=False)

@@ -2,7 +2,8 @@
 
 A run ends ``succeeded`` (no exception, or ``SystemExit`` with code 0 or None), ``cancelled``
 (SIGTERM, as :class:`RunCancelled`, or Ctrl-C) or ``failed``; each end records the run's
-duration.  A failed run's end also keeps the exception's type and message, and its
+duration, and the summary of its system sampler when it had one (:func:`end_fields`).  A
+failed run's end also keeps the exception's type and message, and its
 traceback: the innermost 30 frames, at most 8 KiB (:data:`TRACEBACK_FRAMES`,
 :data:`TRACEBACK_CHARS`); longer text keeps its end, after a marker that says how much was
 cut.  Nothing here raises: the type and message are stored with
@@ -13,10 +14,14 @@ described instead.
 from __future__ import annotations
 
 import traceback
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from . import contract as c
 from .validation import describe, describe_error, safe_text
+
+if TYPE_CHECKING:
+    from .system import Summary
 
 TRACEBACK_FRAMES = 30  # a failed run keeps the innermost frames of its traceback
 TRACEBACK_CHARS = 8192  # and at most this many characters of it (its end)
@@ -46,6 +51,11 @@ def run_outcome(
     if exc is not None:
         fields[c.FIELD_TRACEBACK] = traceback_text(exc)
     return c.RunStatus.FAILED, fields
+
+
+def end_fields(fields: Mapping[str, Any], system: Summary | None) -> dict[str, Any]:
+    """The end event's fields: the outcome's (:func:`run_outcome`) and the system summary's, if any."""
+    return {**fields, **(system.fields() if system is not None else {})}
 
 
 def traceback_text(exc: BaseException) -> str:

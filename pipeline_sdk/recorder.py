@@ -12,6 +12,11 @@ Forward-protocol entry and appends it to the client's queue of that stream
 case (a float or int value, a name seen before) is kept to a handful of
 operations; everything unusual falls back to the validators.
 
+``log_artifact`` only checks its arguments and stats the path: a background thread hashes
+(and, with the local store, copies) the file or directory and records it (see
+:mod:`pipeline_sdk.artifacts` and :mod:`pipeline_sdk.run_resources`); ``record_system_sample``
+records what a run's system sampler reads, from the sampler's thread.
+
 ``log_record`` and ``log_status`` are the exceptions to "a bad argument
 raises": the log handler and the run's exit call them on paths that must not
 raise, so their text is stored with :func:`~pipeline_sdk.validation.safe_text`
@@ -20,23 +25,28 @@ record's ``extra`` that cannot be JSON-encoded loses only the extra
 (:func:`~pipeline_sdk.extra.encode_extra`).  Once the run has ended, every call raises.
 
 ``RunRecorder`` is the old name of :class:`ActiveRun`, kept for one release (deprecated).
+
+One concern past 400 lines: the recording calls of a run, each a few lines over the validators.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import os
+import threading
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import config
+from . import artifacts, config
 from . import contract as c
 from .deprecated import module_getattr
 from .encoding import ENTRY_HEAD, NS_PER_S, MetricEncoder
 from .extra import MAX_LEVEL_LENGTH, MAX_LOGGER_LENGTH, encode_extra
 from .invalid import InvalidCalls, check_on_invalid
 from .ratelog import RateLimitedLog
+from .run_resources import artifact_record, artifact_store, system_rows
 from .validation import (
     INT64_MAX,
     check_attempt,
@@ -64,6 +74,7 @@ from .writer import EventWriter, _time_ns
 
 if TYPE_CHECKING:  # annotations only: client.py imports this module
     from .client import Client
+    from .system import Summary
 
 _MAX_LOCATION = 2048
 log = logging.getLogger("mlobs")
@@ -115,6 +126,10 @@ class ActiveRun(EventWriter):
         self._raise_invalid = self._invalid.raises
         self._warn_lost = RateLimitedLog(log)
         self._ended = False
+        self._hasher: artifacts.BackgroundHasher | None = None  # made by the first log_artifact
+        self._hasher_lock = threading.Lock()
+        self._artifacts_closed = False
+        self.system: Summary | None = None  # what run() measured, once it has ended (None: not sampled)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._who}>"
@@ -135,6 +150,7 @@ class ActiveRun(EventWriter):
 
     def host_closed(self) -> None:
         if not self._ended:  # an ended run keeps saying that it ended
+            self.close_artifacts(self.client.settings.flush_timeout)  # recorded before the client closes
             super().host_closed()
 
     def _refuse_ended(self, queue: deque[bytes]) -> bool:
@@ -327,6 +343,86 @@ class ActiveRun(EventWriter):
             return
         self._emit(c.IO.tag, record)
 
+    # ---- artifacts and system samples ------------------------------------------------------------
+
+    def log_artifact(
+        self, path: str | os.PathLike[str], name: str | None = None, *, uri: str | None = None
+    ) -> None:
+        """Record a file or a directory the step produced: its name, URI, size, sha256 and media type.
+
+        ``path`` is a local path (or ``file://`` URI), or an ``s3://`` or ``gs://`` URI, recorded
+        as a reference and never read; ``name`` defaults to the file's name.  A directory is
+        recorded with a manifest of its regular files.  ``uri`` records a local file under the
+        URI it was uploaded to (its size and hash are the local file's).  The call only checks
+        its arguments and stats the path: the hashing happens in a background thread, and the
+        run's end waits for it (at most the flush timeout; what is not done by then is recorded
+        without its sha256).  With the local store the bytes are also copied under
+        ``MLOBS_HOME/artifacts``, for :meth:`ReadClient.restore_artifact
+        <pipeline_sdk.read.ReadClient.restore_artifact>`; sent to Fluentd, only the reference is.
+        A path that does not exist, or is neither a file nor a directory, is a ``ValueError``.
+        """
+        self._check_open("log_artifact")
+        try:
+            item = artifacts.pending(path, name, uri)
+        except (TypeError, ValueError) as exc:
+            self._invalid_call("log_artifact", name, exc)
+            return
+        with self._hasher_lock:
+            if self._artifacts_closed:  # the run is ending, or its client closed
+                raise self._ended_error("log_artifact")
+            if self._hasher is None:
+                store = artifact_store(self.client.transport.kind, self.client.home)
+                self._hasher = artifacts.BackgroundHasher(self._record_artifact, store)
+            hasher = self._hasher
+        hasher.submit(item)
+
+    def _record_artifact(self, artifact: artifacts.Artifact) -> None:
+        """The hasher's delivery (from its thread): the artifact as a row of the io stream."""
+        record, left_out = artifact_record(self._identity, artifact)
+        if left_out:
+            self._warn_lost.warning(
+                "manifest",
+                "mlobs: run %s: the manifest of artifact %r (%d files) is longer than a string field "
+                "holds, so its event leaves it out; its sha256 still names it%s",
+                self._who,
+                artifact.name,
+                len(artifact.files or ()),
+                ", and the local store keeps it whole" if artifact.stored else "",
+            )
+        self._emit(c.IO.tag, record)
+
+    def close_artifacts(self, timeout: float | None = None) -> artifacts.HasherStats | None:
+        """Wait, at most ``timeout`` seconds, until every artifact logged is recorded (None: none was).
+
+        The run's end calls it; what is not hashed by then is recorded without its sha256.
+        Returns the hasher's counts; a warning says when any artifact was not hashed or lost.
+        """
+        with self._hasher_lock:
+            hasher, closed = self._hasher, self._artifacts_closed
+            self._artifacts_closed = True
+        if hasher is None or closed:
+            return None if hasher is None else hasher.stats
+        stats = hasher.close(timeout)
+        if stats.unhashed or stats.lost:
+            log.warning(
+                "mlobs: run %s: of its artifacts, %d were recorded without their sha256 (unreadable, or "
+                "not hashed within %s s) and %d could not be recorded",
+                self._who,
+                stats.unhashed,
+                timeout,
+                stats.lost,
+            )
+        return stats
+
+    def record_system_sample(self, sample: Mapping[str, Any]) -> None:
+        """Record a :class:`~pipeline_sdk.system.SystemSampler` sample: a system row, and one per GPU.
+
+        ``run()`` hands it to the run's sampler as ``on_sample``; it is called from the
+        sampler's thread, and a failure is the sampler's to count.  Never waits on I/O.
+        """
+        for time_ns, record in system_rows(self._identity, sample):
+            self._queue(c.SYSTEM.tag, time_ns, record)
+
     # ---- log records and lifecycle (used by the handler and the run context) -----------------
 
     def log_record(
@@ -384,6 +480,7 @@ _CALL_OF_TAG = {
     c.LIST_METRIC.tag: "log_metric",
     c.PARAM.tag: "log_param",
     c.IO.tag: "log_input",
+    c.SYSTEM.tag: "record_system_sample",
     c.LOG.tag: "log_record",
     c.RUN.tag: "log_status",
 }

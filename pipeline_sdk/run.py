@@ -13,8 +13,14 @@ delivered by the client the run closed, so none is queued.
 
 During the run, its context's log records are captured (see :mod:`pipeline_sdk.logs`), and
 ``on_invalid`` says what a call with an invalid argument does (see :mod:`pipeline_sdk.invalid`).
+A :class:`~pipeline_sdk.system.SystemSampler` samples the process and its children every
+``system_interval`` seconds (``MLOBS_SYSTEM_INTERVAL``, default 10; 0 turns it off), each sample
+an event of the system stream; on the way out, the artifacts logged are hashed to the end
+(at most the flush timeout), the sampler is stopped, and its summary (peak RSS, CPU seconds,
+mean CPU, the cgroup's limits) goes on the end event (:mod:`pipeline_sdk.run_resources`).
 
-The exit cannot fail the caller: every cleanup step (stop capturing logs, record the end,
+The exit cannot fail the caller: every cleanup step (stop capturing logs, finish the artifacts,
+stop the sampler, record the end,
 refuse later calls, restore the SIGTERM handler, clear ``current_run()``, close or flush the
 client) runs even when another one raised; a step that raises is logged as a warning on the
 ``mlobs`` logger.  The caller's own exception propagates unchanged.
@@ -45,8 +51,10 @@ from .client import Client
 from .deprecated import module_getattr
 from .invalid import check_on_invalid
 from .naming import default_pipeline, new_run_id, pick
-from .outcome import TRACEBACK_CHARS, TRACEBACK_FRAMES, RunCancelled, run_outcome
+from .outcome import TRACEBACK_CHARS, TRACEBACK_FRAMES, RunCancelled, end_fields, run_outcome
 from .recorder import CURRENT_RUN, ActiveRun
+from .run_resources import check_system_interval
+from .system import Summary, SystemSampler
 from .validation import check_identity, describe_error, short_repr
 from .values import checked_params, flatten_params
 
@@ -99,7 +107,7 @@ class RunContext:
 
     ``with`` it to get the :class:`~pipeline_sdk.recorder.ActiveRun` (one run per ``with``), or
     decorate a function with it (one run per call).  Once the run has ended, ``status`` and
-    ``duration_ms`` say how it ended.
+    ``duration_ms`` say how it ended, and ``system`` what it used (None when not sampled).
     """
 
     def __init__(
@@ -114,6 +122,7 @@ class RunContext:
         log_level: int | str | None = None,
         flush_timeout: float | None = None,
         on_invalid: str | None = None,
+        system_interval: float | None = None,
     ) -> None:
         # Explicit arguments are checked here, at the call site, and so are the settings.
         for arg, value in (("pipeline", pipeline), ("step", step), ("run_id", run_id)):
@@ -126,22 +135,25 @@ class RunContext:
         self._args = (pipeline, step, run_id, params)
         self._client = client
         self._capture_logs = capture_logs
-        self._settings = (log_level, on_invalid)  # as given: each call of a decorated function reads them
+        self._settings = (log_level, on_invalid, system_interval)  # as given: a decorated call reads them
         self._log_level = _capture_level(log_level)
         self._on_invalid = (
             config.ON_INVALID.get() if on_invalid is None else check_on_invalid("on_invalid", on_invalid)
         )
         self._flush_timeout = flush_timeout
+        self._system_interval = check_system_interval(system_interval)
         self._termination_log = termination.resolve_path()  # None outside a container
         self.recorder: ActiveRun | None = None
         self.status: c.RunStatus | None = None  # set when the run ends
         self.duration_ms: float | None = None
+        self.system: Summary | None = None  # what the run used, once it has ended (None: not sampled)
         # What __enter__ set up, so that cleanup undoes exactly that.
         self._owned = False
         self._token: contextvars.Token[ActiveRun | None] | None = None
         self._sigterm_installed = False
         self._previous_handler: Any = None
         self._capturing: ActiveRun | None = None
+        self._sampler: SystemSampler | None = None
 
     def __enter__(self) -> ActiveRun:
         if self.recorder is not None:
@@ -170,6 +182,8 @@ class RunContext:
                     c.FIELD_SDK_VERSION: __version__,
                 },
             )
+            self._sampler = SystemSampler(self._system_interval, rec.record_system_sample)
+            self._sampler.start()  # a daemon thread; never raises into the step, counts its failures
             if params:
                 rec.log_params(params)  # checked in __init__
             self._token = _current.set(rec)
@@ -195,7 +209,10 @@ class RunContext:
         self.duration_ms = (time.perf_counter_ns() - self._t0) / 1e6
         self.status, fields = run_outcome(exc_type, exc, self.duration_ms)
         status = self.status
-        end: _Step = ("record the end of the run", lambda: self._record_end(rec, status, fields))
+        end: _Step = (
+            "record the end of the run",
+            lambda: self._record_end(rec, status, end_fields(fields, self.system)),
+        )
         steps = self._undo_steps(rec.run_id, rec.client, rec, end=end)
         path = self._termination_log
         if status is c.RunStatus.FAILED and exc is not None and path is not None:
@@ -214,6 +231,9 @@ class RunContext:
         Either way the recorder then refuses every call.
         """
         steps: list[_Step] = [("stop capturing logs", self._detach_logging)]
+        if rec is not None:
+            steps.append(("finish recording its artifacts", lambda: self._close_artifacts(rec)))
+        steps.append(("stop its system sampler", self._stop_sampler))
         if end is not None:
             steps.append(end)
         if rec is not None:
@@ -257,6 +277,19 @@ class RunContext:
             )
             rec.log_status(status, {c.FIELD_DURATION_MS: self.duration_ms})
 
+    def _close_artifacts(self, rec: ActiveRun) -> None:
+        timeout = (
+            self._flush_timeout if self._flush_timeout is not None else rec.client.settings.flush_timeout
+        )
+        rec.close_artifacts(timeout)
+
+    def _stop_sampler(self) -> None:
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            self.system = sampler.stop()
+            if self.recorder is not None:
+                self.recorder.system = self.system
+
     def _clear_current(self) -> None:
         token, self._token = self._token, None
         if token is None or _current.get() is not self.recorder:
@@ -283,7 +316,7 @@ class RunContext:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             pipeline, step, run_id, params = self._args
-            log_level, on_invalid = self._settings
+            log_level, on_invalid, system_interval = self._settings
             fresh = RunContext(
                 pipeline,
                 step,
@@ -294,6 +327,7 @@ class RunContext:
                 log_level=log_level,
                 flush_timeout=self._flush_timeout,
                 on_invalid=on_invalid,
+                system_interval=system_interval,
             )
             with fresh:
                 return func(*args, **kwargs)
@@ -348,6 +382,7 @@ def run(
     log_level: int | str | None = None,
     flush_timeout: float | None = None,
     on_invalid: str | None = None,
+    system_interval: float | None = None,
 ) -> RunContext:
     """Track one run of a pipeline step, as a context manager or a decorator.
 
@@ -369,6 +404,11 @@ def run(
     a recording call with an invalid argument raise at the call; ``"drop"`` drops it,
     counts it in ``Client.stats().dropped_invalid`` and logs why, so a long job keeps
     its result.  ``run()``'s own arguments are always checked, at the call.
+
+    ``system_interval`` (default ``MLOBS_SYSTEM_INTERVAL``, else 10): seconds between two
+    samples of what the process and its children use (CPU, memory, I/O, threads, open files,
+    GPUs); 0 samples nothing.  The end event carries the summary: peak RSS against the
+    container's memory limit, CPU seconds and mean CPU.
     """
     return RunContext(
         pipeline,
@@ -380,6 +420,7 @@ def run(
         log_level=log_level,
         flush_timeout=flush_timeout,
         on_invalid=on_invalid,
+        system_interval=system_interval,
     )
 
 

@@ -228,9 +228,10 @@ def test_a_call_after_the_run_ended_raises_naming_the_run_and_queues_nothing(hom
     with pytest.raises(RuntimeError) as raised:
         LATE_CALLS[call](run)
     assert str(raised.value) == ended_message(call.split(maxsplit=1)[0], run_id)
+    # started, the metric, the list metric, the system sampler's last sample (taken at the end), the end
     stats = run.client.stats()
-    assert (stats.queued_events, stats.dropped_events, stats.delivered_events) == (0, 0, 4)
-    assert len(list(LocalStore(home / DB_NAME).points(run_id=run_id))) == 4
+    assert (stats.queued_events, stats.dropped_events, stats.delivered_events) == (0, 0, 5)
+    assert len(list(LocalStore(home / DB_NAME).points(run_id=run_id))) == 5
 
 
 def test_a_lent_client_keeps_nothing_of_a_late_call_and_serves_the_next_run(home: Path) -> None:
