@@ -2,7 +2,8 @@
 
     mlobs runs list [--pipeline P] [--step S] [--run RUN] [--status failed] [--since 7d] [--limit 20]
     mlobs runs show RUN [--step S] [--attempt N]
-    mlobs runs compare RUN RUN... [--sort METRIC] [--agg last|first|min|max|mean] [--descending]
+    mlobs runs compare RUN RUN... [--sort METRIC|peak_memory] [--agg last|min|max|...] [--desc] [--system]
+    mlobs runs artifacts RUN [--step S] [--attempt N]
     mlobs runs logs RUN [--step S] [--attempt N] [--since 1h] [--until ...] [--level WARNING] [--limit 100]
     mlobs runs metrics RUN [--step S] [--attempt N] [--list NAME]
     mlobs services list [--since 1d]
@@ -19,6 +20,8 @@ run is (run id, step, attempt): each command reads the latest attempt unless giv
 steps share needs ``--step`` wherever one step run is meant.  Text is shown as
 :mod:`pipeline_sdk.read.terminal` says: control characters escaped, times in UTC.
 Error messages mask credentials of URLs (``https://***@host``).
+
+One concern past 400 lines: every command's handler and arguments, a few lines each.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ._version import __version__
+from .cgroup import format_bytes
 from .config import SettingError
 from .read import AGGREGATIONS, ALL_ATTEMPTS, LEVELS, RUN_STATUSES, AmbiguousRun, ReadClient, ReadError, Rows
+from .read.resources import describe_system
 from .read.runs import RUN_SORTS
 from .read.services import PREDICTION_COLUMNS, REQUEST_COLUMNS, SERVICE_COLUMNS
 from .read.steps import ATTEMPT_COLUMNS
@@ -61,7 +66,9 @@ LIST_COLUMNS = (
     "error",
 )
 STEP_COLUMNS = ("step", "attempt", "status", "reason", "started", "ended", "duration_ms", "error")
-_SHOWN_APART = ("params", "inputs", "outputs", "attempts", "traceback", "steps")  # not key-value lines
+_SHOWN_APART = ("params", "inputs", "outputs", "attempts", "traceback", "steps", "system")  # not as they are
+ARTIFACT_TABLE = ("name", "size", "files", "sha256", "stored", "uri")
+SHA256_SHOWN = 12  # hex digits of an artifact's sha256 its table shows (--json has them all)
 
 
 def write_rows(
@@ -105,7 +112,10 @@ def cmd_show(client: ReadClient, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         out.write(to_json(run) + "\n")
         return 0
-    write_pairs(((k, v) for k, v in run.items() if k not in _SHOWN_APART), out)
+    pairs = [(k, v) for k, v in run.items() if k not in _SHOWN_APART]
+    if run.get("system") is not None:  # what its system sampler saw, in words
+        pairs.append(("system", describe_system(run["system"])))
+    write_pairs(pairs, out)
     if "steps" in run:  # an execution of several steps
         write_section("steps (mlobs runs show RUN --step STEP for one)", run["steps"], STEP_COLUMNS, out)
         return 0
@@ -121,7 +131,9 @@ def cmd_show(client: ReadClient, args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_compare(client: ReadClient, args: argparse.Namespace, out: TextIO) -> int:
     runs = [client.resolve_run_id(r) for r in args.runs]
-    rows = client.compare(runs, agg=args.agg, sort=args.sort, descending=args.descending, **_step_run(args))
+    rows = client.compare(
+        runs, agg=args.agg, sort=args.sort, descending=args.descending, system=args.system, **_step_run(args)
+    )
     if args.json:
         write_rows(rows, args, out)
         return 0
@@ -129,6 +141,30 @@ def cmd_compare(client: ReadClient, args: argparse.Namespace, out: TextIO) -> in
     first_attempts = all(row.get("attempt") in (None, 1) for row in table)
     write_table(table, [col for col in rows.columns if col != "attempt" or not first_attempts], out)
     out.write(f"(list metrics: {args.agg} value of each run)\n")
+    return 0
+
+
+def cmd_artifacts(client: ReadClient, args: argparse.Namespace, out: TextIO) -> int:
+    run_id = client.resolve_run_id(args.run)
+    rows = client.artifacts(run_id, **_step_run(args))
+    if args.json:
+        write_rows(rows, args, out)
+        return 0
+    table = (
+        {
+            "name": row["name"],
+            "size": format_bytes(row["size_bytes"]) if row["size_bytes"] is not None else None,
+            "files": len(row["files"]) if row["files"] is not None else None,
+            "sha256": row["sha256"][:SHA256_SHOWN] if row["sha256"] is not None else None,
+            "stored": "yes" if row["stored"] else "no",
+            "uri": row["uri"],
+        }
+        for row in rows
+    )
+    if write_table(table, ARTIFACT_TABLE, out, whole=("uri",)) == 0:
+        out.write(f"(run {visible(run_id)} recorded no artifacts)\n")
+    else:
+        out.write(f"(sha256: its first {SHA256_SHOWN} hex digits; --json has it whole)\n")
     return 0
 
 
@@ -288,12 +324,19 @@ def _runs_commands(sub: Any) -> None:
         help=f"{ATTEMPT_HELP}, in each run; {ALL_ATTEMPTS} for every one",
     )
     p.add_argument(
-        "--sort", metavar="METRIC", help="sort by this column (a metric, list metric or param name)"
+        "--sort",
+        metavar="METRIC",
+        help="sort by this column (a metric, list metric or param name; peak_memory: the peak RSS)",
     )
     p.add_argument(
         "--agg", choices=AGGREGATIONS, default="last", help="how list metrics reduce (default last)"
     )
     p.add_argument("--descending", "--desc", dest="descending", action="store_true", help="sort descending")
+    p.add_argument(
+        "--system",
+        action="store_true",
+        help="also what each run used: CPU seconds, mean CPU, peak RSS, limit",
+    )
     p.set_defaults(handler=cmd_compare)
 
     p = command("logs", "a step run's log records, oldest first")
@@ -302,6 +345,9 @@ def _runs_commands(sub: Any) -> None:
     p.add_argument("--level", type=str.upper, choices=LEVELS, help="this level and above")
     p.add_argument("--limit", type=_positive, help="at most this many records")
     p.set_defaults(handler=cmd_logs)
+
+    p = command("artifacts", "a step run's artifacts: name, size, sha256, whether stored, URI")
+    p.set_defaults(handler=cmd_artifacts)
 
     p = command("metrics", "a step run's metrics, or one list metric's series")
     p.add_argument("--list", metavar="NAME", help="print the series of this list metric (streamed)")

@@ -81,6 +81,11 @@ CALLS: list[tuple[str, Callable[[ReadClient, Dataset], Any]]] = [
     ("list metric", lambda r, d: r.list_metrics("train-a", "loss").to_list()),
     ("list metric names", lambda r, d: r.list_metric_names("train-a").to_list()),
     ("logs", lambda r, d: r.logs("train-a").to_list()),
+    ("system samples", lambda r, d: r.system("train-a").to_list()),
+    ("artifacts", lambda r, d: r.artifacts("train-a").to_list()),
+    ("an artifact by name", lambda r, d: r.artifacts("train-a", name="model").to_list()),
+    ("compare by peak memory", lambda r, d: r.compare(RUNS, sort="peak_memory", descending=True).to_list()),
+    ("compare with system", lambda r, d: r.compare(RUNS, system=True).to_list()),
     ("logs level limit", lambda r, d: r.logs("train-b", level="ERROR", limit=1).to_list()),
     *[
         (f"compare {agg}", lambda r, d, agg=agg: r.compare(RUNS, agg=agg, sort="loss").to_list())

@@ -2,6 +2,7 @@
 
 from .client import LEVELS, ReadClient
 from .query import AGGREGATIONS, BackendUnavailable, ReadError, RunNotFound
+from .resources import ArtifactNotFound
 from .rows import Rows
 from .services import ServiceNotFound
 from .steps import ALL_ATTEMPTS, RUN_STATUSES, AmbiguousRun
@@ -12,6 +13,7 @@ __all__ = [
     "LEVELS",
     "RUN_STATUSES",
     "AmbiguousRun",
+    "ArtifactNotFound",
     "BackendUnavailable",
     "ReadClient",
     "ReadError",

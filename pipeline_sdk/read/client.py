@@ -20,10 +20,18 @@ from pathlib import Path
 from typing import Any, Self
 
 from .. import contract as c
-from ..config import ReadSettings, SettingError
+from ..config import ReadSettings, SettingError, home_dir
 from ..redact import redact
 from ..validation import unescape_text
-from .compare import BASE_COLUMNS, compare_table, json_value, resolve_column, sort_rows
+from .compare import (
+    BASE_COLUMNS,
+    SYSTEM_PREFIX,
+    compare_table,
+    json_value,
+    names_system,
+    resolve_column,
+    sort_rows,
+)
 from .query import (
     AGGREGATIONS,
     Agg,
@@ -36,10 +44,11 @@ from .query import (
     ns_datetime,
     time_range,
 )
+from .resources import COMPARE_KEYS, ResourceReads
 from .rows import Rows
-from .runs import RunReads, Time, check_run_id
+from .runs import Time, check_run_id
 from .services import ServiceReads
-from .steps import ALL_ATTEMPTS, Scope, check_attempt, check_step, choose_step, pick, summary
+from .steps import ALL_ATTEMPTS, Scope, check_attempt, check_step, choose_step, pick, summary, system_of
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # the log levels, lowest first
 
@@ -52,12 +61,15 @@ def _settings_from_env() -> ReadSettings:
         raise SettingError(redact(str(exc))) from None
 
 
-class ReadClient(RunReads, ServiceReads):
+class ReadClient(ResourceReads, ServiceReads):
     """Reads runs back: from InfluxDB when ``MLOBS_INFLUXDB_URL`` is set, else from the local store.
 
     >>> runs = ReadClient()                       # from the MLOBS_* environment
     >>> runs.runs(pipeline="train", limit=5).collect()
     >>> runs.compare(["run-a", "run-b"], agg="min", sort="loss").collect()
+
+    ``home`` (default ``MLOBS_HOME``) is also where :meth:`restore_artifact` finds the local
+    store's copies of artifacts, whichever backend the records come from.
     """
 
     def __init__(
@@ -84,9 +96,21 @@ class ReadClient(RunReads, ServiceReads):
 
                 backend = LocalBackend(home if home is not None else settings.home)
         self.backend: Backend = backend
+        self.artifact_home = self._artifact_home(backend, home, settings)
 
     def __repr__(self) -> str:
         return f"<ReadClient of {self.describe()}>"
+
+    @staticmethod
+    def _artifact_home(backend: Backend, home: Path | str | None, settings: ReadSettings | None) -> Path:
+        """Where the local store keeps artifacts: ``home``, the local backend's, else MLOBS_HOME."""
+        from .local import LocalBackend  # noqa: PLC0415 - as above
+
+        if home is not None:
+            return Path(home).expanduser()
+        if isinstance(backend, LocalBackend):
+            return backend.path.parent
+        return settings.home if settings is not None else home_dir()
 
     def close(self) -> None:
         self.backend.close()
@@ -208,15 +232,20 @@ class ReadClient(RunReads, ServiceReads):
         *,
         step: str | None = None,
         attempt: int | str | None = None,
+        system: bool = False,
     ) -> Rows:
         """A row per step run: status and duration, ``param.*``, ``metric.*``, ``list.*`` reduced by ``agg``.
 
         Each run is compared at its latest attempt; ``attempt`` picks another one in
         every run (its number or key), ``"all"`` compares every attempt.  ``step``
         names the step to compare in each run (needed for a run id several steps
-        share).  ``agg`` is ``last``, ``first``, ``min``, ``max`` or ``mean``.  ``sort``
-        names a column: in full (``metric.accuracy``) or by its bare name (``accuracy``:
-        a metric, a list metric, then a param); runs without it come last.
+        share).  ``agg`` is ``last``, ``first``, ``min``, ``max`` or ``mean``.  With
+        ``system``, the rows also have what each run used (its system summary):
+        ``system.cpu_seconds``, ``system.mean_cpu_percent``, ``system.memory_limit_bytes`` and
+        ``system.peak_rss_bytes``.  ``sort`` names a column: in full (``metric.accuracy``) or
+        by its bare name (``accuracy``: a metric, a list metric, then a param); ``peak_memory``
+        (or a system column) sorts by what runs used, and adds those columns.  Runs without the
+        column come last.
         """
         ids = [check_run_id(r, "run_ids") for r in ([run_ids] if isinstance(run_ids, str) else run_ids)]
         if not ids:
@@ -225,6 +254,9 @@ class ReadClient(RunReads, ServiceReads):
             raise ValueError(f"agg={agg!r} is invalid: must be one of {', '.join(AGGREGATIONS)}")
         check_step(step)
         check_attempt(attempt, every=True)
+        if not isinstance(system, bool):
+            raise TypeError(f"system must be a bool, got {type(system).__name__}")
+        profiled = system or names_system(sort)
         ids = list(dict.fromkeys(ids))
         found = self._step_runs(ids)
         missing = [r for r in ids if r not in found and not self._exists(r)]
@@ -241,7 +273,9 @@ class ReadClient(RunReads, ServiceReads):
             for n in numbers:
                 row = summary(chosen, n)
                 scope = Scope(rid, chosen.step, row["attempt_key"])
-                targets.append((scope, {k: row[k] for k in BASE_COLUMNS}))
+                used = system_of(chosen, n) if profiled else None
+                profile = {SYSTEM_PREFIX + k: used[k] for k in COMPARE_KEYS} if used is not None else {}
+                targets.append((scope, {k: row[k] for k in BASE_COLUMNS} | profile))
         table, columns = compare_table(self.backend, targets, agg)
         if sort is not None:
             table = sort_rows(table, resolve_column(sort, columns), descending)

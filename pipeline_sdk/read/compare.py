@@ -14,7 +14,10 @@ from .query import Agg, Backend, Reduce, Select
 from .steps import Scope, attempt_key
 
 BASE_COLUMNS = ("run_id", "pipeline", "step", "attempt", "status", "duration_ms")
-_PREFIXES = ("param.", "metric.", "list.")
+SYSTEM_PREFIX = "system."  # a column of a run's system summary: system.peak_rss_bytes...
+_PREFIXES = ("param.", "metric.", "list.", SYSTEM_PREFIX)
+SYSTEM_NAMES = ("cpu_seconds", "mean_cpu_percent", "memory_limit_bytes", "peak_rss_bytes")  # its columns
+SORT_ALIASES = {"peak_memory": SYSTEM_PREFIX + "peak_rss_bytes"}  # compare(sort=) names of columns
 _INT = re.compile(r"-?\d+")
 
 
@@ -79,10 +82,19 @@ def _column_order(column: str) -> tuple[int, str]:
     return len(_PREFIXES), column
 
 
+def names_system(sort: str | None) -> bool:
+    """Whether ``sort`` names a column of the system summary (``peak_memory``, ``system.*``, a bare name)."""
+    if sort is None:
+        return False
+    return sort in SORT_ALIASES or sort.startswith(SYSTEM_PREFIX) or sort in SYSTEM_NAMES
+
+
 def resolve_column(sort: str, columns: Sequence[str]) -> str:
     if sort in columns:
         return sort
-    for prefix in ("metric.", "list.", "param."):
+    if SORT_ALIASES.get(sort) in columns:
+        return SORT_ALIASES[sort]
+    for prefix in ("metric.", "list.", "param.", SYSTEM_PREFIX):
         if prefix + sort in columns:
             return prefix + sort
     raise ValueError(f"sort={sort!r} is not a column of this comparison; columns: {', '.join(columns)}")

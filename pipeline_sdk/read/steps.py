@@ -46,6 +46,15 @@ RUN_COLUMNS = (  # a step run, as runs() lists it (its latest attempt)
 )
 ATTEMPT_COLUMNS = ("attempt", "key", "status", "reason", "started", "ended", "duration_ms", "error")
 EXECUTION_COLUMNS = ("run_id", "pipeline", "status", "started", "ended", "duration_ms", "steps")
+SUMMARY_KEYS = {  # run()["system"]'s keys -> the end event's fields
+    "samples": c.FIELD_SYSTEM_SAMPLES,
+    "errors": c.FIELD_SYSTEM_ERRORS,
+    "cpu_seconds": c.FIELD_CPU_SECONDS,
+    "mean_cpu_percent": c.FIELD_MEAN_CPU_PERCENT,
+    "peak_rss_bytes": c.FIELD_PEAK_RSS_BYTES,
+    "memory_limit_bytes": c.FIELD_MEMORY_LIMIT_BYTES,
+    "cpu_limit_cores": c.FIELD_CPU_LIMIT_CORES,
+}
 _STATUS_ORDER = {c.RunStatus.FAILED.value: 0, RUNNING: 1, c.RunStatus.CANCELLED.value: 2}  # else: succeeded
 _LATEST = datetime.max.replace(tzinfo=UTC)
 
@@ -252,7 +261,7 @@ def attempt_rows(run: StepRun) -> list[dict[str, Any]]:
 
 
 def details(run: StepRun, number: int) -> dict[str, Any]:
-    """The Kubernetes side from the attempt's record (when there is one), and its traceback."""
+    """The Kubernetes side from the attempt's record (when there is one), its traceback and system summary."""
     attempt = run.attempts[number - 1]
     out: dict[str, Any] = {}
     if attempt.record is not None:
@@ -266,7 +275,20 @@ def details(run: StepRun, number: int) -> dict[str, Any]:
         )
     end = _end(attempt)
     out["traceback"] = _text(end.fields.get(c.FIELD_TRACEBACK)) if end is not None else None
+    out["system"] = system_summary(end)
     return out
+
+
+def system_of(run: StepRun, number: int) -> dict[str, Any] | None:
+    """The system summary of an attempt of a step run (see :func:`system_summary`)."""
+    return system_summary(_end(run.attempts[number - 1]))
+
+
+def system_summary(end: Row | None) -> dict[str, Any] | None:
+    """What an attempt's end event says its process used (SUMMARY_KEYS); None when it was not sampled."""
+    if end is None or c.FIELD_SYSTEM_SAMPLES not in end.fields:
+        return None
+    return {key: end.fields.get(field) for key, field in SUMMARY_KEYS.items()}
 
 
 def execution(run_id: str, steps: Iterable[dict[str, Any]]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ CELL_MAX = 60  # characters of a table cell; longer text is cut with an ellipsis
 CONTINUATION = "    "  # starts each further line of a multi-line log message
 TABLE_TIME = "%Y-%m-%dT%H:%M:%SZ"  # a time in a table: UTC to the second (ISO 8601, pasteable into --since)
 LOG_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # a log record's time: UTC to the microsecond
+WHOLE_PAIRS = ("error", "system")  # keys of write_pairs whose text is shown whole, never cut
 
 # What a terminal acts on or reorders rather than shows: C0, DEL, C1, the line and paragraph
 # separators, and the bidi controls (U+061C, U+200E-F, U+202A-E, U+2066-9).
@@ -71,8 +72,11 @@ def to_json(value: Any) -> str:
     return _UNSAFE_RE.sub(_json_escape, text)
 
 
-def cell(value: Any) -> str:
-    """A value as a table cell: times in UTC to the second (``…Z``), floats to 6 significant digits."""
+def cell(value: Any, cut: bool = True) -> str:
+    """A value as a table cell: times in UTC to the second (``…Z``), floats to 6 significant digits.
+
+    Text longer than CELL_MAX is cut with an ellipsis, unless not ``cut``.
+    """
     if value is None:
         text = "-"
     elif isinstance(value, datetime):
@@ -83,12 +87,18 @@ def cell(value: Any) -> str:
         text = to_json(value)
     else:
         text = visible(str(value))
-    return text if len(text) <= CELL_MAX else text[: CELL_MAX - 1] + "…"
+    return text if len(text) <= CELL_MAX or not cut else text[: CELL_MAX - 1] + "…"
 
 
-def write_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], out: TextIO) -> int:
-    """Print rows as aligned columns, streaming: the first batch of rows sets the widths."""
+def write_table(
+    rows: Iterable[dict[str, Any]], columns: Sequence[str], out: TextIO, whole: Sequence[str] = ()
+) -> int:
+    """Print rows as aligned columns, streaming: the first batch of rows sets the widths.
+
+    The cells of the ``whole`` columns are never cut (a URI); the others at CELL_MAX.
+    """
     it = iter(rows)
+    cut = [col not in whole for col in columns]
     count = 0
     while True:
         batch = [next(it, None) for _ in range(TABLE_BATCH)]
@@ -96,12 +106,12 @@ def write_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], out: Tex
         if count == 0:
             heads = [visible(col) for col in columns]
             widths = [len(head) for head in heads]
-            cells = [[cell(r.get(col)) for col in columns] for r in batch_rows]
+            cells = [[cell(r.get(col), k) for col, k in zip(columns, cut, strict=True)] for r in batch_rows]
             for line in cells:
                 widths = [max(w, len(v)) for w, v in zip(widths, line, strict=True)]
             out.write("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip() + "\n")
         else:
-            cells = [[cell(r.get(col)) for col in columns] for r in batch_rows]
+            cells = [[cell(r.get(col), k) for col, k in zip(columns, cut, strict=True)] for r in batch_rows]
         for line in cells:
             out.write("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n")
         count += len(batch_rows)
@@ -110,12 +120,12 @@ def write_table(rows: Iterable[dict[str, Any]], columns: Sequence[str], out: Tex
 
 
 def write_pairs(pairs: Iterable[tuple[str, Any]], out: TextIO) -> None:
-    """``key  value`` lines, keys aligned, a None value left out (``error`` shown whole)."""
+    """``key  value`` lines, keys aligned, a None value left out (WHOLE_PAIRS shown whole)."""
     items = list(pairs)
     width = max((len(k) for k, _ in items), default=0)
     for key, value in items:
         if value is not None:
-            out.write(f"{key.ljust(width)}  {cell(value) if key != 'error' else visible(value)}\n")
+            out.write(f"{key.ljust(width)}  {cell(value) if key not in WHOLE_PAIRS else visible(value)}\n")
 
 
 def write_section(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO) -> None:

@@ -68,6 +68,14 @@ def run_record(
     store.write_entries(c.RUN_RECORD.tag, pack_entry(end_ns, record))
 
 
+def artifact_files(root: Path) -> Path:
+    """A small directory of two files to log as an artifact: ``weights.bin`` and ``config/model.json``."""
+    (root / "config").mkdir(parents=True)
+    (root / "weights.bin").write_bytes(bytes(range(256)) * 4)
+    (root / "config" / "model.json").write_text('{"layers": 2}')
+    return root
+
+
 def record_dataset(home: Path) -> Dataset:
     """Six runs: trained, failed, OOM-killed (SDK + record), record only, still running, another pipeline."""
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MLOBS_")}
@@ -89,6 +97,8 @@ def record_dataset(home: Path) -> Dataset:
             run.log_metric("accuracy", 0.75)
             run.log_metric("accuracy", 0.8)  # the last value of a simple metric wins
             run.log_output("model", {"weights": [1.5, -2.0]}, destination="models/a.json")
+            run.log_artifact(artifact_files(home.parent / "made-by-train-a"), "model")  # a directory
+            run.log_artifact("s3://bucket/models/a.json")  # a reference only
         try:
             with pipeline_sdk.run(
                 pipeline="train", step="fit", run_id="train-b", params={"lr": 0.5, "epochs": 3}
