@@ -343,6 +343,27 @@ class ActiveRun(EventWriter):
             return
         self._emit(c.IO.tag, record)
 
+    def log_profile(self, name: str, data: Any) -> None:
+        """Record a baseline profile of a data set (a training or validation set) as part of this run.
+
+        ``data`` is a :class:`pipeline_sdk.drift.Profile`, or anything it profiles: a mapping of
+        columns, a pandas DataFrame or an iterable of row mappings.  Its chunks are points of the
+        profile stream (:mod:`pipeline_sdk.drift.records`); ``ReadClient.profile(run_id, name)`` reads
+        it back.  Needs the ``drift`` extra.
+        """
+        self._check_open("log_profile")
+        from .drift.records import as_profile, profile_records  # noqa: PLC0415 - the optional drift extra
+
+        try:
+            check_name("name", name)
+            records = profile_records({**self._identity, c.TAG_NAME: name}, as_profile("data", data))
+        except (TypeError, ValueError) as exc:
+            self._invalid_call("log_profile", name, exc)
+            return
+        time_ns = _time_ns()
+        for index, record in enumerate(records):
+            self._emit(c.PROFILE.tag, record, time_ns + index)
+
     # ---- artifacts and system samples ------------------------------------------------------------
 
     def log_artifact(

@@ -11,14 +11,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
+import os
+import socket
 import threading
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import contract as c
-from .config import USER_HASH_KEY, SettingError
+from .config import PROFILE_INTERVAL, USER_HASH_KEY, SettingError
 from .validation import check_identity, check_index, check_number, check_tag_value, check_text, escape_text
 from .writer import EventWriter, WriterHost
+
+if TYPE_CHECKING:  # annotations only: the drift extra is imported at the first log_features
+    from .drift.profile import Profile
+    from .drift.serving import FeatureProfiles
 
 log = logging.getLogger("mlobs")
 
@@ -127,8 +135,15 @@ class ServiceRecorder(EventWriter):
         *,
         salt: str | bytes | None = None,
         key: str | bytes | None = None,
+        profile_interval: float | None = None,
     ) -> None:
         self.service = check_identity("service", service)
+        if profile_interval is not None:
+            interval = check_number("profile_interval", profile_interval)
+            if not math.isfinite(interval) or interval <= 0:
+                raise ValueError(
+                    f"profile_interval={interval!r} is invalid: must be a number of seconds above 0"
+                )
         explicit_salt = salt is not None
         if salt is None:
             salt = f"mlobs:{service}:"
@@ -143,6 +158,10 @@ class ServiceRecorder(EventWriter):
         self._salted = hmac.new(secret, salt, hashlib.sha256) if secret is not None else hashlib.sha256(salt)
         self.keyed = secret is not None  # whether the user hash is keyed (HMAC) or only salted
         self._lock = threading.Lock()
+        self._profile_interval = profile_interval  # None: MLOBS_PROFILE_INTERVAL, read at the first use
+        self._profiles: FeatureProfiles | None = None
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"  # the replica tag of its serving profiles
+        self._feature_keys: dict[tuple[str, object, type], tuple[str, str]] = {}
         if secret is None and not explicit_salt:
             _warn_unkeyed(self.service)
 
@@ -204,6 +223,65 @@ class ServiceRecorder(EventWriter):
         if outcome is not None:
             record[c.FIELD_OUTCOME] = escape_text(check_text("outcome", outcome))
         self._emit(c.PREDICTION.tag, record)
+
+    def log_features(self, model: str, version: str | int, features: Mapping[str, Any]) -> None:
+        """Add one prediction's inputs to the serving profile of ``model`` at ``version``.
+
+        Only appends to a buffer: a background thread sketches the features and records a profile
+        per (model, version) every ``MLOBS_PROFILE_INTERVAL`` seconds (default 60), and :meth:`close`
+        (or closing the client) records the last one.  Memory stays bounded whatever the traffic
+        (see :mod:`pipeline_sdk.drift.serving`).  Needs the ``drift`` extra.
+        """
+        key = self._feature_keys.get((model, version, type(version)))
+        if key is None:
+            key = (check_tag_value("model", model), _check_version(version))
+            if len(self._feature_keys) < 4096:
+                self._feature_keys[(model, version, type(version))] = key
+        profiles = self._profiles or self._start_profiles()
+        profiles.add(key, features)
+
+    def _start_profiles(self) -> FeatureProfiles:
+        from .drift.serving import FeatureProfiles  # noqa: PLC0415 - the optional drift extra
+
+        with self._lock:
+            if self._profiles is None:
+                interval = self._profile_interval
+                if interval is None:
+                    interval = PROFILE_INTERVAL.get()
+                    assert interval is not None  # it has a default
+                self._profiles = FeatureProfiles(self._record_profile, interval)
+            return self._profiles
+
+    def _record_profile(self, key: tuple[str, str], profile: Profile) -> None:
+        from .drift.records import profile_records  # noqa: PLC0415 - as above
+
+        tags = {
+            c.TAG_SERVICE: self.service,
+            c.TAG_MODEL: key[0],
+            c.TAG_MODEL_VERSION: key[1],
+            c.TAG_REPLICA: self.replica,
+        }
+        records = profile_records(tags, profile)
+        start = time.time_ns()
+        for index, record in enumerate(records):
+            if not self._emit(c.PROFILE.tag, record, start + index):
+                raise RuntimeError("the profile stream's queue is full")
+
+    @property
+    def profile_stats(self) -> Any:
+        """What :meth:`log_features` did (``drift.serving.ProfileStats``), or None before its first call."""
+        return self._profiles.stats if self._profiles is not None else None
+
+    def close(self) -> None:
+        """Record the last serving profiles; later :meth:`log_features` calls start new ones."""
+        profiles, self._profiles = self._profiles, None
+        if profiles is not None:
+            profiles.close()
+
+    def host_closed(self) -> None:
+        """The client is closing: record the last serving profiles first, then refuse events."""
+        self.close()
+        super().host_closed()
 
     def _emit(self, tag: str, record: Mapping[str, Any], time_ns: int | None = None) -> bool:
         with self._lock:

@@ -32,6 +32,7 @@ from .compare import (
     resolve_column,
     sort_rows,
 )
+from .profiles import ProfileReads
 from .query import (
     AGGREGATIONS,
     Agg,
@@ -61,7 +62,7 @@ def _settings_from_env() -> ReadSettings:
         raise SettingError(redact(str(exc))) from None
 
 
-class ReadClient(ResourceReads, ServiceReads):
+class ReadClient(ProfileReads, ResourceReads, ServiceReads):
     """Reads runs back: from InfluxDB when ``MLOBS_INFLUXDB_URL`` is set, else from the local store.
 
     >>> runs = ReadClient()                       # from the MLOBS_* environment
