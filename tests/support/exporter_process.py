@@ -17,9 +17,10 @@ from tests.conftest import ROOT
 class Exporter:
     """``python -m exporters.pipeline_exporter`` against a fake API."""
 
-    def __init__(self, api: str, home: Path, fluentd_port: int, *extra: str) -> None:
+    def __init__(self, api: str, home: Path, fluentd_port: int, *extra: str, **more_env: str) -> None:
         env = {k_: v for k_, v in os.environ.items() if not k_.startswith("MLOBS_")}
         env.update(MLOBS_HOME=str(home), MLOBS_FLUENTD_HOST="127.0.0.1", MLOBS_FLUENTD_PORT=str(fluentd_port))
+        env.update(more_env)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
