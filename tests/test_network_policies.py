@@ -723,7 +723,8 @@ def test_a_cut_flow_is_named() -> None:
 
 # ---- the umbrella, with the real upstream charts -----------------------------------------------------------
 
-POLICED = (FLUENTD, INFLUXDB, EXPORTER, MAILPIT)
+PUSHGATEWAY = "Deployment/mlobs-pushgateway"
+POLICED = (FLUENTD, INFLUXDB, EXPORTER, MAILPIT, PUSHGATEWAY)
 PROMETHEUS, ALERTMANAGER, GRAFANA = (
     "Prometheus/mlobs-prometheus",
     "Alertmanager/mlobs-alertmanager",
@@ -733,6 +734,7 @@ KIND_FLOWS_IN = {
     f"scrape: {PROMETHEUS} -> {EXPORTER}:8080 (ServiceMonitor mlobs-pipeline-exporter)",
     f"scrape: {PROMETHEUS} -> {FLUENTD}:24231 (ServiceMonitor mlobs-fluentd)",
     f"scrape: {PROMETHEUS} -> {INFLUXDB}:8086 (ServiceMonitor mlobs-influxdb)",
+    f"scrape: {PROMETHEUS} -> {PUSHGATEWAY}:9091 (ServiceMonitor mlobs-pushgateway)",
     f"datasource: {GRAFANA} -> {INFLUXDB}:8086 (datasource InfluxDB (mlobs) http://mlobs-influxdb2:80)",
     f"smtp: {ALERTMANAGER} -> {MAILPIT}:1025 (smarthost mlobs-mailpit:1025)",
     f"url: {FLUENTD} -> {INFLUXDB}:8086 (http://mlobs-influxdb2:80)",
@@ -806,6 +808,7 @@ def test_kubelet_probes_of_the_stack_either_way() -> None:
     assert stack.cut(probes) == []
     assert stack.cut(probes, node_bypass=False) == [
         f"probe: the kubelet -> {EXPORTER}:8080 (probe on http-metrics)",
+        f"probe: the kubelet -> {PUSHGATEWAY}:9091 (probe on 9091)",
         f"probe: the kubelet -> {FLUENTD}:24224 (probe on forward)",
         f"probe: the kubelet -> {FLUENTD}:24231 (probe on http-metrics)",
     ]
@@ -819,4 +822,53 @@ def test_removing_prometheus_from_the_exporter_policy_names_the_cut_flow() -> No
     broken = without_peer(stack, "mlobs-pipeline-exporter", lambda p: "prometheus" not in str(p))
     assert broken.cut(broken.flows()) == [
         f"scrape: {PROMETHEUS} -> {EXPORTER}:8080 (ServiceMonitor mlobs-pipeline-exporter)"
+    ]
+
+
+# ---- the drift monitors: they read InfluxDB, record through Fluentd, push to the Pushgateway ---------------
+
+MONITOR = "CronJob/mlobs-monitor-churn"
+MONITORS = (
+    *KIND,
+    'json:mlobs-core.monitors=[{"name": "churn", "model": "churn-logreg", "baseline": "demo-train-ci1:train",'
+    ' "schedule": "@hourly"}]',
+)
+MONITOR_FLOWS = {
+    f"url: {MONITOR} -> {PUSHGATEWAY}:9091 (http://mlobs-pushgateway:9091)",
+    f"url: {MONITOR} -> {INFLUXDB}:8086 (http://mlobs-influxdb2:80)",
+    f"forward: {MONITOR} -> {FLUENTD}:24224 (MLOBS_FLUENTD_HOST=mlobs-fluentd)",
+}
+
+
+def test_every_flow_of_a_drift_monitor_is_admitted() -> None:
+    stack = umbrella(MONITORS, kind=True)
+    assert stack.cut(stack.flows()) == []
+    assert flows_into(stack, POLICED) == KIND_FLOWS_IN | MONITOR_FLOWS
+
+
+def test_the_pushgateway_admits_only_the_monitors_and_prometheus() -> None:
+    stack = umbrella(MONITORS, kind=True)
+    allowed = {MONITOR, PROMETHEUS}
+    for pod in stack.pods:
+        assert admits(stack.policies, flow_to(stack, stack.source(pod), PUSHGATEWAY, 9091)) is (
+            pod.name in allowed
+        ), pod.name
+    for src in (stranger(), stranger(**{c.LABEL_PIPELINE: "drift"}), Source("the internet", OUTSIDE_IP)):
+        assert not admits(stack.policies, flow_to(stack, src, PUSHGATEWAY, 9091)), src.name
+    for what, ip in LAPTOP.items():
+        assert not admits(stack.policies, flow_to(stack, Source(what, ip), PUSHGATEWAY, 9091)), what
+
+
+def test_influxdb_admits_a_monitor_only_when_there_is_one() -> None:
+    with_monitor, without = umbrella(MONITORS, kind=True), umbrella(KIND, kind=True)
+    monitor = with_monitor.source(with_monitor.pod(MONITOR))
+    assert admits(with_monitor.policies, flow_to(with_monitor, monitor, INFLUXDB, 8086))
+    assert not admits(without.policies, flow_to(without, monitor, INFLUXDB, 8086))
+
+
+def test_removing_the_monitors_from_the_pushgateway_policy_names_the_cut_flow() -> None:
+    stack = umbrella(MONITORS, kind=True)
+    broken = without_peer(stack, "mlobs-pushgateway", lambda p: "drift-monitor" not in str(p))
+    assert broken.cut(broken.flows()) == [
+        f"url: {MONITOR} -> {PUSHGATEWAY}:9091 (http://mlobs-pushgateway:9091)"
     ]
