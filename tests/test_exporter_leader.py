@@ -20,7 +20,6 @@ from exporters.pipeline_exporter.config import ConfigError, ExporterConfig
 from exporters.pipeline_exporter.figures import FinishedRun
 from exporters.pipeline_exporter.leader import ElectionSettings, FencedRecords, LeaseElector
 from pipeline_sdk import contract as c
-
 from pipeline_sdk.testing import kube_objects as k
 from pipeline_sdk.testing.kube_fake import FakeKubeServer
 from tests.conftest import wait_for
@@ -163,7 +162,7 @@ def test_a_write_that_loses_the_race_is_a_conflict(api: FakeKubeServer) -> None:
         assert a.try_acquire_or_renew() is True
         return lease
 
-    b._api.read_namespaced_lease = read_then_a_renews  # type: ignore[method-assign]
+    b._api.read_namespaced_lease = read_then_a_renews  # type: ignore[method-assign,assignment]
     assert b.try_acquire_or_renew() is False, "409 Conflict: the round is lost"
     assert spec(api)["holderIdentity"] == "a"
     assert ("PUT", f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{NAME}") in api.kube.requests
@@ -333,7 +332,7 @@ def test_failover_counts_every_run_once(api: FakeKubeServer, tmp_path: Path, for
             pods[old].proc.wait(5)
             killed = time.monotonic()
             new = ({"a", "b"} - {old}).pop()
-            wait_for(lambda: gauge(new) == 1, 5, f"{new} to lead after {old} was killed")
+            wait_for(lambda new=new: gauge(new) == 1, 5, f"{new} to lead after {old} was killed")  # type: ignore[misc]
             failovers.append(time.monotonic() - killed)
             start(old)  # its pod restarts it: the standby now; it delivers what its spool holds
         wait_for(fed.is_set, 30, "every run applied")
