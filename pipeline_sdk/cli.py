@@ -36,6 +36,7 @@ from typing import Any, TextIO
 from ._version import __version__
 from .cgroup import format_bytes
 from .config import SettingError
+from .drift_cli import add_drift_commands
 from .read import AGGREGATIONS, ALL_ATTEMPTS, LEVELS, RUN_STATUSES, AmbiguousRun, ReadClient, ReadError, Rows
 from .read.resources import describe_system
 from .read.runs import RUN_SORTS
@@ -394,13 +395,14 @@ def parser() -> argparse.ArgumentParser:
         "--home", help="read the local store in this directory (default: MLOBS_HOME or ~/.mlobs)"
     )
     top.set_defaults(usage_of=top)
-    groups = top.add_subparsers(dest="group", metavar="{runs,services}")
+    groups = top.add_subparsers(dest="group", metavar="{runs,services,drift}")
     runs = groups.add_parser("runs", help="list, show, compare runs; their logs and metrics")
     runs.set_defaults(usage_of=runs)
     _runs_commands(runs.add_subparsers(dest="command", metavar="COMMAND"))
     services = groups.add_parser("services", help="model APIs: list them, their requests and predictions")
     services.set_defaults(usage_of=services)
     _services_commands(services.add_subparsers(dest="command", metavar="COMMAND"))
+    add_drift_commands(groups)
     return top
 
 

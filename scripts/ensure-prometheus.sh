@@ -8,7 +8,7 @@ set -euo pipefail
 # shellcheck disable=SC1091 # versions.env: KEY=VALUE lines only
 . "$(dirname "$0")/../versions.env"
 
-need=(promtool prometheus prometheus-alertmanager amtool)
+need=(promtool prometheus prometheus-alertmanager amtool prometheus-pushgateway)
 
 # version_at_least HAVE WANT: true when HAVE >= WANT (dotted numbers)
 version_at_least() {
@@ -38,10 +38,10 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ensure-prometheus: missing ${missing[*]}"
   if [ "$(id -u)" -eq 0 ] && [ -f /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then
-    echo "ensure-prometheus: installing the Debian packages prometheus and prometheus-alertmanager"
+    echo "ensure-prometheus: installing the Debian packages prometheus, prometheus-alertmanager and prometheus-pushgateway"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null
+    apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager prometheus-pushgateway >/dev/null
     # The packages' services are not wanted here; tests start their own instances.
     for bin in "${need[@]}"; do
       command -v "$bin" >/dev/null 2>&1 || { echo "ensure-prometheus: $bin still missing after apt-get" >&2; exit 1; }
@@ -51,7 +51,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     cat >&2 <<MSG
 ensure-prometheus: cannot install ${missing[*]} here (needs root on Debian/Ubuntu).
 Install Prometheus >= $PROMETHEUS_MIN and Alertmanager >= $ALERTMANAGER_MIN, then run make again:
-  Debian/Ubuntu: sudo apt-get install prometheus prometheus-alertmanager
+  Debian/Ubuntu: sudo apt-get install prometheus prometheus-alertmanager prometheus-pushgateway
   Otherwise:     https://prometheus.io/download/ (put promtool, prometheus,
                  alertmanager and amtool on PATH; link alertmanager as
                  prometheus-alertmanager)

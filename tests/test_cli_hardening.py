@@ -418,7 +418,7 @@ def prefixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_mlobs_alone_prints_its_help(tmp_path: Path) -> None:
     code, out, err = mlobs(tmp_path)
     assert (code, err) == (0, b"")
-    assert out.startswith(b"usage: mlobs [-h] [--version] [--home HOME] {runs,services}")
+    assert out.startswith(b"usage: mlobs [-h] [--version] [--home HOME] {runs,services,drift}")
     assert b"list, show, compare runs" in out and b"model APIs" in out
     code, out, err = mlobs(tmp_path, "runs")
     assert (code, err) == (0, b"") and out.startswith(b"usage: mlobs runs [-h] COMMAND")

@@ -29,6 +29,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 PROMETHEUS = "/usr/bin/prometheus"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
 
 
 def listening_port(pid: int, timeout: float = 30.0) -> int:
@@ -170,6 +171,15 @@ def prometheus(config: Path, workdir: Path) -> Service:
         workdir,
         "prometheus",
     )
+
+
+def pushgateway(workdir: Path) -> Service:
+    """Debian's Pushgateway, in memory only (no persistence file)."""
+    return Service([PUSHGATEWAY, "--web.listen-address=127.0.0.1:0"], workdir, "pushgateway")
+
+
+def have_pushgateway() -> bool:
+    return shutil.which(PUSHGATEWAY) is not None
 
 
 def have_binaries() -> bool:
