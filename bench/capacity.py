@@ -357,6 +357,7 @@ class Estimate:
     bounded_series: float  # the model APIs' series: per service, route, method and status class
     influx_disk_per_day: float  # bytes, by the sizing guide's 3 bytes per value
     forward_bytes_per_day: float  # msgpack bytes Fluentd receives (what its buffer holds in an outage)
+    peak_bytes_per_second: float  # of them, at the peak
     buffer_hours: float  # InfluxDB outage the Fluentd buffer holds at the peak rate
     prometheus_series: int
     prometheus_memory: float  # bytes, at PROMETHEUS_BYTES_PER_SERIES
@@ -404,6 +405,7 @@ def estimate(inputs: Inputs, m: Measured) -> Estimate:
         bounded_series=inputs.services * api.field_series,
         influx_disk_per_day=disk,
         forward_bytes_per_day=per_day("bytes"),
+        peak_bytes_per_second=peak_bytes,
         buffer_hours=FLUENTD_BUFFER_BYTES / peak_bytes / 3600 if peak_bytes else math.inf,
         prometheus_series=prom,
         prometheus_memory=prom * PROMETHEUS_BYTES_PER_SERIES,
@@ -435,7 +437,7 @@ def influx_node(writes: float, series: float) -> str:
 
 def tiers(e: Estimate, inputs: Inputs) -> list[Tier]:
     top = INFLUX_NODES[-1]
-    outage = e.forward_bytes_per_day / DAY * inputs.peak_factor * inputs.outage_hours * 3600
+    outage = e.peak_bytes_per_second * inputs.outage_hours * 3600
     return [
         Tier(
             "Fluentd (per worker)",
