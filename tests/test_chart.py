@@ -330,6 +330,25 @@ def test_exporter_rbac_is_least_privilege() -> None:
         "ml-serve",
     }
     assert objects("03-namespaced-values.yaml", "ClusterRole") == []
+    assert [r["metadata"]["name"] for r in objects(None, "Role")] == [], "no Lease rights without election"
+    docs = render_values({"exporter": {"replicas": 2, "leaderElection": {"enabled": True}}})
+    lease = [d for d in docs if d["kind"] == "Role"]
+    assert [(r["metadata"]["name"], r["metadata"]["namespace"]) for r in lease] == [
+        (f"{RELEASE}-pipeline-exporter-lease", NAMESPACE)
+    ]
+    assert lease[0]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["mlobs-pipeline-exporter"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    [deployment] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("exporter")]
+    assert (deployment["spec"]["replicas"], deployment["spec"]["strategy"]["type"]) == (2, "RollingUpdate")
+    with pytest.raises(Exception, match="exporter.replicas > 1 needs exporter.leaderElection.enabled"):
+        render_values({"exporter": {"replicas": 2}})
 
 
 def test_demo_jobs_get_their_run_identity_from_their_labels() -> None:
