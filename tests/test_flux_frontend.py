@@ -16,6 +16,8 @@ The queries:
   Counts of every stream with every option, and captured while the read client answers
   every call of tests/test_read_influx.py from the InfluxDB stand-in;
 * scripts/e2e.py's, captured while its InfluxDB checks run.
+* the InfluxDB tasks the chart ships (charts/mlobs-core/files/influxdb-tasks/*.flux), whole, with
+  their ``option task`` header.
 """
 
 from __future__ import annotations
@@ -450,6 +452,19 @@ def test_every_query_make_e2e_sends_passes_libflux(monkeypatch: pytest.MonkeyPat
     assert len(queries) >= 10
     assert all("range(start: -6h)" in q for q in queries.values())
     assert invalid(queries) == {}
+
+
+# ---- the chart's InfluxDB tasks ------------------------------------------------------------------------
+
+
+def test_every_influxdb_task_the_chart_ships_passes_libflux() -> None:
+    tasks = {
+        p.name: p.read_text()
+        for p in sorted((ROOT / "charts/mlobs-core/files/influxdb-tasks").glob("*.flux"))
+    }
+    assert len(tasks) == 4
+    assert all(text.count("option task = {") == 1 for text in tasks.values())
+    assert invalid(tasks) == {}
 
 
 # ---- the failing cases the brief names ------------------------------------------------------------------
