@@ -1,0 +1,125 @@
+"""Model drift: has what my model sees moved away from what it was trained on?  The drift
+statistic of each feature over time against its threshold, the share of drifted features, when
+each monitor last ran, and the monitors' runs as InfluxDB recorded them (pipeline ``drift``)."""
+
+from dashboards.builders import (
+    FluxTarget,
+    Layout,
+    PromTarget,
+    prom_variable,
+    stat,
+    timeseries,
+)
+from dashboards.builders import (
+    dashboard as make_dashboard,
+)
+from dashboards.flux import DashboardFlux, select
+from pipeline_sdk import contract as c
+
+DRIFT_PIPELINE = "drift"  # the pipeline of every drift monitor's runs (pipeline_sdk.drift.monitor.PIPELINE)
+M, V, F = c.PROM_LABEL_MODEL, c.PROM_LABEL_VERSION, c.PROM_LABEL_FEATURE
+SEL = f'{M}=~"$model", {V}=~"$version"'
+FEATURES = f'{SEL}, {F}=~"$feature"'
+layout = Layout()
+
+
+def drift_metric(name: str) -> DashboardFlux:
+    """The value of the metric ``name`` of every drift monitor's runs, one series per monitor."""
+    return (
+        select(c.METRIC, fields=[c.FIELD_VALUE], equal={c.TAG_PIPELINE: DRIFT_PIPELINE, c.TAG_NAME: name})
+        .group(c.TAG_STEP)
+        .then('sort(columns: ["_time"])')
+    )
+
+
+panels = [
+    stat(
+        layout,
+        "Dataset drift",
+        [PromTarget(f"max({c.PROM_DRIFT_DETECTED}{{{SEL}}})")],
+        description="1 when the last capture of a chosen model found dataset drift (the drifted share "
+        "reached its bound), else 0.",
+    ),
+    stat(
+        layout,
+        "Drifted share",
+        [PromTarget(f"max({c.PROM_DRIFT_DRIFTED_SHARE}{{{SEL}}})")],
+        description="Share of the compared features that drifted, at the last capture.",
+        unit="percentunit",
+    ),
+    stat(
+        layout,
+        "Drifted features",
+        [PromTarget(f"sum({c.PROM_DRIFT_FEATURE_DRIFTED}{{{FEATURES}}})")],
+        description="Features whose statistic reached its threshold at the last capture.",
+    ),
+    stat(
+        layout,
+        "Since the last capture",
+        [PromTarget(f"time() - max({c.PROM_DRIFT_LAST_RUN}{{{SEL}}})")],
+        description="Seconds since a monitor of a chosen model last captured a report.",
+        unit="s",
+    ),
+    timeseries(
+        layout,
+        "Drift statistic per feature",
+        [
+            PromTarget(
+                f"max by ({M}, {V}, {F}, {c.PROM_LABEL_TEST}) ({c.PROM_DRIFT_STATISTIC}{{{FEATURES}}})",
+                legend=f"{{{{{F}}}}} ({{{{{c.PROM_LABEL_TEST}}}}})",
+            ),
+            PromTarget(
+                f"max by ({M}, {V}, {F}, {c.PROM_LABEL_TEST}) ({c.PROM_DRIFT_THRESHOLD}{{{FEATURES}}})",
+                legend=f"threshold {{{{{F}}}}}",
+                ref_id="B",
+            ),
+        ],
+        description="Each feature's drift statistic (its test in brackets) at every capture, with its "
+        "threshold: a line above its threshold is a drifted feature.",
+        w=24,
+    ),
+    timeseries(
+        layout,
+        "Drifted share over time",
+        [
+            PromTarget(
+                f"max by ({M}, {V}) ({c.PROM_DRIFT_DRIFTED_SHARE}{{{SEL}}})",
+                legend=f"{{{{{M}}}}} {{{{{V}}}}}",
+            )
+        ],
+        description="Share of the compared features that drifted, per model and version.",
+        unit="percentunit",
+    ),
+    timeseries(
+        layout,
+        "Drift runs: drifted share",
+        [FluxTarget(drift_metric("drifted_share"))],
+        description="The drifted_share metric of each monitor's runs (pipeline drift, one series per "
+        "monitor), from InfluxDB: every capture, also those older than Prometheus keeps.",
+        unit="percentunit",
+        bars=True,
+    ),
+    timeseries(
+        layout,
+        "Drift runs: dataset drift",
+        [FluxTarget(drift_metric("dataset_drift"))],
+        description="The dataset_drift metric (1 drifted, 0 not) of each monitor's runs, from InfluxDB.",
+        bars=True,
+        w=24,
+        h=6,
+    ),
+]
+
+dashboard = make_dashboard(
+    "model_drift",
+    "mlobs / Model drift",
+    "Has what my model sees moved away from its training data? Drift per feature, drifted share, "
+    "the monitors' runs.",
+    panels,
+    [
+        prom_variable("model", "Model", f"label_values({c.PROM_DRIFT_STATISTIC}, {M})"),
+        prom_variable("version", "Version", f'label_values({c.PROM_DRIFT_STATISTIC}{{{M}=~"$model"}}, {V})'),
+        prom_variable("feature", "Feature", f"label_values({c.PROM_DRIFT_STATISTIC}{{{SEL}}}, {F})"),
+    ],
+    time_from="now-7d",
+)
