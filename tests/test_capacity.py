@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,23 +95,23 @@ def test_estimate_arithmetic_on_fixed_measures() -> None:
 
 def test_estimate_scales_with_each_input() -> None:
     base = cap.estimate(INPUTS, MEASURED)
-    double_runs = cap.estimate(cap.dataclasses.replace(INPUTS, runs_per_day=17_280), MEASURED)
+    double_runs = cap.estimate(replace(INPUTS, runs_per_day=17_280), MEASURED)
     assert double_runs.series_within_retention == 2 * 5_184_000 + 27
-    longer = cap.estimate(cap.dataclasses.replace(INPUTS, retention_days=20), MEASURED)
+    longer = cap.estimate(replace(INPUTS, retention_days=20), MEASURED)
     assert longer.series_within_retention == 2 * 5_184_000 + 27
     assert longer.points_per_day == base.points_per_day  # retention holds series, not the daily rate
-    at_cap = cap.estimate(cap.dataclasses.replace(INPUTS, pipeline_steps=4), MEASURED)
-    below = cap.estimate(cap.dataclasses.replace(INPUTS, pipeline_steps=3), MEASURED)
+    at_cap = cap.estimate(replace(INPUTS, pipeline_steps=4), MEASURED)
+    below = cap.estimate(replace(INPUTS, pipeline_steps=3), MEASURED)
     assert (below.prometheus_series, at_cap.prometheus_series, base.prometheus_series) == (319, 369, 369)
-    steady = cap.estimate(cap.dataclasses.replace(INPUTS, peak_factor=1), MEASURED)
+    steady = cap.estimate(replace(INPUTS, peak_factor=1), MEASURED)
     assert steady.peak_events_per_second == 8.0  # (518,400 + 172,800) / 86,400
-    busy = cap.estimate(cap.dataclasses.replace(INPUTS, runs_per_day=8640 * 10_000), MEASURED)
+    busy = cap.estimate(replace(INPUTS, runs_per_day=8640 * 10_000), MEASURED)
     assert busy.peak_events_per_second == 120_002.0  # 2 events/s past 24 workers' 120,000
     assert busy.fluentd_workers == math.ceil(120_002 / 5000) == 25
 
 
 def test_a_measured_run_without_a_system_sample_is_refused() -> None:
-    empty = cap.dataclasses.replace(STEP, events={"run": 2})
+    empty = replace(STEP, events={"run": 2})
     with pytest.raises(ValueError, match="no system sample"):
         cap.estimate(INPUTS, cap.Measured(empty, API, EXPORTER))
 
@@ -150,13 +151,13 @@ def test_tiers_name_what_runs_out_first_and_what_to_do() -> None:
     text = cap.report("fixed", INPUTS, MEASURED)
     assert "Runs out first: **InfluxDB series** (52%); nothing has run out." in text
     assert "| InfluxDB series within retention | 5,184,027 |" in text
-    over = cap.report("fixed", cap.dataclasses.replace(INPUTS, retention_days=20), MEASURED)
+    over = cap.report("fixed", replace(INPUTS, retention_days=20), MEASURED)
     assert "Runs out first: **InfluxDB series** (104%): shorten the bucket's retention" in over
 
 
 # ---- the measurements, for real ---------------------------------------------------------------------
 
-SMALL = cap.dataclasses.replace(
+SMALL = replace(
     INPUTS, params=3, metrics=2, list_metrics=2, points_per_list_metric=5, log_lines=4, system_samples=1
 )
 
@@ -239,17 +240,17 @@ def test_the_command_names_a_bad_argument(
 def test_one_profile_takes_the_overrides() -> None:
     [(name, inputs)], _ = cap.parse_args(["--profile", "team", "--runs-per-day", "2000", "--services", "0"])
     assert name == "team"
-    assert inputs == cap.dataclasses.replace(cap.PROFILES["team"], runs_per_day=2000.0, services=0)
+    assert inputs == replace(cap.PROFILES["team"], runs_per_day=2000.0, services=0)
     assert [n for n, _ in cap.parse_args([])[0]] == ["laptop", "team", "platform"]
 
 
 def test_inputs_name_a_bad_field() -> None:
     with pytest.raises(ValueError, match=r"^steps_per_run: expected a whole number, got 1\.5$"):
-        cap.dataclasses.replace(INPUTS, steps_per_run=1.5)
+        replace(INPUTS, steps_per_run=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^services: expected a number of at least 0, got -1$"):
-        cap.dataclasses.replace(INPUTS, services=-1)
+        replace(INPUTS, services=-1)
     with pytest.raises(ValueError, match=r"^runs_per_day: expected a number, got True$"):
-        cap.dataclasses.replace(INPUTS, runs_per_day=True)
+        replace(INPUTS, runs_per_day=True)
 
 
 # ---- the InfluxDB tasks ---------------------------------------------------------------------------
