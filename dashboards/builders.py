@@ -178,19 +178,23 @@ def trend(
     *,
     x_field: str,
     description: str,
+    unit: str = "short",
     w: int = 24,
     h: int = 9,
+    dashed: str | None = None,
 ) -> g.TimeSeries:
-    """Values against a numeric field (an epoch or step index), one line per series."""
-    return timeseries(
-        layout,
-        title,
-        targets,
-        description=description,
-        w=w,
-        h=h,
-        extra={"type": "trend", "options": {"xField": x_field}},
-    )
+    """Values against a numeric field (an epoch or step index, seconds), one line per series.
+
+    ``dashed``: a regular expression of the series (by display name) drawn dashed, such as a limit.
+    """
+    extra: dict[str, Any] = {"type": "trend", "options": {"xField": x_field}}
+    if dashed is not None:
+        re.compile(dashed)  # a bad expression fails here, not in Grafana
+        style = {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}
+        extra["fieldConfig"] = {
+            "overrides": [{"matcher": {"id": "byRegexp", "options": dashed}, "properties": [style]}]
+        }
+    return timeseries(layout, title, targets, description=description, unit=unit, w=w, h=h, extra=extra)
 
 
 @dataclass(frozen=True)

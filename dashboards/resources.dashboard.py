@@ -1,10 +1,13 @@
 """Resources: are my steps sized right?  CPU and memory per pipeline step and per
 model-API pod against their requests and limits, a right-sizing table of
-used/requested and used/limit, OOM kills and CPU throttling."""
+used/requested and used/limit, the same question per run (each run's peak memory
+against its container's limit, from what the SDK's system sampler recorded, over the
+last RIGHT_SIZING_RUNS runs of each step), OOM kills and CPU throttling."""
 
 import grafanalib.core as g
 
 from dashboards.builders import (
+    FluxTarget,
     Layout,
     PromTarget,
     prom_variable,
@@ -14,6 +17,7 @@ from dashboards.builders import (
 from dashboards.builders import (
     dashboard as make_dashboard,
 )
+from dashboards.flux import Var, select
 from pipeline_sdk import contract as c
 
 KSM_P, KSM_S, KSM_SVC = c.PROM_KSM_LABEL_PIPELINE, c.PROM_KSM_LABEL_STEP, c.PROM_KSM_LABEL_SERVICE
@@ -30,6 +34,22 @@ API_PODS = (
 CPU = f'rate({c.PROM_CONTAINER_CPU}{{container!="", container!="POD"}}[$__rate_interval])'
 MEM = f'{c.PROM_CONTAINER_MEMORY}{{container!="", container!="POD"}}'
 layout = Layout()
+# The right-sizing tables' colours: a ratio of use over request or limit.
+RATIO_COLOURS = {
+    "fieldConfig": {
+        "defaults": {
+            "thresholds": {
+                "mode": "absolute",
+                "steps": [
+                    {"color": "blue", "value": None},
+                    {"color": "green", "value": 0.3},
+                    {"color": "red", "value": 0.9},
+                ],
+            },
+            "custom": {"cellOptions": {"type": "color-background"}},
+        }
+    }
+}
 
 
 def per_step(metric: str) -> str:
@@ -58,6 +78,44 @@ def against_spec(title: str, used: str, resource: str, description: str, unit: s
 
 def usage_over_range(metric: str) -> str:
     return f"max_over_time(({per_step(metric)})[$__range:1m])"
+
+
+RIGHT_SIZING_RUNS = 10  # the per-run table shows this many of each step's latest runs
+PEAK_OF_LIMIT = "peak_of_limit"  # a column the per-run table makes: peak RSS / memory limit
+MEMORY = (c.FIELD_PEAK_RSS_BYTES, c.FIELD_MEMORY_LIMIT_BYTES)
+# The end events of runs the SDK sampled in a container with a memory limit, the latest of each step.
+per_run = (
+    select(
+        c.RUN,
+        fields=[*MEMORY, c.FIELD_MEAN_CPU_PERCENT, c.FIELD_CPU_LIMIT_CORES],
+        equal={c.TAG_PIPELINE: Var("pipeline"), c.TAG_STEP: Var("step")},
+    )
+    .pivot_fields()
+    .then(f"filter(fn: (r) => exists r.{MEMORY[0]} and exists r.{MEMORY[1]})", uses=MEMORY)
+    .attempts()
+    .group(c.TAG_PIPELINE, c.TAG_STEP)
+    .sort("_time", desc=True)
+    .limit(RIGHT_SIZING_RUNS)
+    .group()
+    .keep(
+        "_time",
+        c.TAG_PIPELINE,
+        c.TAG_STEP,
+        c.TAG_RUN_ID,
+        c.TAG_ATTEMPT,
+        *MEMORY,
+        c.FIELD_MEAN_CPU_PERCENT,
+        c.FIELD_CPU_LIMIT_CORES,
+    )
+    .with_column(PEAK_OF_LIMIT, f"float(v: r.{MEMORY[0]}) / float(v: r.{MEMORY[1]})", uses=MEMORY)
+    .sort("_time", desc=True)
+)
+
+
+def plain(column: str, unit: str) -> dict[str, object]:
+    """A table column shown in ``unit``, not coloured (the colours are the ratio's)."""
+    properties = [{"id": "unit", "value": unit}, {"id": "custom.cellOptions", "value": {"type": "auto"}}]
+    return {"matcher": {"id": "byName", "options": column}, "properties": properties}
 
 
 panels = [
@@ -122,19 +180,27 @@ panels = [
             "C/D: memory). Blue under 0.3: over-provisioned; red over 0.9: under-provisioned."
         ),
         transformations=[{"id": "merge", "options": {}}],
+        extra=RATIO_COLOURS,
+    ),
+    table(
+        layout,
+        "Right-sizing per run",
+        [FluxTarget(per_run)],
+        description=(
+            f"The last {RIGHT_SIZING_RUNS} runs of each step that ran in a container with a memory limit: "
+            "the peak memory of the run's process and its children (from the SDK's system sampler) against "
+            "that limit, and its mean CPU (in % of one core) against its CPU limit (in cores). "
+            "Blue under 0.3: over-provisioned; red over 0.9: close to an OOM kill."
+        ),
         extra={
             "fieldConfig": {
-                "defaults": {
-                    "thresholds": {
-                        "mode": "absolute",
-                        "steps": [
-                            {"color": "blue", "value": None},
-                            {"color": "green", "value": 0.3},
-                            {"color": "red", "value": 0.9},
-                        ],
-                    },
-                    "custom": {"cellOptions": {"type": "color-background"}},
-                }
+                "defaults": RATIO_COLOURS["fieldConfig"]["defaults"],
+                "overrides": [
+                    plain(c.FIELD_PEAK_RSS_BYTES, "bytes"),
+                    plain(c.FIELD_MEMORY_LIMIT_BYTES, "bytes"),
+                    plain(c.FIELD_MEAN_CPU_PERCENT, "percent"),
+                    plain(c.FIELD_CPU_LIMIT_CORES, "short"),
+                ],
             }
         },
     ),

@@ -1,7 +1,9 @@
 """Run view and comparison: how did these runs do, side by side?  One row per step run
 attempt (status, duration, params, final metrics, list metrics reduced by last, min,
-max or mean, and what Kubernetes said of it), the list-metric curves overlaid, the
-inputs and outputs, and the logs, all of the chosen step.
+max or mean, and what Kubernetes said of it), the list-metric curves overlaid, the CPU and
+memory of each run over its own time (seconds since it started, so runs started apart line
+up), with the container's limit as a dashed line when the run had one, the inputs and
+outputs, and the logs, all of the chosen step.
 
 Attempts are never merged: a retried Job's pods, or a notebook cell run twice with
 one run id, are each a row, a line and a label of their own, "<run id> #<attempt>"
@@ -85,6 +87,28 @@ curves = (
     .keep(RUN_LABEL, c.TAG_NAME, c.FIELD_INDEX, c.FIELD_VALUE)
     .sort(c.FIELD_INDEX)
 )
+
+
+def over_own_time(*fields: str) -> DashboardFlux:
+    """The chosen runs' system samples against the seconds since each started, a series per attempt."""
+    return (
+        select(c.SYSTEM, fields=[c.FIELD_ELAPSED_SECONDS, *fields], equal=RUN, among=RUNS)
+        .pivot_fields()
+        .by_attempt()
+        .group(RUN_LABEL)
+        .keep(RUN_LABEL, c.FIELD_ELAPSED_SECONDS, *fields)
+        .sort(c.FIELD_ELAPSED_SECONDS)
+    )
+
+
+CPU_CORES = "cpu_cores"  # the CPU panel's series: cpu_percent in cores, so it shares an axis with the limit
+cpu = (
+    over_own_time(c.FIELD_CPU_PERCENT, c.FIELD_CPU_LIMIT_CORES)
+    .with_column(c.FIELD_CPU_PERCENT, f"r.{c.FIELD_CPU_PERCENT} / 100.0", uses=[c.FIELD_CPU_PERCENT])
+    .rename({c.FIELD_CPU_PERCENT: CPU_CORES})
+)
+memory = over_own_time(c.FIELD_RSS_BYTES, c.FIELD_MEMORY_LIMIT_BYTES)
+LIMIT_SERIES = ".*limit.*"  # the series drawn dashed: cpu_limit_cores, memory_limit_bytes
 io = (
     select(c.IO, fields=[c.FIELD_VALUE, c.FIELD_SOURCE, c.FIELD_DESTINATION], equal=RUN, among=RUNS)
     .pivot_fields()
@@ -128,6 +152,32 @@ panels = [
         [FluxTarget(curves)],
         x_field=c.FIELD_INDEX,
         description="Each list metric against its step or epoch, one line per attempt of a run and metric.",
+    ),
+    trend(
+        layout,
+        "CPU, runs overlaid",
+        [FluxTarget(cpu)],
+        x_field=c.FIELD_ELAPSED_SECONDS,
+        w=12,
+        dashed=LIMIT_SERIES,
+        description=(
+            "Cores the run's process and its children used (CPU seconds between two samples over the "
+            "time between them), against the seconds since the run started, one line per attempt; the "
+            "container's CPU limit dashed when it has one. Sampled every MLOBS_SYSTEM_INTERVAL seconds."
+        ),
+    ),
+    trend(
+        layout,
+        "Memory, runs overlaid",
+        [FluxTarget(memory)],
+        x_field=c.FIELD_ELAPSED_SECONDS,
+        unit="bytes",
+        w=12,
+        dashed=LIMIT_SERIES,
+        description=(
+            "Resident memory (RSS) of the run's process and its children against the seconds since the "
+            "run started, one line per attempt; the container's memory limit dashed when it has one."
+        ),
     ),
     table(
         layout,

@@ -318,6 +318,8 @@ def test_no_query_merges_the_attempts_of_a_run() -> None:
     assert shown == {
         **{f"Runs compared {ref}": {RUN_LABEL} for ref in "ABCDE"},
         "List metrics, runs overlaid A": {RUN_LABEL},
+        "CPU, runs overlaid A": {RUN_LABEL},
+        "Memory, runs overlaid A": {RUN_LABEL},
         "Inputs and outputs A": {RUN_LABEL},
         "Logs A": {RUN_LABEL},
         "Last status per pipeline step A": {c.TAG_ATTEMPT},
@@ -336,7 +338,7 @@ def test_the_run_view_shows_the_chosen_step_only() -> None:
     board = boards()["run_view"]
     queries = [t["query"] for t in targets(board)]
     [run_ids] = [v["query"] for v in board["templating"]["list"] if v["name"] == c.GRAFANA_VAR_RUN_ID]
-    assert len(queries) == 8 and [step_problems(q) for q in [*queries, run_ids]] == [[]] * 9
+    assert len(queries) == 10 and [step_problems(q) for q in [*queries, run_ids]] == [[]] * 11
 
 
 def test_the_attempt_check_can_fail() -> None:
