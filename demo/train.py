@@ -2,20 +2,26 @@
 
 It records what Craft AI's and omega-ml's run tracking show: the parameters, the
 input dataset and its source, loss and accuracy per epoch (list metrics), the final
-accuracy and loss (simple metrics), the trained model as an output, and a log line
-per epoch.  ``--fail`` sets a learning rate that makes training diverge: the step
-raises ``FloatingPointError`` and the run ends ``failed``, which alerts.
+accuracy and loss (simple metrics), the trained model as an output and, written to
+``--model-dir``, as an artifact (hashed; in the local store also copied), a log line
+per epoch, and what the process used, sampled every ``--system-interval`` seconds.
+``--fail`` sets a learning rate that makes training diverge: the step raises
+``FloatingPointError`` and the run ends ``failed``, which alerts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
 import time
+from pathlib import Path
 
 import pipeline_sdk
+from pipeline_sdk.config import home_dir
+from pipeline_sdk.system import MIN_INTERVAL
 
 from ._cli import identity, positive_float, positive_int, setup_logging
 from .data import FEATURES, Model, make_dataset
@@ -24,6 +30,7 @@ log = logging.getLogger("demo.train")
 
 DIVERGING_LR = 1000.0  # the learning rate of --fail
 DIVERGED = 10.0  # loss above this many times the first epoch's counts as diverged
+SYSTEM_INTERVAL = 0.25  # seconds between two system samples: a short demo run still shows a profile
 
 
 def seconds(text: str) -> float:
@@ -33,6 +40,16 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text} is invalid: must be a finite number of seconds, 0 or more")
+    return value
+
+
+def system_interval(text: str) -> float:
+    """0 (no samples) or a number of seconds from pipeline_sdk.system.MIN_INTERVAL."""
+    value = seconds(text)
+    if 0 < value < MIN_INTERVAL:
+        raise argparse.ArgumentTypeError(
+            f"{text} is invalid: must be 0 (no samples) or at least {MIN_INTERVAL:g}"
+        )
     return value
 
 
@@ -49,14 +66,35 @@ def parser() -> argparse.ArgumentParser:
         help="seconds each epoch also waits, so the run has a duration to show (default 0.2)",
     )
     p.add_argument("--fail", action="store_true", help=f"diverge on purpose (learning rate {DIVERGING_LR:g})")
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        help="where the model file is written, one folder per run (default: demo-models under MLOBS_HOME, "
+        "the pod's one writable volume)",
+    )
+    p.add_argument(
+        "--system-interval",
+        type=system_interval,
+        default=SYSTEM_INTERVAL,
+        help=f"seconds between two samples of CPU and memory, 0 for none (default {SYSTEM_INTERVAL:g})",
+    )
     return p
+
+
+def save_model(model: Model, folder: Path) -> Path:
+    """The model as JSON in ``folder``: what the model API would load."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.json"
+    path.write_text(json.dumps({"weights": model.weights, "bias": model.bias, "features": list(FEATURES)}))
+    return path
 
 
 def train(args: argparse.Namespace) -> Model:
     lr = DIVERGING_LR if args.fail else args.lr
     pipeline, step = identity("demo-diverge" if args.fail else "demo-train", "fit")
     params = {"epochs": args.epochs, "lr": lr, "rows": args.rows, "seed": args.seed, "model": "logreg"}
-    with pipeline_sdk.run(pipeline=pipeline, step=step, params=params) as run:
+    interval = args.system_interval
+    with pipeline_sdk.run(pipeline=pipeline, step=step, params=params, system_interval=interval) as run:
         log.info("run %s of %s/%s: %s", run.run_id, pipeline, step, run.client.describe())
         xs, ys = make_dataset(args.rows, args.seed)
         split = int(len(xs) * 0.8)
@@ -87,11 +125,13 @@ def train(args: argparse.Namespace) -> Model:
             time.sleep(args.sleep)
         run.log_metric("val_accuracy", model.accuracy(xs[split:], ys[split:]))
         run.log_metric("train_loss", loss)
+        saved = save_model(model, (args.model_dir or home_dir() / "demo-models") / run.run_id)
         run.log_output(
             "model",
             {"weights": [round(w, 4) for w in model.weights], "bias": round(model.bias, 4)},
-            destination=f"models/churn-logreg/{run.run_id}.json",
+            destination=str(saved),
         )
+        run.log_artifact(saved, "churn-logreg")  # hashed in the background; the run's end waits for it
         return model
 
 

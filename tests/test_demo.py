@@ -8,6 +8,7 @@ OOM kill is the kernel's SIGKILL, sent here by the test once the step is allocat
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
@@ -100,10 +101,25 @@ def test_training_records_params_list_metrics_io_and_logs(tmp_path: Path, forwar
     assert simple["val_accuracy"] > 0.7  # the synthetic labels are learnable
 
     io = {(r[c.TAG_DIRECTION], r[c.TAG_NAME]): r for r in events(server, c.IO)}
-    assert set(io) == {("input", "dataset"), ("output", "model")}
+    assert set(io) == {("input", "dataset"), ("output", "model"), ("artifact", "churn-logreg")}
     assert io["input", "dataset"][c.FIELD_SOURCE] == "synthetic://churn?seed=7&rows=2000"
     assert json.loads(io["input", "dataset"][c.FIELD_VALUE])["rows"] == 2000
     assert len(json.loads(io["output", "model"][c.FIELD_VALUE])["weights"]) == len(FEATURES)
+    # the model file: under MLOBS_HOME, named by the run; sent to Fluentd, a reference with its hash
+    saved = Path(io["output", "model"][c.FIELD_DESTINATION])
+    run_id = events(server, c.RUN)[0][c.TAG_RUN_ID]
+    assert saved == tmp_path / "home" / "demo-models" / run_id / "model.json"
+    artifact = io["artifact", "churn-logreg"]
+    assert {k: artifact[k] for k in (c.FIELD_URI, c.FIELD_SHA256, c.FIELD_SIZE_BYTES, c.FIELD_STORED)} == {
+        c.FIELD_URI: saved.as_uri(),
+        c.FIELD_SHA256: hashlib.sha256(saved.read_bytes()).hexdigest(),
+        c.FIELD_SIZE_BYTES: saved.stat().st_size,
+        c.FIELD_STORED: 0,
+    }
+    # its profile: a sample every 0.25 s (the last one at the end), its summary on the end event
+    samples = events(server, c.SYSTEM)
+    [end] = [r for r in events(server, c.RUN) if r[c.TAG_STATUS] == "succeeded"]
+    assert len(samples) == end[c.FIELD_SYSTEM_SAMPLES] >= 1 and end[c.FIELD_PEAK_RSS_BYTES] > 0
 
     extras = [json.loads(r[c.FIELD_EXTRA]) for r in events(server, c.LOG) if c.FIELD_EXTRA in r]
     assert [e["epoch"] for e in extras] == [0, 1, 2, 3]
@@ -167,7 +183,11 @@ def test_the_steps_write_the_local_store_without_fluentd(tmp_path: Path) -> None
     assert {(p.tags[c.TAG_DIRECTION], p.tags[c.TAG_NAME]) for p in points["io"]} == {
         ("input", "dataset"),
         ("output", "model"),
+        ("artifact", "churn-logreg"),
     }
+    [artifact] = [p for p in points["io"] if p.tags[c.TAG_DIRECTION] == "artifact"]
+    assert artifact.fields[c.FIELD_STORED] == 1  # the local store keeps a copy
+    assert len(points["system"]) == points["run"][-1].fields[c.FIELD_SYSTEM_SAMPLES] >= 1
     epochs = [
         json.loads(p.fields[c.FIELD_EXTRA])["epoch"] for p in points["log"] if c.FIELD_EXTRA in p.fields
     ]
@@ -437,6 +457,11 @@ def test_traffic_names_an_api_that_never_gets_ready(refused_port: int) -> None:
     [
         ("demo.train", ["--epochs", "0"], "argument --epochs: 0 is invalid: must be at least 1"),
         ("demo.train", ["--lr", "nan"], "argument --lr: nan is invalid: must be a finite number above 0"),
+        (
+            "demo.train",
+            ["--system-interval", "0.01"],
+            "argument --system-interval: 0.01 is invalid: must be 0 (no samples) or at least 0.05",
+        ),
         ("demo.oom", ["--chunk-mb", "x"], "argument --chunk-mb: 'x' is not an integer"),
         (
             "demo.traffic",
