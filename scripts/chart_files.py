@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
     copies = {dst: content(src) for dst, src in plan().items()}
-    stale = sorted(p for p in FILES.rglob("*") if p.is_file() and p not in copies)
+    # Only the folders of copies are ours to prune; others (files/influxdb-tasks/) are the chart's own.
+    stale = sorted(
+        p for folder in SOURCES for p in (FILES / folder).rglob("*") if p.is_file() and p not in copies
+    )
     drift = [dst for dst, data in copies.items() if not dst.exists() or dst.read_bytes() != data]
     if args.check:
         if drift or stale:

@@ -133,6 +133,9 @@ def test_every_link_points_at_an_existing_dashboard_variable_and_panel() -> None
         "alerting/pipeline-rules.yaml": 2,
         "charts/mlobs-core/files/alerting/pipeline-rules.yaml": 2,
         "alerting/pipeline-rules-test.yaml": 6,
+        "alerting/drift-rules.yaml": 1,
+        "charts/mlobs-core/files/alerting/drift-rules.yaml": 1,
+        "alerting/drift-rules-test.yaml": 1,
     }
     assert counts["dashboards/json/pipeline_runs.json"] >= 1
     logs = [link for link in links if link.panels]
@@ -209,7 +212,7 @@ def _chart_alerts(values: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 def test_the_rules_name_their_runbook_relatively_and_each_exists() -> None:
     alerts = _chart_alerts({"alerting": {"runbookBaseUrl": "https://x.example/r"}})
-    assert len(alerts) == 13
+    assert len(alerts) == 15
     for name, notes in alerts.items():
         assert notes["runbook_url"] == "https://x.example/r/" + c.RUNBOOK_PATTERN.format(alertname=name)
         assert (ROOT / "alerting" / "runbooks" / c.RUNBOOK_PATTERN.format(alertname=name)).is_file()

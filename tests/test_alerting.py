@@ -22,7 +22,7 @@ from tests.support.promql import PromQLError, grouping_labels, metric_names
 ALERTING = ROOT / "alerting"
 CHART_FILES = ROOT / "charts" / "mlobs-core" / "files"  # the chart's copies (scripts/chart_files.py)
 RULE_FILES = sorted(p for p in ALERTING.glob("*-rules.yaml"))
-ALERT_NAME = re.compile(r"(MLPipeline|ModelAPI|PipelineContainer|Fluentd)[A-Z][A-Za-z]+")
+ALERT_NAME = re.compile(r"(MLPipeline|ModelAPI|PipelineContainer|Fluentd|MLModel|MLDrift)[A-Z][A-Za-z]+")
 
 
 def contract_metric_names() -> set[str]:

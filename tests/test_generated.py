@@ -40,7 +40,7 @@ HEADERS = {
     **{
         f"alerting/{n}-rules.yaml": f"# generated from alerting/{n}-rules.yaml {NOTE}\n"
         f"# its promtool tests: alerting/{n}-rules-test.yaml, beside its source"
-        for n in ("model-api", "pipeline", "resources", "telemetry")
+        for n in ("drift", "model-api", "pipeline", "resources", "telemetry")
     },
     "alerting/alertmanager.yaml": f"# generated from alerting/alertmanager.yaml {NOTE}",
     **{
@@ -50,7 +50,8 @@ HEADERS = {
     "fluentd/fluent.conf": f"# generated from fluentd/fluent.conf {NOTE}",
 }
 DASHBOARDS = {
-    f"dashboards/{n}.json" for n in ("model_api", "pipeline_runs", "resources", "run_view", "stack_health")
+    f"dashboards/{n}.json"
+    for n in ("model_api", "model_drift", "pipeline_runs", "resources", "run_view", "stack_health")
 }
 
 
@@ -60,9 +61,11 @@ def _name(copy: Path) -> str:
 
 def test_the_chart_holds_exactly_these_copies() -> None:
     assert {_name(p) for p in COPIES} == set(HEADERS) | DASHBOARDS
-    assert len(COPIES) == 14
+    assert len(COPIES) == 16
     on_disk = {_name(p) for p in chart_files.FILES.rglob("*") if p.is_file()}
-    assert on_disk == {_name(p) for p in COPIES}
+    own = {n for n in on_disk if n.startswith("influxdb-tasks/")}  # the chart's own files, no copies
+    assert on_disk - own == {_name(p) for p in COPIES}
+    assert len(own) == 4 and all(n.endswith(".flux") for n in own)
 
 
 @pytest.mark.parametrize("copy", sorted(COPIES), ids=_name)
