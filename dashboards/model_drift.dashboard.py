@@ -3,9 +3,11 @@ statistic of each feature over time against its threshold, the share of drifted 
 each monitor last ran, and the monitors' runs as InfluxDB recorded them (pipeline ``drift``)."""
 
 from dashboards.builders import (
+    NEUTRAL,
     FluxTarget,
     Layout,
     PromTarget,
+    Thresholds,
     prom_variable,
     stat,
     timeseries,
@@ -39,6 +41,7 @@ panels = [
         [PromTarget(f"max({c.PROM_DRIFT_DETECTED}{{{SEL}}})")],
         description="1 when the last capture of a chosen model found dataset drift (the drifted share "
         "reached its bound), else 0.",
+        thresholds=Thresholds(((None, "green"), (1.0, "red"))),
     ),
     stat(
         layout,
@@ -46,12 +49,14 @@ panels = [
         [PromTarget(f"max({c.PROM_DRIFT_DRIFTED_SHARE}{{{SEL}}})")],
         description="Share of the compared features that drifted, at the last capture.",
         unit="percentunit",
+        thresholds=Thresholds(((None, "green"), (0.25, "orange"), (0.5, "red"))),  # 0.5: dataset drift
     ),
     stat(
         layout,
         "Drifted features",
         [PromTarget(f"sum({c.PROM_DRIFT_FEATURE_DRIFTED}{{{FEATURES}}})")],
         description="Features whose statistic reached its threshold at the last capture.",
+        thresholds=Thresholds(((None, "green"), (1.0, "orange"))),
     ),
     stat(
         layout,
@@ -59,6 +64,7 @@ panels = [
         [PromTarget(f"time() - max({c.PROM_DRIFT_LAST_RUN}{{{SEL}}})")],
         description="Seconds since a monitor of a chosen model last captured a report.",
         unit="s",
+        thresholds=NEUTRAL,  # how old is too old depends on the monitor's schedule (its alert knows)
     ),
     timeseries(
         layout,

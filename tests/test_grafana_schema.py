@@ -57,7 +57,7 @@ def dashboards() -> list[Path]:
 
 def test_every_dashboard_is_a_grafana_dashboard() -> None:
     paths = dashboards()
-    assert len(paths) == 5
+    assert len(paths) == 6
     assert schema_problems(*paths) == {p.name: [] for p in paths}
 
 
@@ -184,6 +184,23 @@ def test_stat_panels_have_thresholds_that_mean_something() -> None:
         ("stack_health", "Fluentd up"): {"mode": "absolute", "steps": up},
         ("stack_health", "Runs tracked by the exporter"): {"mode": "absolute", "steps": neutral},
         ("stack_health", "Run records dropped"): {"mode": "absolute", "steps": neutral},
+        ("model_drift", "Dataset drift"): {
+            "mode": "absolute",
+            "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1.0}],
+        },
+        ("model_drift", "Drifted share"): {
+            "mode": "absolute",
+            "steps": [
+                {"color": "green", "value": None},
+                {"color": "orange", "value": 0.25},
+                {"color": "red", "value": 0.5},
+            ],
+        },
+        ("model_drift", "Drifted features"): {
+            "mode": "absolute",
+            "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 1.0}],
+        },
+        ("model_drift", "Since the last capture"): {"mode": "absolute", "steps": neutral},
     }
 
 
