@@ -116,7 +116,8 @@ def influx(home: Path) -> Iterator[ReadClient]:
         (
             {"samples": 12, "errors": 0, "cpu_seconds": 12.34, "mean_cpu_percent": 85.2}
             | {"peak_rss_bytes": 3328599654, "memory_limit_bytes": 4 * GIB, "cpu_limit_cores": 2.0},
-            "peak 3.1 GiB of a 4 GiB limit, 12.3 CPU s, mean 85% CPU (limit 2 cores), 12 samples",
+            "peak 3.1 GiB of a 4 GiB limit; 12.3 CPU seconds, mean 85% of one core (limit 2 cores); "
+            "12 samples",
         ),
         (
             {
@@ -126,13 +127,14 @@ def influx(home: Path) -> Iterator[ReadClient]:
                 "mean_cpu_percent": 4.6,
                 "peak_rss_bytes": 512 << 20,
             },
-            "peak 512 MiB, no memory limit, 0.5 CPU s, mean 5% CPU, 1 sample, 2 failed readings",
+            "peak 512 MiB, no memory limit; 0.5 CPU seconds, mean 5% of one core; "
+            "1 sample, 2 failed readings",
         ),
-        ({"samples": 0, "errors": 1, "cpu_seconds": 0.0}, "0.0 CPU s, 0 samples, 1 failed reading"),
+        ({"samples": 0, "errors": 1, "cpu_seconds": 0.0}, "0.0 CPU seconds; 0 samples, 1 failed reading"),
     ],
 )
 def test_a_summary_in_words(summary: dict[str, Any], words: str) -> None:
-    assert describe_system(summary) == words
+    assert describe_system(summary) == words  # the words of the run's own Summary.describe()
 
 
 def test_run_has_the_summary_of_its_end_event(home: Path) -> None:
@@ -271,7 +273,9 @@ def mlobs(home: Path, *args: str) -> str:
 def test_show_prints_the_summary_line(home: Path) -> None:
     lines = mlobs(home, "runs", "show", "big").splitlines()
     width = len("attempt_key")  # the longest key
-    summary = "peak 3.1 GiB of a 4 GiB limit, 12.3 CPU s, mean 85% CPU (limit 2 cores), 12 samples"
+    summary = (
+        "peak 3.1 GiB of a 4 GiB limit; 12.3 CPU seconds, mean 85% of one core (limit 2 cores); 12 samples"
+    )
     assert lines[: lines.index("")] == [
         f"{'run_id'.ljust(width)}  big",
         f"{'pipeline'.ljust(width)}  train",

@@ -1,5 +1,6 @@
 """Reading runs back, from InfluxDB or the local store: :class:`ReadClient` and the ``mlobs`` CLI."""
 
+from ..artifacts import ArtifactCorrupt, NotStored  # what restore_artifact raises
 from .client import LEVELS, ReadClient
 from .query import AGGREGATIONS, BackendUnavailable, ReadError, RunNotFound
 from .resources import ArtifactNotFound
@@ -13,8 +14,10 @@ __all__ = [
     "LEVELS",
     "RUN_STATUSES",
     "AmbiguousRun",
+    "ArtifactCorrupt",
     "ArtifactNotFound",
     "BackendUnavailable",
+    "NotStored",
     "ReadClient",
     "ReadError",
     "Rows",

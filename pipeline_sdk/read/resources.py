@@ -5,7 +5,7 @@
 - ``system()``: the samples of a step run's system sampler, a row each (``gpus=True``: a row
   per GPU and sample instead);
 - ``run()["system"]`` (:func:`.steps.system_summary`): what the run's end event says it used, and
-  :func:`describe_system` in words: "peak 3.1 GiB of a 4 GiB limit, 12.3 CPU s, mean 85% CPU";
+  :func:`describe_system` in words: "peak 3.1 GiB of a 4 GiB limit; 12.3 CPU seconds, ...";
 - ``artifacts()``: what ``log_artifact`` recorded, and ``restore_artifact()``: the bytes back
   from the local store under ``MLOBS_HOME/artifacts``, every sha256 checked.  An artifact sent
   to Fluentd was recorded as a reference only: restoring it raises
@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import contract as c
 from ..artifacts import Artifact, ArtifactStore
-from ..cgroup import describe_peak
+from ..system import Summary
 from ..validation import unescape_text
 from .compare import SYSTEM_NAMES
 from .query import ReadError, Row, Select, ns_datetime
@@ -67,22 +67,25 @@ class ArtifactNotFound(ReadError, LookupError):
 
 
 def describe_system(summary: Mapping[str, Any]) -> str:
-    """A summary in words: "peak 3.1 GiB of a 4 GiB limit, 12.3 CPU s, mean 85% CPU, 12 samples"."""
-    parts = []
+    """A summary in words, as :meth:`pipeline_sdk.system.Summary.describe` says it: "peak 3.1 GiB of a
+    4 GiB limit; 12.3 CPU seconds, mean 85% of one core (limit 2 cores); 12 samples"."""
+
+    def number(key: str) -> float | None:
+        value = summary.get(key)
+        return None if value is None else float(value)
+
     peak, limit = summary.get("peak_rss_bytes"), summary.get("memory_limit_bytes")
-    if peak is not None:
-        parts.append(describe_peak(int(peak), None if limit is None else int(limit)))
-    if summary.get("cpu_seconds") is not None:
-        parts.append(f"{float(summary['cpu_seconds']):.1f} CPU s")
-    if summary.get("mean_cpu_percent") is not None:
-        cores = summary.get("cpu_limit_cores")
-        quota = f" (limit {float(cores):g} cores)" if cores is not None else ""
-        parts.append(f"mean {float(summary['mean_cpu_percent']):.0f}% CPU{quota}")
-    samples, errors = int(summary.get("samples") or 0), int(summary.get("errors") or 0)
-    parts.append(f"{samples} sample{'' if samples == 1 else 's'}")
-    if errors:
-        parts.append(f"{errors} failed reading{'' if errors == 1 else 's'}")
-    return ", ".join(parts)
+    return Summary(
+        samples=int(summary.get("samples") or 0),
+        errors=int(summary.get("errors") or 0),
+        wall_seconds=0.0,  # not stored: the run's duration says it
+        cpu_seconds=number("cpu_seconds") or 0.0,
+        mean_cpu_percent=number("mean_cpu_percent"),
+        peak_rss_bytes=None if peak is None else int(peak),
+        hwm_rss_bytes=None,
+        memory_limit_bytes=None if limit is None else int(limit),
+        cpu_limit_cores=number("cpu_limit_cores"),
+    ).describe()
 
 
 def _artifact(row: Row) -> Artifact:
