@@ -27,6 +27,8 @@ client) runs even when another one raised; a step that raises is logged as a war
 
 ``Run`` is the old name of :class:`RunContext`, and ``RunRecorder`` of ``ActiveRun``: both are
 kept for one release (deprecated).
+
+One concern past 400 lines: a run's lifecycle, each part it sets up undone by a step of its own.
 """
 
 from __future__ import annotations
