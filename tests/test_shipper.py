@@ -281,6 +281,8 @@ def test_backoff_jitter_spreads_each_wait_within_its_share(monkeypatch: pytest.M
     ("args", "error", "message"),
     [
         ((0, 1.0), ValueError, "first=0, cap=1.0 are invalid: must be 0 < first <= cap"),
+        ((0.0, 1.0), ValueError, "first=0.0, cap=1.0 are invalid: must be 0 < first <= cap"),
+        ((-0.5, 1.0), ValueError, "first=-0.5, cap=1.0 are invalid: must be 0 < first <= cap"),
         ((2.0, 1.0), ValueError, "first=2.0, cap=1.0 are invalid: must be 0 < first <= cap"),
         ((0.1, 1.0, 1.0), ValueError, "jitter=1.0 is invalid: must be from 0 to less than 1"),
         ((0.1, 1.0, -0.1), ValueError, "jitter=-0.1 is invalid: must be from 0 to less than 1"),
