@@ -251,6 +251,12 @@ def test_a_new_backoff_is_not_failing_and_waits_nothing() -> None:
     assert (backoff.first, backoff.cap, backoff.jitter) == (1.0, 30.0, 0.2)  # the default jitter
 
 
+def test_backoff_takes_first_and_cap_by_name_too_and_jitter_only_by_name() -> None:
+    assert Backoff(first=0.5, cap=1.0, jitter=0.1).failed() == 0.5
+    with pytest.raises(TypeError, match=r"takes 3 positional arguments but 4 were given"):
+        Backoff(0.5, 1.0, 0.1)  # type: ignore[call-arg]
+
+
 class Edge:
     """A random source at one end of every range."""
 
