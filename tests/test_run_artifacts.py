@@ -362,3 +362,27 @@ def test_a_recorder_of_ones_own_delivers_its_artifacts_when_the_client_closes(
     assert [p.tags[c.TAG_NAME] for p in artifact_points(home, "own")] == ["m.bin"]
     with pytest.raises(RuntimeError, match=r"^log_artifact\(\) on run p/s run_id=own attempt=1"):
         rec.log_artifact(model)
+
+
+def test_a_hashing_failure_of_any_kind_still_records_the_artifact(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object, **kwargs: object) -> a.Artifact:
+        raise RuntimeError("no room to hash")
+
+    model = tmp_path / "m.bin"
+    model.write_bytes(b"m" * 10)
+    monkeypatch.setattr(a, "hash_pending", broken)
+    with caplog.at_level(logging.WARNING), pipeline_sdk.run(pipeline="p", step="s", run_id="odd-fail") as run:
+        run.log_artifact(model)
+        run.log_artifact(model, "again")  # the worker goes on after the first failure
+    rows = ReadClient(home=home).artifacts("odd-fail").to_list()
+    assert [(r["name"], r["size_bytes"], r["sha256"]) for r in rows] == [
+        ("m.bin", 10, None),
+        ("again", 10, None),
+    ]
+    failures = [r.getMessage() for r in caplog.records if "was not hashed" in r.getMessage()]
+    assert failures == [
+        f"mlobs: artifact 'm.bin' ({model.as_uri()}) was not hashed: RuntimeError: no room to hash; recorded "
+        "without its sha256 (later ones are counted only)"
+    ]
