@@ -208,8 +208,9 @@ def test_the_logs_panel_has_the_id_emails_link_to() -> None:
 # ---- Flux against the contract -----------------------------------------------------------------------
 
 
-def flux_problems(query: str) -> list[str]:
-    """Names a Flux query uses that its measurement does not have (by the contract)."""
+def flux_problems(query: str, bucket: str = "v.defaultBucket") -> list[str]:
+    """Names a Flux query uses that its measurement does not have (by the contract), and a bucket
+    other than ``bucket`` (a dashboard's: the datasource's; make e2e's: a string literal)."""
     streams = {s.measurement: s for s in c.STREAMS}
     measurements = re.findall(r'r\._measurement == "([^"]+)"', query)
     if len(set(measurements)) != 1:
@@ -247,8 +248,11 @@ def flux_problems(query: str) -> list[str]:
         for t in re.findall(r'tag: "([^"]+)"', query)
         if t not in stream.tags
     ]
-    if "bucket: v.defaultBucket" not in query or re.search(r"bucket:\s*+(?!v\.defaultBucket\b)", query):
-        problems.append("not the datasource's bucket (v.defaultBucket)")
+    if bucket == "v.defaultBucket":
+        if "bucket: v.defaultBucket" not in query or re.search(r"bucket:\s*+(?!v\.defaultBucket\b)", query):
+            problems.append("not the datasource's bucket (v.defaultBucket)")
+    elif re.findall(r"bucket:\s*([^,)]+)", query) != [bucket]:
+        problems.append(f"not the bucket {bucket}")
     return problems
 
 

@@ -222,7 +222,8 @@ def test_the_run_checks_pass_on_what_the_demo_records(influx: Callable[..., tupl
     assert training.detail == f"run demo-train-1: {counts}"  # logs: the run's first line, then 5 epochs
     assert e2e.check_model_api_data(settings).detail == "churn-api: 3 requests, 3 predictions"
     assert len(queries) >= 10
-    assert {q: flux_problems(q) for q in queries if flux_problems(q)} == {}
+    bucket = f'"{c.INFLUXDB_BUCKET}"'  # make e2e queries InfluxDB itself, not through Grafana
+    assert {q: flux_problems(q, bucket) for q in queries if flux_problems(q, bucket)} == {}
 
 
 def test_the_run_checks_name_what_is_missing(
@@ -354,10 +355,10 @@ def grafana_user(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("grafana_user")
 def test_the_grafana_checks(stubs: Callable[[Handler], Stub]) -> None:
     uids = sorted(e2e.dashboard_uids(ROOT / "dashboards" / "json"))
-    assert len(uids) == 5
+    assert len(uids) == 6
     ok = {"status": "OK", "message": "datasource is working. 3 buckets found"}
     fine = e2e.Settings(grafana=stubs(grafana_handler(uids, ok)).url)
-    assert e2e.check_dashboards(fine) == e2e.Outcome(True, "all 5 dashboards listed")
+    assert e2e.check_dashboards(fine) == e2e.Outcome(True, "all 6 dashboards listed")
     assert e2e.check_datasources(fine) == e2e.Outcome(True, "mlobs-prometheus, mlobs-influxdb healthy")
 
     broken = {"status": "ERROR", "message": "error reading InfluxDB: unauthorized access"}
