@@ -22,6 +22,8 @@ from .files import open_private, owned_by_us
 ACK = struct.Struct(">Q")  # an .ack file: the delivered offset of its segment
 LOCK_NAME = "owner.lock"
 SEGMENT_NAME = re.compile(r"(\d{12})\.seg")  # the only segment names read back
+# A segment file found on disk: (seq, path, size or None if not to be read, acked offset)
+FoundSegment = tuple[int, Path, int | None, int]
 
 
 class Segment:
@@ -74,8 +76,9 @@ def lock_owner(path: Path) -> int | None:
 def read_ack(path: Path) -> int | None:
     """The offset in ``path``; 0 when there is none; None when it is not a file of ours (distrust)."""
     try:
+        # Read-only (O_RDONLY is 0) and close-on-exec (os.open's default, PEP 446) as every open here.
         # O_NONBLOCK: a FIFO planted as an ack would otherwise block the open until a writer came
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return 0
     except OSError as exc:
@@ -92,10 +95,10 @@ def read_ack(path: Path) -> int | None:
     return ACK.unpack(raw)[0] if len(raw) == ACK.size else 0
 
 
-def found_segments(directory: Path, error: Callable[[str], None]) -> list[tuple[int, Path, int | None, int]]:
+def found_segments(directory: Path, error: Callable[[str], None]) -> list[FoundSegment]:
     """(seq, path, size or None if not to be read, acked) of the segment files in ``directory``, by
     seq; ``error`` is told of each one left alone."""
-    found: list[tuple[int, Path, int | None, int]] = []
+    found: list[FoundSegment] = []
     with os.scandir(directory) as entries:
         for entry in entries:
             match = SEGMENT_NAME.fullmatch(entry.name)
