@@ -121,7 +121,6 @@ up: ## the stack on kind, ready to use: preflight, cluster, images, chart, then 
 preflight: ## what make up checks first: tools, Docker's memory, host ports (creates nothing)
 	KIND_MIN=$(KIND_MIN) HELM_MIN=$(HELM_MIN) scripts/up.sh --preflight
 
-
 down: ## delete the kind cluster
 	scripts/down.sh
 
@@ -129,10 +128,21 @@ demo: ## run the demo pipelines (success, failure, OOM kill) and model-API traff
 	@scripts/require-cluster.sh
 	scripts/demo.sh
 
+# make e2e needs mlobs and what it needs at run time (the read API's InfluxDB client), not the
+# test tools: a stamp of its own, which make venv later completes with the test extras.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+E2E_EXTRAS    := influxdb
+
+$(RUNTIME_STAMP): pyproject.toml constraints.txt
+	@echo "==> creating $(VENV) with mlobs and its runtime dependencies ($(E2E_EXTRAS))"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$(E2E_EXTRAS)]'
+	@touch $@
+
 e2e: ## assertions against the live cluster (after make up and make demo)
 	@scripts/require-cluster.sh
-	@$(MAKE) --no-print-directory venv
-	$(PY) scripts/e2e.py
+	@$(MAKE) --no-print-directory $(RUNTIME_STAMP)
+	scripts/cluster-env.sh $(PY) scripts/e2e.py
 
 clean: ## remove the venv, caches and tests/js/node_modules
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .bench *.egg-info $(JS_DIR)/node_modules
