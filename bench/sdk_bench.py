@@ -26,6 +26,9 @@ Contenders:
   mlobs stalled   ... receiver accepts but never reads
   fluent-logger   FluentSender.emit (sync), receiver up
   mlflow          mlflow.log_metric, file store (MLFLOW_ALLOW_FILE_STORE=true)
+
+Over 400 lines as one piece: each contender of the per-call table and the end-to-end run share
+its harness (the same receiver, timing and report).
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ both.  Credentials are read from the Secrets the chart generated (``kubectl get
 secret``), unless ``MLOBS_E2E_INFLUXDB_TOKEN``, ``MLOBS_E2E_GRAFANA_USER`` and
 ``MLOBS_E2E_GRAFANA_PASSWORD`` are set.  Every Flux query is built with
 ``dashboards.flux``, so it can name only what the contract defines.
+
+Over 400 lines as one piece: a standalone script with only runtime dependencies, its checks
+sharing one runner and one set of settings.
 """
 
 from __future__ import annotations

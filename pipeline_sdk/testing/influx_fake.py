@@ -10,6 +10,9 @@ It evaluates only the query shapes ``pipeline_sdk.read.influx`` builds, and it
 refuses any line it does not know, so a change in the generated Flux shows up here.
 The evaluation is written from Flux's documented semantics, independently of the
 local backend's SQL: that is what makes "both backends agree" a real check.
+
+Over 400 lines as one piece: the stand-in's query parser, its evaluator over the local store and
+its HTTP server answer one API together.
 """
 
 from __future__ import annotations
