@@ -345,7 +345,9 @@ def test_exporter_rbac_is_least_privilege() -> None:
             "verbs": ["get", "update"],
         },
     ]
-    [deployment] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("exporter")]
+    [deployment] = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("exporter")
+    ]
     assert (deployment["spec"]["replicas"], deployment["spec"]["strategy"]["type"]) == (2, "RollingUpdate")
     with pytest.raises(Exception, match="exporter.replicas > 1 needs exporter.leaderElection.enabled"):
         render_values({"exporter": {"replicas": 2}})
