@@ -349,7 +349,9 @@ def test_exporter_rbac_is_least_privilege() -> None:
         d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("exporter")
     ]
     assert (deployment["spec"]["replicas"], deployment["spec"]["strategy"]["type"]) == (2, "RollingUpdate")
-    with pytest.raises(Exception, match="exporter.replicas > 1 needs exporter.leaderElection.enabled"):
+    with pytest.raises(
+        helm_python.HelmRenderError, match=r"exporter\.replicas > 1 needs exporter\.leaderElection\.enabled"
+    ):
         render_values({"exporter": {"replicas": 2}})
 
 
