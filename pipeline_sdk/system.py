@@ -404,6 +404,14 @@ class SystemSampler:
         self._t0 = self._last_t = time.monotonic()
         if self._pid == os.getpid():
             self._hwm_start = _hwm_bytes()  # here, not in the thread: a peak right after start() counts
+        # The baseline too, here: a busy step holds the GIL, and a thread that read it first could
+        # see the step's first seconds already spent (a 0.3 s burn was lost that way).
+        try:
+            every = max(1, math.ceil(CHILDREN_REFRESH_SECONDS / self.interval - 1e-9))
+            self._tree = _ProcessTree(self._pid, every)
+            self._base = self._tree.read(self._fail)
+        except Exception as exc:  # noqa: BLE001 - any failure is counted; the run must go on
+            self._fail(f"reading the process (pid={self._pid})", exc)
         thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         try:
             thread.start()
@@ -449,12 +457,6 @@ class SystemSampler:
             self._gpus = _Gpus.open(self._environ)
         except Exception as exc:  # noqa: BLE001
             self._fail("opening NVML", exc)
-        try:
-            every = max(1, math.ceil(CHILDREN_REFRESH_SECONDS / self.interval - 1e-9))
-            self._tree = _ProcessTree(self._pid, every)
-            self._base = self._tree.read(self._fail)
-        except Exception as exc:  # noqa: BLE001
-            self._fail(f"reading the process (pid={self._pid})", exc)
 
     def _guard(self, what: str, call: Callable[[], object]) -> None:
         try:
