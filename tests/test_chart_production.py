@@ -173,6 +173,11 @@ def ha_problems(r: Render) -> list[str]:
         problems.append(
             f"Alertmanager {am['metadata']['name']}: {am['spec'].get('replicas') or 1} replicas, not 3"
         )
+    for cr in (prom, am):
+        terms = (cr["spec"].get("affinity") or {}).get("podAntiAffinity", {})
+        spread = terms.get("preferredDuringSchedulingIgnoredDuringExecution") or []
+        if not any(t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname" for t in spread):
+            problems.append(f"{cr['kind']} {cr['metadata']['name']}: its replicas may share a node")
     pods = {p.name: p for p in pods_of(list(r.docs))}
     budgets = {d["metadata"]["name"]: d for d in r.of("PodDisruptionBudget")}
     for cr, keep in ((prom, 1), (am, 2)):
@@ -229,12 +234,14 @@ def test_a_cleared_replica_label_and_one_replica_too_few_are_reported() -> None:
         "json:kube-prometheus-stack.prometheus.prometheusSpec.replicaExternalLabelNameClear=true",
         "json:kube-prometheus-stack.alertmanager.alertmanagerSpec.replicas=2",
         'json:kube-prometheus-stack.prometheus.prometheusSpec.externalLabels={"prometheus_replica": "a"}',
+        'json:kube-prometheus-stack.alertmanager.alertmanagerSpec.podAntiAffinity=""',
     )
     assert ha_problems(r) == [
         "Prometheus mlobs-prometheus: replicaExternalLabelName is '', not 'prometheus_replica' "
         "(the label the operator drops from alerts and Thanos deduplicates on)",
         "Prometheus mlobs-prometheus: externalLabels sets prometheus_replica to one value for both replicas",
         "Alertmanager mlobs-alertmanager: 2 replicas, not 3",
+        "Alertmanager mlobs-alertmanager: its replicas may share a node",
     ]
 
 
