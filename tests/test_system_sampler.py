@@ -493,9 +493,17 @@ def test_parse_interval_refuses(raw: str) -> None:
         s.parse_interval(raw)
 
 
-def test_sample_cost_is_measured() -> None:
+def test_sample_cost_is_measured_on_real_readings(caplog: pytest.LogCaptureFixture) -> None:
     cost = s.sample_cost(50)
     assert 0 < cost < 0.05  # CPU seconds per sample: measured, printed by make bench, not judged here
+    assert caplog.records == []  # every one of the 50 was a reading, not a counted failure
+
+
+def test_sample_cost_refuses_to_time_failures() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    with pytest.raises(RuntimeError, match=rf"^sample_cost: 10 of 10 samples of pid {gone.pid} failed"):
+        s.sample_cost(10, pid=gone.pid)
 
 
 # ---------------------------------------------------------------- GPUs through NVML
