@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 FEATURES = ("tenure_months", "monthly_charges", "support_calls")  # the model's inputs, in order
+TRAIN_ROWS, TRAIN_SEED = 2000, 7  # the training data of `python -m demo.train` with its defaults
+TRAIN_SHARE = 0.8  # the share of the rows it trains on; the rest validates
+BASELINE = "train"  # the name of the baseline profile it logs of its training features
 # How the synthetic labels are drawn: churn grows with charges and support calls, falls with tenure.
 _TRUE_WEIGHTS = (-0.08, 0.03, 0.6)
 _TRUE_BIAS = -1.0
@@ -36,6 +41,18 @@ def make_dataset(rows: int, seed: int) -> tuple[list[tuple[float, ...]], list[in
         xs.append(x)
         ys.append(1 if rng.random() < sigmoid(z) else 0)
     return xs, ys
+
+
+def columns(xs: Sequence[Sequence[float]]) -> dict[str, list[float]]:
+    """The rows ``xs`` as one column per feature, what ``log_profile`` and ``drift.Profile`` take."""
+    return {name: [x[i] for x in xs] for i, name in enumerate(FEATURES)}
+
+
+@functools.cache
+def training_std(rows: int = TRAIN_ROWS, seed: int = TRAIN_SEED) -> dict[str, float]:
+    """The standard deviation of each feature over the rows the model trains on."""
+    xs, _ = make_dataset(rows, seed)
+    return {name: statistics.pstdev(col) for name, col in columns(xs[: int(rows * TRAIN_SHARE)]).items()}
 
 
 def scale(x: Sequence[float]) -> tuple[float, ...]:

@@ -6,12 +6,15 @@ Routes:
   (``tenure_months``, ``monthly_charges``, ``support_calls``) answers
   ``{"model", "version", "score", "outcome"}`` and records a ``prediction`` event;
   an unknown model is a 404, a body that is not JSON a 400, a missing or invalid
-  feature a 422 naming it;
+  feature a 422 naming it; the features of each prediction go into the model's
+  serving profile (``log_features``), which a drift monitor compares with the
+  training run's baseline;
 * ``GET /healthz`` for the readiness probe;
 * ``GET /metrics``, served by :class:`pipeline_sdk.MLObsMiddleware`, which also
   records an ``api_request`` event per request (the user from ``x-user-id``, hashed).
 
-The model version comes from ``MODEL_VERSION`` (the chart sets it; default ``1``).
+The model version comes from ``MODEL_VERSION`` (the chart sets it; default ``1``); the serving
+profiles are recorded every ``MLOBS_PROFILE_INTERVAL`` seconds (default 60; the chart's demo sets 10).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import pipeline_sdk
 from pipeline_sdk import MLObsMiddleware
 
 from ._cli import positive_int, setup_logging
-from .data import SERVED, features_of
+from .data import FEATURES, SERVED, features_of
 
 SERVICE = "churn-api"  # the service name on the model-API dashboard
 THRESHOLD = 0.5  # score at or above which the outcome is "churn"
@@ -61,6 +64,7 @@ def create_app(client: pipeline_sdk.Client, version: str = "1") -> MLObsMiddlewa
         score = model.score(features)
         outcome = "churn" if score >= THRESHOLD else "stay"
         recorder.log_prediction(name, version=version, score=score, outcome=outcome)
+        recorder.log_features(name, version, dict(zip(FEATURES, features, strict=True)))
         return JSONResponse({"model": name, "version": version, "score": round(score, 6), "outcome": outcome})
 
     async def healthz(request: Request) -> JSONResponse:

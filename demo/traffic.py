@@ -8,12 +8,18 @@ model (404), 2 % send a body that is not JSON (400) and 2 % go to a path no rout
 serves (404, counted under the handler ``none``).  It prints its progress and a
 summary by status, and exits 1 if any request failed to connect, timed out or got
 a 5xx.
+
+``--shift FEATURE=SIGMAS`` moves one feature of every request by that many standard
+deviations of the training data (``tenure_months=2``: two years more tenure), so that
+a drift monitor finds it; a value the shift takes below 0 is sent as 0, as the API
+refuses negative features.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import threading
@@ -25,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ._cli import positive_float, positive_int
-from .data import FEATURES, SERVED
+from .data import FEATURES, SERVED, training_std
 
 # The bad requests, by kind: the share of all requests, and the status the API answers.
 BAD = {
@@ -52,8 +58,39 @@ class Request:
         return BROKEN_JSON if self.kind == "bad-json" else json.dumps(self.body).encode()
 
 
-def plan(requests: int, users: int, seed: int) -> list[Request]:
-    """The requests to send, the same for the same seed."""
+@dataclass(frozen=True)
+class Shift:
+    """Move ``feature`` by ``sigmas`` standard deviations of the training data."""
+
+    feature: str
+    sigmas: float
+
+    def apply(self, body: dict[str, float]) -> None:
+        if self.feature in body:
+            moved = body[self.feature] + self.sigmas * training_std()[self.feature]
+            body[self.feature] = max(0.0, round(moved, 2))
+
+
+def shift_arg(text: str) -> Shift:
+    """``FEATURE=SIGMAS`` of --shift: a feature of the model and a finite number."""
+    feature, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be FEATURE=SIGMAS, e.g. tenure_months=2")
+    if feature not in FEATURES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is invalid: unknown feature {feature!r}; one of {', '.join(FEATURES)}"
+        )
+    try:
+        sigmas = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: {value!r} is not a number") from None
+    if not math.isfinite(sigmas):
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: {value!r} is not a finite number")
+    return Shift(feature, sigmas)
+
+
+def plan(requests: int, users: int, seed: int, shift: Shift | None = None) -> list[Request]:
+    """The requests to send, the same for the same seed (and ``shift``, the same draws moved)."""
     rng = random.Random(seed)
     served = sorted(SERVED)
     out: list[Request] = []
@@ -63,6 +100,8 @@ def plan(requests: int, users: int, seed: int) -> list[Request]:
             "monthly_charges": round(rng.uniform(20, 120), 2),
             "support_calls": float(rng.randint(0, 6)),
         }
+        if shift is not None:
+            shift.apply(body)
         draw, kind = rng.random(), "good"
         for bad, (share, _) in BAD.items():
             if draw < share:
@@ -124,6 +163,12 @@ def parser() -> argparse.ArgumentParser:
         default=120.0,
         help="seconds to wait for /healthz (default 120)",
     )
+    p.add_argument(
+        "--shift",
+        type=shift_arg,
+        metavar="FEATURE=SIGMAS",
+        help="move FEATURE by SIGMAS standard deviations of the training data (e.g. tenure_months=2)",
+    )
     return p
 
 
@@ -135,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         cli.error(f"--url {args.url!r} is invalid: must start with http:// or https://")
 
     wait_ready(url, args.ready_timeout)
-    requests = plan(args.requests, args.users, args.seed)
+    requests = plan(args.requests, args.users, args.seed, args.shift)
+    if args.shift is not None:
+        print(f"traffic: {args.shift.feature} moved by {args.shift.sigmas:g} standard deviations", flush=True)
     outcomes: Counter[str] = Counter()
     lock = threading.Lock()
     step = max(1, len(requests) // 10)

@@ -2,7 +2,9 @@
 
 It records what Craft AI's and omega-ml's run tracking show: the parameters, the
 input dataset and its source, loss and accuracy per epoch (list metrics), the final
-accuracy and loss (simple metrics), the trained model as an output and, written to
+accuracy and loss (simple metrics), a baseline profile of the training features
+(``log_profile("train", ...)``, what a drift monitor compares serving data with), the
+trained model as an output and, written to
 ``--model-dir``, as an artifact (hashed; in the local store also copied), a log line
 per epoch, and what the process used, sampled every ``--system-interval`` seconds.
 ``--fail`` sets a learning rate that makes training diverge: the step raises
@@ -24,7 +26,7 @@ from pipeline_sdk.config import home_dir
 from pipeline_sdk.system import MIN_INTERVAL
 
 from ._cli import identity, positive_float, positive_int, setup_logging
-from .data import FEATURES, Model, make_dataset
+from .data import BASELINE, FEATURES, TRAIN_ROWS, TRAIN_SEED, TRAIN_SHARE, Model, columns, make_dataset
 
 log = logging.getLogger("demo.train")
 
@@ -57,8 +59,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demo.train", description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=positive_int, default=5, help="passes over the data (default 5)")
     p.add_argument("--lr", type=positive_float, default=0.5, help="learning rate (default 0.5)")
-    p.add_argument("--rows", type=positive_int, default=2000, help="customers in the dataset (default 2000)")
-    p.add_argument("--seed", type=int, default=7, help="dataset seed (default 7)")
+    p.add_argument(
+        "--rows",
+        type=positive_int,
+        default=TRAIN_ROWS,
+        help=f"customers in the dataset (default {TRAIN_ROWS})",
+    )
+    p.add_argument("--seed", type=int, default=TRAIN_SEED, help=f"dataset seed (default {TRAIN_SEED})")
     p.add_argument(
         "--sleep",
         type=seconds,
@@ -97,12 +104,13 @@ def train(args: argparse.Namespace) -> Model:
     with pipeline_sdk.run(pipeline=pipeline, step=step, params=params, system_interval=interval) as run:
         log.info("run %s of %s/%s: %s", run.run_id, pipeline, step, run.client.describe())
         xs, ys = make_dataset(args.rows, args.seed)
-        split = int(len(xs) * 0.8)
+        split = int(len(xs) * TRAIN_SHARE)
         run.log_input(
             "dataset",
             {"rows": len(xs), "features": list(FEATURES), "churn_rate": round(sum(ys) / len(ys), 4)},
             source=f"synthetic://churn?seed={args.seed}&rows={args.rows}",
         )
+        run.log_profile(BASELINE, columns(xs[:split]))  # the baseline of the drift monitor
         model = Model.zeros()
         first_loss = None
         for epoch in range(args.epochs):

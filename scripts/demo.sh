@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# make demo: run the demo pipeline steps as Kubernetes Jobs (one succeeds, one fails with an
-# exception, one is OOM-killed) and send traffic to the demo model API.
+# make demo: run the demo pipeline steps as Kubernetes Jobs (one succeeds and logs a baseline
+# profile of its training features, one fails with an exception, one is OOM-killed), send traffic
+# with one feature shifted to the demo model API, and run a drift monitor that finds the shift
+# (its report goes to the Pushgateway, and MLModelDriftDetected emails it).
 #
 # The Jobs are rendered with the values of the deployed release (its image tags, as make up set
 # them), and created, never applied: each run has a fresh random suffix, and a name that exists
@@ -31,11 +33,16 @@ kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" wait --for=condition=
   "job/demo-train-$suffix" "job/demo-traffic-$suffix"
 kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" wait --for=condition=failed --timeout="$WAIT_TIMEOUT" \
   "job/demo-diverge-$suffix" "job/demo-oom-$suffix"
+echo "==> waiting for the drift monitor run (it checks the shifted traffic once its profiles are stored)"
+kubectl --context "$KUBE_CONTEXT" --namespace "$NAMESPACE" wait --for=condition=complete --timeout="$WAIT_TIMEOUT" \
+  "job/demo-drift-$suffix"
 
 grafana=$(url_of grafana)
 cat <<MSG
 ==> done.  Look at:
     Grafana  $grafana/d/mlobs-pipeline-runs   (runs, failures by reason)
              $grafana/d/mlobs-run-view/?var-pipeline=demo-train&var-step=fit&var-run_id=demo-train-$suffix
-    Mailpit  $(url_of mailpit)   (the failure emails of demo-diverge and demo-oom)
+             $grafana/d/mlobs-model-drift/?var-model=churn-logreg&var-version=1   (the shifted tenure_months)
+    Mailpit  $(url_of mailpit)   (the failure emails of demo-diverge and demo-oom, and the drift email)
+    The monitor's report: kubectl --context $KUBE_CONTEXT --namespace $NAMESPACE logs job/demo-drift-$suffix
 MSG

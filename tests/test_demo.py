@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from demo import model_api, oom, traffic, train
+from demo import model_api, monitor, oom, traffic, train
 from demo.data import FEATURES, SERVED, Model, features_of, make_dataset
 from pipeline_sdk import contract as c
 from pipeline_sdk.local_store import LocalStore, Point
@@ -36,7 +36,13 @@ from pipeline_sdk.local_store import LocalStore, Point
 from .conftest import ROOT, ForwardServerProcess, wait_for
 from .test_chart import objects
 
-DEMO_MODULES = {"demo.train": train, "demo.oom": oom, "demo.model_api": model_api, "demo.traffic": traffic}
+DEMO_MODULES = {
+    "demo.train": train,
+    "demo.oom": oom,
+    "demo.model_api": model_api,
+    "demo.traffic": traffic,
+    "demo.monitor": monitor,
+}
 
 
 def demo_env(home: Path, server: ForwardServerProcess | None, **extra: str) -> dict[str, str]:
@@ -525,7 +531,8 @@ def test_the_demo_image_is_pinned_non_root_and_copies_the_demo() -> None:
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base), base
     assert re.findall(r"^USER (\S+)$", text, re.MULTILINE)[-1] == "65532:65532"
     assert "COPY demo ./demo" in text
-    assert "-c constraints.txt '.[demo]'" in text
+    # the model API's server, the drift profiles and the monitors' InfluxDB reads (pyproject's extras)
+    assert "-c constraints.txt '.[demo,drift,influxdb]'" in text
 
 
 def dockerignore_admits(path: str) -> bool:
