@@ -18,7 +18,14 @@ Checked, each by a checker that is also shown failing:
   - the Thanos example: a sidecar with its object storage read from an existing Secret, the
     discovery Service for Thanos Query, and no credential in the example or in the render;
   - the alerting rules put no per-replica value into an alert's labels, so the two replicas'
-    copies of an alert are equal once the operator drops the replica label.
+    copies of an alert are equal once the operator drops the replica label;
+  - live: two real Prometheus replicas load the chart's rules and each send their copy of a firing
+    alert to a real Alertmanager, which holds one alert; without the operator's labeldrop it holds
+    two, told apart by the replica label alone.  The operator cannot run here, so the two
+    Prometheus configurations carry the parts of its configuration this rests on (external
+    labels, alert relabeling), as prometheus-operator v0.93 writes them.
+
+Cohesive over 400 lines: one subject, the HA install, with the render and the checkers it needs.
 """
 
 from __future__ import annotations
@@ -28,18 +35,24 @@ import copy
 import subprocess
 import sys
 import tempfile
+import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import helm_python
 import jsonschema  # type: ignore[import-untyped]  # kubernetes-validate's own dependency
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.test_network_policies import RENDER_TOOL, UMBRELLA, UPSTREAM_CHARTS, pods_of, selects
+from pipeline_sdk import contract as c
+from tests.conftest import ROOT, wait_for
+from tests.support.live_stack import Service, alertmanager, have_binaries, prometheus
+from tests.test_network_policies import CORE, RENDER_TOOL, UMBRELLA, UPSTREAM_CHARTS, pods_of, selects
 
 RELEASE = NAMESPACE = "mlobs"
 PRODUCTION = "ci/02-production-values.yaml"
@@ -412,3 +425,154 @@ def test_per_replica_values_in_a_rule_are_reported() -> None:
         f"{rule['alert']}: label {REPLICA_LABEL}='a'",
         f"{rule['alert']}: annotation summary names an external label",
     ]
+
+
+# ---- live: two real Prometheus, one real Alertmanager -----------------------------------------------------
+
+OPERATOR_ALERT_RELABEL = [{"action": "labeldrop", "regex": REPLICA_LABEL}]  # what the operator writes
+
+
+class ErroringFluentd:
+    """A /metrics endpoint standing in for Fluentd's: its InfluxDB output's error counter grows per scrape."""
+
+    def __init__(self) -> None:
+        self.errors = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.errors += 1
+                name = c.PROM_FLUENTD_OUTPUT_ERRORS
+                body = (
+                    f"# TYPE {name} counter\n"
+                    f'{name}{{plugin_id="out_influxdb",type="influxdb2"}} {outer.errors}\n'
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.target = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def chart_rule_files(tmp: Path) -> list[str]:
+    """mlobs-core's PrometheusRules (Helm's engine, from alerting/), evaluated every second."""
+    out = helm_python.Chart.load(CORE).render({}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    files = []
+    for doc in (d for text in out.values() for d in yaml.safe_load_all(text) if d):
+        if doc["kind"] == "PrometheusRule":
+            groups = [{**g, "interval": "1s"} for g in doc["spec"]["groups"]]
+            path = tmp / f"{doc['metadata']['name']}.yaml"
+            path.write_text(yaml.safe_dump({"groups": groups}))
+            files.append(str(path))
+    assert len(files) == len(list((ROOT / "alerting").glob("*-rules.yaml")))
+    return files
+
+
+def replica_config(
+    workdir: Path, ordinal: int, *, drop: bool, am_port: int, fluentd: str, rules: list[str]
+) -> Path:
+    """The parts of the operator's Prometheus configuration that HA alerting rests on.
+
+    External labels prometheus=<namespace>/<name> and prometheus_replica=<pod name>, and, unless
+    ``drop`` is False, the labeldrop of the replica label from alerts (prometheus-operator v0.93).
+    The Fluentd target carries the namespace and pod labels the ServiceMonitor's relabeling adds.
+    """
+    pod = f"prometheus-{RELEASE}-prometheus-{ordinal}"
+    alerting: dict[str, Any] = {
+        "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}],
+    }
+    if drop:
+        alerting["alert_relabel_configs"] = OPERATOR_ALERT_RELABEL
+    config = {
+        "global": {
+            "scrape_interval": "1s",
+            "evaluation_interval": "1s",
+            "external_labels": {"prometheus": f"{NAMESPACE}/{RELEASE}-prometheus", REPLICA_LABEL: pod},
+        },
+        "rule_files": rules,
+        "alerting": alerting,
+        "scrape_configs": [
+            {
+                "job_name": c.PROM_JOB_FLUENTD,
+                "static_configs": [
+                    {"targets": [fluentd], "labels": {"namespace": NAMESPACE, "pod": f"{RELEASE}-fluentd-0"}}
+                ],
+            }
+        ],
+    }
+    workdir.mkdir()
+    path = workdir / "prometheus.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def counted(service: Service, metric: str) -> float:
+    """The sum of a counter's series on a server's own /metrics."""
+    with urllib.request.urlopen(service.url + "/metrics", timeout=10) as resp:
+        lines = resp.read().decode().splitlines()
+    return sum(float(line.split()[-1]) for line in lines if line.startswith((metric + " ", metric + "{")))
+
+
+@pytest.mark.skipif(
+    not have_binaries(), reason="Prometheus/Alertmanager not installed: `make test` installs them"
+)
+@pytest.mark.parametrize("drop", [True, False], ids=["replica-label-dropped", "replica-label-kept"])
+def test_two_prometheus_replicas_make_one_alert_in_alertmanager(tmp_path: Path, drop: bool) -> None:
+    am_config = tmp_path / "alertmanager.yaml"
+    am_config.write_text(yaml.safe_dump({"route": {"receiver": "none"}, "receivers": [{"name": "none"}]}))
+    fluentd, services = ErroringFluentd(), []
+    try:
+        am = alertmanager(am_config, tmp_path)
+        services.append(am)
+        rules = chart_rule_files(tmp_path)
+        for i in (0, 1):
+            workdir = tmp_path / f"replica-{i}"
+            config = replica_config(
+                workdir, i, drop=drop, am_port=am.port, fluentd=fluentd.target, rules=rules
+            )
+            services.append(prometheus(config, config.parent))
+        replicas = services[1:]
+        wait_for(
+            lambda: all(counted(p, "prometheus_notifications_sent_total") >= 1 for p in replicas),
+            30,
+            "both replicas to send the alert",
+        )
+        assert counted(am, "alertmanager_alerts_received_total") >= 2  # a copy from each
+
+        def firing() -> list[dict[str, Any]]:
+            alerts: list[dict[str, Any]] = am.get_json("/api/v2/alerts")
+            return sorted((a["labels"] for a in alerts), key=lambda labels: labels.get(REPLICA_LABEL, ""))
+
+        expected = {
+            "alertname": "FluentdOutputErrors",
+            "namespace": NAMESPACE,
+            "pod": f"{RELEASE}-fluentd-0",
+            "plugin_id": "out_influxdb",
+            "prometheus": f"{NAMESPACE}/{RELEASE}-prometheus",
+            "severity": "warning",
+            "stack": "mlobs",
+        }
+        if drop:
+            assert firing() == [expected]
+        else:  # one copy per replica, told apart by the replica label alone: two notifications
+            wait_for(lambda: len(firing()) == 2, 10, "both copies in Alertmanager")
+            assert firing() == [
+                expected | {REPLICA_LABEL: f"prometheus-{RELEASE}-prometheus-{i}"} for i in (0, 1)
+            ]
+    finally:
+        for service in services:
+            service.stop()
+        fluentd.close()
