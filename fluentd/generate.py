@@ -1,7 +1,7 @@
-"""Write the routes of ``fluentd/fluent.conf`` from ``pipeline_sdk/contract.py``'s STREAMS.
+"""Write the generated parts of ``fluentd/fluent.conf`` and ``fluentd/forwarder.conf``.
 
-    python -m fluentd.generate          # rewrite the generated part (make generate)
-    python -m fluentd.generate --check  # fail if it differs from what the contract gives
+    python -m fluentd.generate          # rewrite the generated parts (make generate)
+    python -m fluentd.generate --check  # fail if one differs from what the contract gives
 
 ``fluent.conf`` has two parts.  Everything above the line ``HEADER`` is written by hand: the
 system settings, the inputs, Fluentd's own metrics and the time filter.  From that line to the
@@ -9,6 +9,10 @@ end the file is this module's output: one ``<match>`` per stream of ``contract.S
 contract's order, each writing the stream's measurement with its tag keys and field keys
 through the influxdb2 output on a file buffer of its own, then the catch-all for unknown tags.
 A new stream in the contract is a new route after ``make generate``, and nothing else.
+The log stream's route also takes ``mlobs.log.**``: the lines the node forwarders tail.
+
+``forwarder.conf`` (the node forwarders) has the same two parts; ``fluentd/forwarder.py`` writes
+its generated part.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fluentd import forwarder
 from pipeline_sdk import contract as c
 
 HERE = Path(__file__).resolve().parent
 CONF = HERE / "fluent.conf"
+FORWARDER_CONF = HERE / "forwarder.conf"
 HEADER = "# ---- generated from pipeline_sdk/contract.py by `make generate`; do not edit below this line ----"
 
 TIME_KEY = "_mlobs_time_ns"  # the record key the head's time filter sets and every route reads
@@ -69,7 +75,8 @@ def route(stream: c.Stream) -> str:
     """The ``<match>`` block of one stream."""
     env = {key: _env(variable) for key, variable in INFLUXDB_VARIABLES.items()}
     https = f"\"#{{ENV.fetch('{INFLUXDB_VARIABLES['url']}').start_with?('https://')}}\""
-    return f"""<match {stream.tag}>
+    pattern = f"{stream.tag} {forwarder.TAILED}" if stream is c.LOG else stream.tag
+    return f"""<match {pattern}>
   @type influxdb2
   @id influxdb_{stream.measurement}
   url {env["url"]}
@@ -131,35 +138,49 @@ def split(text: str) -> tuple[str, str]:
     return "".join(lines[: at[0]]), "".join(lines[at[0] :])
 
 
-def render(text: str) -> str:
-    """``text`` with its generated part written afresh from the contract."""
+def render(text: str, part: Callable[[], str] | None = None) -> str:
+    """``text`` with its generated part (``part()``, by default the routes) written afresh."""
     head, _ = split(text)
-    return head + generated()
+    return head + (part or generated)()
+
+
+def forwarder_generated() -> str:
+    """The generated part of forwarder.conf: the header line and fluentd/forwarder.py's output."""
+    return HEADER + "\n" + forwarder.generated()
+
+
+CONFIGS: dict[Path, Callable[[], str]] = {CONF: generated, FORWARDER_CONF: forwarder_generated}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--check", action="store_true", help="fail if fluent.conf differs instead")
+    parser.add_argument("--check", action="store_true", help="fail if a file differs instead")
     args = parser.parse_args(argv)
-    text = CONF.read_text()
-    try:
-        expected = render(text)
-    except ValueError as exc:
-        sys.stderr.write(f"{CONF}: {exc}\n")
-        return 1
-    if args.check:
+    failed = 0
+    for path, part in CONFIGS.items():
+        text = path.read_text()
+        try:
+            expected = render(text, part)
+        except ValueError as exc:
+            sys.stderr.write(f"{path}: {exc}\n")
+            failed = 1
+            continue
+        if args.check:
+            if text != expected:
+                what = "its generated part differs from pipeline_sdk/contract.py"
+                sys.stderr.write(f"{path.name}: {what}; run `make generate`\n")
+                failed = 1
+            continue
         if text != expected:
-            sys.stderr.write(
-                f"{CONF.name}: its routes differ from pipeline_sdk/contract.py; run `make generate`\n"
-            )
-            return 1
-        return 0
-    if text != expected:
-        CONF.write_text(expected)
-    sys.stdout.write(f"fluentd: {len(c.STREAMS)} routes generated in {CONF.relative_to(HERE.parent)}\n")
-    return 0
+            path.write_text(expected)
+    if not args.check and not failed:
+        sys.stdout.write(
+            f"fluentd: {len(c.STREAMS)} routes in {CONF.relative_to(HERE.parent)}, "
+            f"the forwarder's pipeline in {FORWARDER_CONF.relative_to(HERE.parent)}\n"
+        )
+    return failed
 
 
 if __name__ == "__main__":

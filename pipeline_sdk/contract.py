@@ -537,3 +537,12 @@ DEFAULT_SYSTEM_INTERVAL: Final = 10.0  # MLOBS_SYSTEM_INTERVAL's default (MLflow
 DEFAULT_PROFILE_INTERVAL: Final = 60.0  # MLOBS_PROFILE_INTERVAL's default
 DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 TERMINATION_MESSAGE_MAX_BYTES: Final = 4096  # the kubelet keeps at most this much of one container's message
+
+# --------------------------------------------------------------------------
+# What a step's containers print: the node forwarder (fluentd/forwarder.conf) tails it into LOG
+# --------------------------------------------------------------------------
+
+LOG_SOURCE_STDOUT: Final = "stdout"  # a tailed record's source and FIELD_LOGGER: the container's stdout
+LOG_SOURCE_STDERR: Final = "stderr"  # a tailed record's source and FIELD_LOGGER: the container's stderr
+EXTRA_SOURCE_KEY: Final = "source"  # in a tailed log record's extra JSON: LOG_SOURCE_STDOUT or _STDERR
+EXTRA_CONTAINER_KEY: Final = "container"  # in a tailed log record's extra JSON: the container printing it

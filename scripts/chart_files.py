@@ -4,7 +4,7 @@
     python scripts/chart_files.py --check  # fail if a copy differs from what its source gives
 
 Sources: dashboards/json/*.json, alerting/*-rules.yaml, alerting/alertmanager.yaml,
-alerting/templates/*.tmpl and fluentd/fluent.conf.  Each copy is its source under a header
+alerting/templates/*.tmpl, fluentd/fluent.conf and fluentd/forwarder.conf.  Each copy is its source under a header
 saying where it comes from (and, for a rule file, where its tests are), in the comment syntax
 of its format: ``#`` for YAML and fluent.conf, ``{{/* */}}`` for Alertmanager's Go templates.
 A dashboard is copied byte for byte: JSON has no comment, and each dashboard already carries a
@@ -25,7 +25,7 @@ SOURCES = {
     "dashboards": sorted((ROOT / "dashboards" / "json").glob("*.json")),
     "alerting": [*sorted(ALERTING.glob("*-rules.yaml")), ALERTING / "alertmanager.yaml"],
     "alertmanager-templates": sorted((ALERTING / "templates").glob("*.tmpl")),
-    "fluentd": [ROOT / "fluentd" / "fluent.conf"],
+    "fluentd": [ROOT / "fluentd" / "fluent.conf", ROOT / "fluentd" / "forwarder.conf"],
 }
 COMMENT = {  # suffix -> how a line comment is written in that format
     ".yaml": "# {}\n",

@@ -221,7 +221,9 @@ def test_the_routes_are_the_generators_output() -> None:
 def test_the_routes_are_the_contracts_streams_in_file_order() -> None:
     conf = parse(generate.generated())
     routes = conf.all("match")
-    assert [m.arg for m in routes] == [s.tag for s in c.STREAMS] + ["**"]
+    assert [m.arg for m in routes] == [
+        f"{s.tag} {c.LOG.tag}.**" if s is c.LOG else s.tag for s in c.STREAMS
+    ] + ["**"]  # the log route also takes the lines the node forwarders tail (mlobs.log.<file>)
     for stream, route in zip(c.STREAMS, routes, strict=False):
         p = route.params
         assert (p["measurement"], p["@id"]) == (stream.measurement, f"influxdb_{stream.measurement}")
@@ -444,7 +446,13 @@ def test_the_parser_refuses_what_fluentd_refuses(text: str, error: str) -> None:
 # ---- the image -----------------------------------------------------------------------------------------
 
 
-PLUGINS = ("fluent-plugin-influxdb-v2", "fluent-plugin-prometheus")
+PLUGINS = (
+    "fluent-plugin-influxdb-v2",
+    "fluent-plugin-prometheus",
+    "fluent-plugin-concat",
+    "fluent-plugin-kubernetes_metadata_filter",
+)
+CONFIGS = ("fluent.conf", "forwarder.conf")  # both baked in, both dry-run
 
 
 def dockerfile_problems(text: str) -> list[str]:
@@ -477,8 +485,11 @@ def dockerfile_problems(text: str) -> list[str]:
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     if not users or users[-1].split(":")[0] in ("0", "root"):
         found.append("the image runs as root")
-    if not re.search(r"^COPY\s+fluentd/fluent\.conf\s+/fluentd/etc/fluent\.conf\s*$", text, re.M):
-        found.append("fluent.conf is not copied to /fluentd/etc/fluent.conf")
+    for name in CONFIGS:
+        if not re.search(
+            rf"^COPY\s+fluentd/{re.escape(name)}\s+/fluentd/etc/{re.escape(name)}\s*$", text, re.M
+        ):
+            found.append(f"{name} is not copied to /fluentd/etc/{name}")
     return found
 
 
@@ -505,7 +516,13 @@ _PROMETHEUS, _INFLUXDB = "fluent-plugin-prometheus", "fluent-plugin-influxdb-v2"
         ),
         ("USER 999:999", "USER root", "runs as root"),
         ("USER 999:999", "", "runs as root"),
-        ("COPY fluentd/fluent.conf", "COPY fluentd/other.conf", "is not copied"),
+        ("COPY fluentd/fluent.conf", "COPY fluentd/other.conf", "fluent.conf is not copied"),
+        ("COPY fluentd/forwarder.conf", "COPY fluentd/other.conf", "forwarder.conf is not copied"),
+        (
+            "fluent-gem install --no-document --minimal-deps fluent-plugin-concat -v",
+            "fluent-gem install --no-document --minimal-deps fluent-plugin-cat -v",
+            "fluent-plugin-concat is not installed",
+        ),
     ],
 )
 def test_the_image_check_reports_a_broken_dockerfile(old: str, new: str, expected: str) -> None:
@@ -513,17 +530,31 @@ def test_the_image_check_reports_a_broken_dockerfile(old: str, new: str, expecte
     assert any(expected in p for p in dockerfile_problems(text)), dockerfile_problems(text)
 
 
-def test_the_image_bakes_in_the_checked_config() -> None:
-    text = DOCKERFILE.read_text()
-    assert "fluentd --dry-run -c /fluentd/etc/fluent.conf" in text
-    variables = set(re.findall(r"\b((?:INFLUXDB|MLOBS)_\w+)=", text))
-    assert variables == CONF_VARIABLES, "the dry run must set every variable fluent.conf fetches"
+def test_the_image_bakes_in_the_checked_configs() -> None:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    runs = {
+        name: re.search(rf"((?:\b\w+=\S+\s+)+)fluentd --dry-run -c /fluentd/etc/{name}\b", text)
+        for name in CONFIGS
+    }
+    for name, run in runs.items():
+        assert run is not None, f"{name} is not dry-run"
+    dry = {name: set(re.findall(r"\b(\w+)=", run[1])) for name, run in runs.items() if run}
+    forwarder_vars = set(re.findall(r"ENV\.fetch\('(\w+)'\)", generate.FORWARDER_CONF.read_text()))
+    assert forwarder_vars == {
+        c.ENV_FLUENTD_SHARED_KEY,
+        "MLOBS_AGGREGATOR_HOST",
+        "MLOBS_FORWARDER_BUFFER_LIMIT",
+    }
+    assert dry == {"fluent.conf": CONF_VARIABLES, "forwarder.conf": forwarder_vars}, (
+        "each dry run sets what its file fetches"
+    )
 
 
 def test_readme_points_at_the_pins_and_repeats_none() -> None:
     readme = (ROOT / "fluentd" / "README.md").read_text()
     assert "pinned once, in `fluentd/Dockerfile`" in readme
-    assert set(_GEMS) == {_PROMETHEUS, _INFLUXDB, "prometheus-client"}
+    assert {_PROMETHEUS, _INFLUXDB, "prometheus-client", *PLUGINS} <= set(_GEMS)
+    assert len(_GEMS) == 23, "every gem of the forwarders' Kubernetes client is pinned too"
     for version in [_BASE.rpartition(":")[2], *_GEMS.values()]:
         assert version.removeprefix("v") not in readme, f"fluentd/README.md repeats {version}"
 
