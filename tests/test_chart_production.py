@@ -46,12 +46,14 @@ from typing import Any
 
 import helm_python
 import jsonschema  # type: ignore[import-untyped]  # kubernetes-validate's own dependency
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
 from pipeline_sdk import contract as c
 from tests.conftest import ROOT, wait_for
 from tests.support.live_stack import Service, alertmanager, have_binaries, prometheus
+from tests.test_chart import KUBE_VERSIONS
 from tests.test_network_policies import CORE, RENDER_TOOL, UMBRELLA, UPSTREAM_CHARTS, pods_of, selects
 
 RELEASE = NAMESPACE = "mlobs"
@@ -59,6 +61,12 @@ PRODUCTION = "ci/02-production-values.yaml"
 THANOS = "examples/thanos-values.yaml"
 REPLICA_LABEL = "prometheus_replica"  # the operator's default, and what Thanos Query is told to dedup on
 CRDS = UPSTREAM_CHARTS / "kube-prometheus-stack" / "charts" / "crds" / "crds"
+CRD_FILES = {  # the operator's kinds the umbrella renders, and their CRD files (crd-<plural>.yaml)
+    "Prometheus": "prometheuses",
+    "Alertmanager": "alertmanagers",
+    "ServiceMonitor": "servicemonitors",
+    "PrometheusRule": "prometheusrules",
+}
 HA_KEYS = (  # kube-prometheus-stack's keys the production values set for HA
     "prometheus.prometheusSpec.replicas",
     "prometheus.prometheusSpec.replicaExternalLabelName",
@@ -276,8 +284,7 @@ def strict(schema: Any) -> Any:
 
 @cache
 def crd_validator(kind: str) -> jsonschema.Draft202012Validator:
-    plural = {"Prometheus": "prometheuses", "Alertmanager": "alertmanagers"}[kind]
-    crd = yaml.safe_load((CRDS / f"crd-{plural}.yaml").read_text())
+    crd = yaml.safe_load((CRDS / f"crd-{CRD_FILES[kind]}.yaml").read_text())
     [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return jsonschema.Draft202012Validator(strict(version["schema"]["openAPIV3Schema"]))
 
@@ -295,6 +302,32 @@ def test_the_prometheus_and_alertmanager_crs_match_the_pinned_crds(files: tuple[
     crs = [*r.of("Prometheus"), *r.of("Alertmanager")]
     assert [d["kind"] for d in crs] == ["Prometheus", "Alertmanager"]
     assert [e for d in crs for e in cr_errors(d)] == []
+
+
+def test_every_object_of_the_thanos_and_production_render_validates() -> None:
+    """Built-in kinds strictly against the Kubernetes schemas the chart supports, the rest the CRDs."""
+    docs = render(PRODUCTION, THANOS).docs
+    builtin = [d for d in docs if d["kind"] not in CRD_FILES]
+    assert len(builtin) + sum(d["kind"] in CRD_FILES for d in docs) == len(docs)
+    for kube in KUBE_VERSIONS:
+        for doc in builtin:
+            kubernetes_validate.validate(doc, kube, strict=True)
+    assert [e for d in docs if d["kind"] in CRD_FILES for e in cr_errors(d)] == []
+    kinds = {d["kind"] for d in builtin}
+    assert {"PodDisruptionBudget", "StatefulSet", "Deployment", "DaemonSet", "Service"} <= kinds
+
+
+def test_a_rendered_object_with_an_unknown_field_is_refused() -> None:
+    docs = render(PRODUCTION, THANOS).docs
+    pdb = copy.deepcopy(next(d for d in docs if d["kind"] == "PodDisruptionBudget"))
+    pdb["spec"]["minAvaliable"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(pdb, KUBE_VERSIONS[0], strict=True)
+    monitor = copy.deepcopy(next(d for d in docs if d["kind"] == "ServiceMonitor"))
+    monitor["spec"]["endpoints"][0]["intervall"] = "15s"
+    assert cr_errors(monitor) == [
+        "ServiceMonitor spec.endpoints.0: Additional properties are not allowed ('intervall' was unexpected)"
+    ]
 
 
 def test_a_misspelt_thanos_key_passes_check_keys_but_not_the_crd() -> None:
