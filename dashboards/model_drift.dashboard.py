@@ -1,6 +1,9 @@
 """Model drift: has what my model sees moved away from what it was trained on?  The drift
 statistic of each feature over time against its threshold, the share of drifted features, when
-each monitor last ran, and the monitors' runs as InfluxDB recorded them (pipeline ``drift``)."""
+each monitor last ran, a feature's baseline and current distribution (the quantiles a capture
+records), and the monitors' runs as InfluxDB recorded them (pipeline ``drift``)."""
+
+import re
 
 from dashboards.builders import (
     NEUTRAL,
@@ -11,14 +14,14 @@ from dashboards.builders import (
     prom_variable,
     stat,
     timeseries,
+    trend,
 )
 from dashboards.builders import (
     dashboard as make_dashboard,
 )
-from dashboards.flux import DashboardFlux, select
+from dashboards.flux import DashboardFlux, Var, select
 from pipeline_sdk import contract as c
 
-DRIFT_PIPELINE = "drift"  # the pipeline of every drift monitor's runs (pipeline_sdk.drift.monitor.PIPELINE)
 M, V, F = c.PROM_LABEL_MODEL, c.PROM_LABEL_VERSION, c.PROM_LABEL_FEATURE
 SEL = f'{M}=~"$model", {V}=~"$version"'
 FEATURES = f'{SEL}, {F}=~"$feature"'
@@ -28,9 +31,28 @@ layout = Layout()
 def drift_metric(name: str) -> DashboardFlux:
     """The value of the metric ``name`` of every drift monitor's runs, one series per monitor."""
     return (
-        select(c.METRIC, fields=[c.FIELD_VALUE], equal={c.TAG_PIPELINE: DRIFT_PIPELINE, c.TAG_NAME: name})
+        select(c.METRIC, fields=[c.FIELD_VALUE], equal={c.TAG_PIPELINE: c.DRIFT_PIPELINE, c.TAG_NAME: name})
         .group(c.TAG_STEP)
         .then('sort(columns: ["_time"])')
+    )
+
+
+def quantiles(series: str) -> DashboardFlux:
+    """The chosen features' quantile curve ``series`` at the last capture of each monitor."""
+    name = Var("feature", suffix=series)
+    return (
+        select(
+            c.LIST_METRIC,
+            fields=[c.FIELD_VALUE, c.FIELD_INDEX],
+            equal={c.TAG_PIPELINE: c.DRIFT_PIPELINE, c.TAG_NAME: name},
+        )
+        .pivot_fields()
+        .group(c.TAG_STEP, c.TAG_NAME, c.FIELD_INDEX)
+        .sort("_time")
+        .then("tail(n: 1)")  # each percent's value at the last capture in the time range
+        .group(c.TAG_STEP, c.TAG_NAME)
+        .keep(c.TAG_STEP, c.TAG_NAME, c.FIELD_INDEX, c.FIELD_VALUE)
+        .sort(c.FIELD_INDEX)
     )
 
 
@@ -95,6 +117,19 @@ panels = [
         ],
         description="Share of the compared features that drifted, per model and version.",
         unit="percentunit",
+    ),
+    trend(
+        layout,
+        "Baseline and current distribution",
+        [
+            FluxTarget(quantiles(c.DRIFT_QUANTILE_SERIES[0])),
+            FluxTarget(quantiles(c.DRIFT_QUANTILE_SERIES[1]), ref_id="B"),
+        ],
+        x_field=c.FIELD_INDEX,
+        description="The chosen features' quantiles at the last capture of each monitor (pipeline drift, "
+        "from InfluxDB): the value (y) below which a percent (x) of the rows lie, in the baseline "
+        "(dashed) and in the current window. Curves apart are a distribution that moved.",
+        dashed=f"{re.escape(c.DRIFT_QUANTILE_SERIES[0])}",
     ),
     timeseries(
         layout,

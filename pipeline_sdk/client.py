@@ -72,14 +72,21 @@ class Client:
         return ActiveRun(self, pipeline, step, run_id, attempt)
 
     def service(
-        self, name: str, *, salt: str | bytes | None = None, key: str | bytes | None = None
+        self,
+        name: str,
+        *,
+        salt: str | bytes | None = None,
+        key: str | bytes | None = None,
+        profile_interval: float | None = None,
     ) -> ServiceRecorder:
-        """A recorder of a long-running service (a model API): requests and predictions.
+        """A recorder of a long-running service (a model API): requests, predictions and features.
 
         User ids are stored as an HMAC keyed by ``key`` (default: ``MLOBS_USER_HASH_KEY``), salted
-        by ``salt`` (default: derived from ``name``); see :class:`ServiceRecorder`.
+        by ``salt`` (default: derived from ``name``); the features of ``log_features`` are flushed
+        as a profile every ``profile_interval`` seconds (default: ``MLOBS_PROFILE_INTERVAL``); see
+        :class:`ServiceRecorder`.
         """
-        return ServiceRecorder(self, name, salt=salt, key=key)
+        return ServiceRecorder(self, name, salt=salt, key=key, profile_interval=profile_interval)
 
     def stats(self) -> ShipperStats:
         """Counters: spooled, delivered, dropped (never silently), pending."""

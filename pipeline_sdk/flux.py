@@ -137,18 +137,31 @@ def range_ago(ns: int) -> str:
 # ---- Grafana variables ------------------------------------------------------------------------------
 
 
+_SUFFIX = re.compile(r"[A-Za-z0-9_.]*")
+
+
 @dataclass(frozen=True)
 class Var:
-    """A Grafana variable whose values come from the data: matched only as ``=~ /^${name:regex}$/``."""
+    """A Grafana variable whose values come from the data: matched only as ``=~ /^${name:regex}$/``.
+
+    ``suffix``, fixed letters, digits, ``_`` and ``.`` (matched literally), follows the value: a
+    metric named after a feature, ``/^${feature:regex}\\.baseline_quantiles$/``.
+    """
 
     name: str
+    suffix: str = ""
 
     def __post_init__(self) -> None:
         identifier(self.name, "Var.name")
+        if not _SUFFIX.fullmatch(self.suffix):
+            raise FluxError(
+                f"Var {self.name}: suffix={self.suffix!r} is invalid: only letters, digits, _ and . may follow"
+            )
 
     def matches(self, column: str) -> str:
         """The predicate ``r.<column>`` is one of the variable's values (one, several or All)."""
-        return f"r.{identifier(column, 'column')} =~ /^${{{self.name}:regex}}$/"
+        literal = self.suffix.replace(".", "\\.")
+        return f"r.{identifier(column, 'column')} =~ /^${{{self.name}:regex}}{literal}$/"
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,33 @@ def test_capture_records_a_run_and_pushes_the_gauges(shifted: Path, gateway: Ser
     assert re.search(rf"{c.PROM_DRIFT_LAST_RUN}\{{{group},version=\"1\"\}} \d", text)
 
 
+def test_capture_records_both_sides_quantiles_of_each_numeric_feature(
+    shifted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(c.ENV_PUSHGATEWAY_URL, raising=False)
+    monitor = Monitor(model="churn", baseline=("train-1", "train"), client=ReadClient(home=shifted))
+    with Client(home=tmp_path) as client:
+        monitor.capture(run_client=client)
+    runs = ReadClient(home=tmp_path)
+    [run] = runs.runs(pipeline=c.DRIFT_PIPELINE).to_list()
+    series: dict[str, list[tuple[int, float]]] = {}
+    for row in runs.list_metrics(run["run_id"]):
+        series.setdefault(row["name"], []).append((row["step"], row["value"]))
+    names = {f"{f}{side}" for f in ("age", "income") for side in c.DRIFT_QUANTILE_SERIES}
+    assert set(series) == names  # numbers only: "plan" is a category, it has frequencies, not quantiles
+    percents = list(c.DRIFT_QUANTILE_PERCENTS)
+    assert percents == list(range(0, 101, 5))
+    baseline, current = (dict(series[f"age{side}"]) for side in c.DRIFT_QUANTILE_SERIES)
+    assert sorted(baseline) == sorted(current) == percents
+    ages = [baseline[p] for p in percents]
+    assert ages == sorted(ages) and len(set(ages)) == len(ages)
+    assert baseline[50] == pytest.approx(40, abs=0.6) and current[50] == pytest.approx(
+        50, abs=0.6
+    )  # 1 sd older
+    assert baseline[0] == monitor.baseline.features["age"].min  # type: ignore[union-attr]
+    assert current[100] == monitor.current.features["age"].max  # type: ignore[union-attr]
+
+
 def test_a_push_that_fails_fails_the_run(shifted: Path, tmp_path: Path) -> None:
     monitor = Monitor(model="churn", baseline=("train-1", "train"), client=ReadClient(home=shifted))
     with Client(home=tmp_path) as client, pytest.raises(OSError):

@@ -21,7 +21,7 @@ from pipeline_sdk.drift.records import assemble, profile_records
 from pipeline_sdk.local_store import DB_NAME, LocalStore
 from pipeline_sdk.read import ReadClient
 from pipeline_sdk.read.influx import InfluxBackend
-from pipeline_sdk.read.profiles import ProfileNotFound
+from pipeline_sdk.read import ProfileNotFound
 from pipeline_sdk.service import ServiceRecorder
 from pipeline_sdk.testing.influx_fake import InfluxServer, serve_store
 from tests.conftest import wait_for
@@ -320,3 +320,10 @@ def test_the_interval_setting_and_argument() -> None:
             config.PROFILE_INTERVAL.get({c.ENV_PROFILE_INTERVAL: bad})
     with pytest.raises(ValueError, match=re.escape("profile_interval=0.0 is invalid")):
         ServiceRecorder.__new__(ServiceRecorder).__init__(None, "svc", profile_interval=0.0)  # type: ignore[misc]
+
+
+def test_a_clients_service_takes_the_profile_interval(tmp_path: Path) -> None:
+    with Client(home=tmp_path / "home") as client:
+        assert client.service("svc", key="k" * 32, profile_interval=5.0)._profile_interval == 5.0
+        with pytest.raises(ValueError, match=re.escape("profile_interval=-1.0 is invalid")):
+            client.service("svc", key="k" * 32, profile_interval=-1.0)

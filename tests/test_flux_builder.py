@@ -173,6 +173,15 @@ def test_text_escapes_its_fixed_parts_and_holds_choices() -> None:
 # ---- filters and queries -------------------------------------------------------------------------------
 
 
+def test_a_variable_with_a_fixed_suffix_matches_the_value_and_then_the_literal() -> None:
+    var = Var("feature", suffix=".baseline_quantiles")
+    assert var.matches("name") == r"r.name =~ /^${feature:regex}\.baseline_quantiles$/"
+    assert Var("f", suffix="_x9").matches("name") == r"r.name =~ /^${f:regex}_x9$/"
+    for bad in ("/x", "$x", ".a*", "a b", "[[x]]", "a\\b"):
+        with pytest.raises(FluxError, match=re.escape(f"Var feature: suffix={bad!r} is invalid")):
+            Var("feature", suffix=bad)
+
+
 def test_filters_of_values_variables_and_absent_tags() -> None:
     assert flux.equal_to("run_id", 'a"b') == 'r.run_id == "a\\"b"'
     assert flux.equal_to("attempt", "1", absent="1") == 'not exists r.attempt or r.attempt == "1"'

@@ -8,7 +8,10 @@
 :meth:`Monitor.capture` records the report as a run of pipeline ``drift``, step ``<monitor name>``:
 params ``model``, ``version``, ``baseline`` and ``window``; metrics ``<feature>.statistic``,
 ``<feature>.threshold`` and ``<feature>.drifted`` per feature, ``drifted_share`` and
-``dataset_drift``, so the run view and ``mlobs runs compare`` show drift over time.  It then pushes
+``dataset_drift``, so the run view and ``mlobs runs compare`` show drift over time; and for each
+numeric feature the list metrics ``<feature>.baseline_quantiles`` and ``<feature>.current_quantiles``
+(index: the percent, 0 to 100 by 5; the ends are the exact min and max), which the Model drift
+dashboard draws as the two distributions.  It then pushes
 the results to a Prometheus Pushgateway (``pushgateway=``, else ``MLOBS_PUSHGATEWAY_URL``; neither:
 no push) under job ``mlobs-drift`` grouped by model and version, so each push replaces the
 previous one: the contract's ``PROM_DRIFT_*`` gauges, which the drift alerts read.  A push that
@@ -25,15 +28,17 @@ from typing import TYPE_CHECKING, Any
 from .. import contract as c
 from ..config import PUSHGATEWAY_URL
 from ..durations import duration_ns
+from .features import NumericFeature
 from .profile import Profile
 from .report import DriftReport, Test, compare, default_test
 
 if TYPE_CHECKING:
     from ..client import Client
     from ..read import ReadClient
+    from ..recorder import ActiveRun
 
 DEFAULT_WINDOW = "1h"  # the serving window of snapshot() and compare() when none is given
-PIPELINE = "drift"  # the pipeline of every monitor's runs
+PIPELINE = c.DRIFT_PIPELINE  # the pipeline of every monitor's runs
 
 
 def parse_baseline(arg: str, value: object) -> tuple[str, str]:
@@ -164,9 +169,24 @@ class Monitor:
             metrics["drifted_share"] = report.drifted_share
             metrics["dataset_drift"] = float(report.dataset_drift)
             active.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})  # NaN: not stored
+            self._log_quantiles(active, report)
             if url is not None:
                 self.push(url, report)
         return report
+
+    def _log_quantiles(self, active: ActiveRun, report: DriftReport) -> None:
+        """Both sides' quantiles of each compared numeric feature, as list metrics (for the dashboard)."""
+        current = self.current if self.current is not None else self.snapshot()
+        inner = [p / 100 for p in c.DRIFT_QUANTILE_PERCENTS[1:-1]]
+        for feature in report.features:
+            sides = (self.baseline.features.get(feature), current.features.get(feature))
+            if not all(isinstance(side, NumericFeature) and side.values for side in sides):
+                continue
+            for series, side in zip(c.DRIFT_QUANTILE_SERIES, sides, strict=True):
+                assert isinstance(side, NumericFeature)
+                values = [side.min, *side.quantiles(inner), side.max]  # the ends exact, not from the sketch
+                for percent, value in zip(c.DRIFT_QUANTILE_PERCENTS, values, strict=True):
+                    active.log_metric(f"{feature}{series}", float(value), step=percent)
 
     def push(self, url: str, report: DriftReport) -> None:
         """Push ``report``'s gauges to the Pushgateway at ``url``, replacing this model/version's group."""

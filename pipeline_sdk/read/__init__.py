@@ -2,6 +2,7 @@
 
 from ..artifacts import ArtifactCorrupt, NotStored  # what restore_artifact raises
 from .client import LEVELS, ReadClient
+from .profiles import ProfileNotFound
 from .query import AGGREGATIONS, BackendUnavailable, ReadError, RunNotFound
 from .resources import ArtifactNotFound
 from .rows import Rows
@@ -18,6 +19,7 @@ __all__ = [
     "ArtifactNotFound",
     "BackendUnavailable",
     "NotStored",
+    "ProfileNotFound",
     "ReadClient",
     "ReadError",
     "Rows",
