@@ -80,11 +80,11 @@ def test_the_command_line_is_the_monitor_entry() -> None:
         "--since", "2h",
         "--features", "tenure_months,monthly_spend",
         "--threshold", "monthly_spend=0.15", "--threshold", "tenure_months=0.2",
-        "--capture", "--pushgateway", "http://mlobs-pushgateway:9091",
+        "--capture", "--schedule-seconds", "3600", "--pushgateway", "http://mlobs-pushgateway:9091",
     ]  # fmt: skip
     assert container(jobs["mlobs-monitor-nightly"])["command"] == [
         "mlobs", "drift", "check", "--model", "fraud", "--baseline", "fit-7:validation", "--since", "2d",
-        "--capture", "--pushgateway", "http://mlobs-pushgateway:9091",
+        "--capture", "--schedule-seconds", "86400", "--pushgateway", "http://mlobs-pushgateway:9091",
     ]  # fmt: skip
     other = cronjobs({**monitor(since="45m"), "pushgateway": {"url": "http://pgw.ops:9091"}})
     command = container(other["mlobs-monitor-churn"])["command"]
@@ -93,23 +93,27 @@ def test_the_command_line_is_the_monitor_entry() -> None:
 
 
 @pytest.mark.parametrize(
-    ("schedule", "since"),
+    ("schedule", "since", "seconds"),
     [
-        ("@hourly", "2h"),
-        ("@daily", "2d"),
-        ("@midnight", "2d"),
-        ("@weekly", "2w"),
-        ("* * * * *", "2m"),
-        ("*/15 * * * *", "30m"),
-        ("5 * * * *", "2h"),
-        ("0 */6 * * *", "12h"),
-        ("30 2 * * *", "2d"),
-        ("0 3 * * 1", "2w"),
+        ("@hourly", "2h", 3600),
+        ("@daily", "2d", 86400),
+        ("@midnight", "2d", 86400),
+        ("@weekly", "2w", 604800),
+        ("* * * * *", "2m", 60),
+        ("*/15 * * * *", "30m", 900),
+        ("5 * * * *", "2h", 3600),
+        ("0 */6 * * *", "12h", 21600),
+        ("30 2 * * *", "2d", 86400),
+        ("0 3 * * 1", "2w", 604800),
     ],
 )
-def test_the_window_is_twice_the_schedule(schedule: str, since: str) -> None:
+def test_the_window_is_twice_the_schedule(schedule: str, since: str, seconds: int) -> None:
+    """And the schedule is pushed, so MLDriftMonitorNotRunning waits twice it, not twice the window."""
     command = container(cronjobs(monitor(schedule=schedule))["mlobs-monitor-churn"])["command"]
     assert command[command.index("--since") + 1] == since
+    assert command[command.index("--schedule-seconds") + 1] == str(seconds)
+    given = container(cronjobs(monitor(schedule=schedule, since="3h"))["mlobs-monitor-churn"])["command"]
+    assert given[given.index("--schedule-seconds") + 1] == str(seconds)  # a window of its own: same schedule
 
 
 @pytest.mark.parametrize("schedule", ["0 9-17 * * *", "0 0 1 * *", "@monthly", "0,30 * * * *"])
@@ -119,6 +123,7 @@ def test_a_schedule_without_a_fixed_interval_asks_for_since(schedule: str) -> No
     assert schedule in str(error.value)
     command = container(cronjobs(monitor(schedule=schedule, since="1d"))["mlobs-monitor-churn"])["command"]
     assert command[command.index("--since") + 1] == "1d"
+    assert "--schedule-seconds" not in command  # no fixed interval: the monitor takes its window's length
 
 
 def test_the_job_is_a_run_of_pipeline_drift_with_the_sdk_environment() -> None:

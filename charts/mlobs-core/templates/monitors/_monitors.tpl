@@ -1,29 +1,48 @@
 {{/*
+mlobs-core.monitorInterval: the seconds between two runs of a drift monitor's schedule, or nothing
+when the schedule has no fixed interval (a list, a range, a day of the month) (.monitor).
+Why: the window (twice it) and the schedule the monitor pushes (MLDriftMonitorNotRunning fires at
+twice it) come from one reading of the schedule.
+*/}}
+{{- define "mlobs-core.monitorInterval" -}}
+{{- $s := .monitor.schedule | trim -}}
+{{- $f := splitList " " ($s | replace "\t" " " | regexReplaceAll " +" " ") -}}
+{{- $num := "^[0-9]+$" -}}
+{{- $every := "^\\*/[0-9]+$" -}}
+{{- if eq $s "@hourly" -}}3600
+{{- else if or (eq $s "@daily") (eq $s "@midnight") -}}86400
+{{- else if eq $s "@weekly" -}}604800
+{{- else if and (eq (len $f) 5) (eq (index $f 2) "*") (eq (index $f 3) "*") -}}
+{{- $min := index $f 0 -}}{{- $hour := index $f 1 -}}{{- $dow := index $f 4 -}}
+{{- if and (eq $min "*") (eq $hour "*") (eq $dow "*") -}}60
+{{- else if and (regexMatch $every $min) (eq $hour "*") (eq $dow "*") -}}{{ mul 60 (trimPrefix "*/" $min | atoi) }}
+{{- else if and (regexMatch $num $min) (eq $hour "*") (eq $dow "*") -}}3600
+{{- else if and (regexMatch $num $min) (regexMatch $every $hour) (eq $dow "*") -}}{{ mul 3600 (trimPrefix "*/" $hour | atoi) }}
+{{- else if and (regexMatch $num $min) (regexMatch $num $hour) (eq $dow "*") -}}86400
+{{- else if and (regexMatch $num $min) (regexMatch $num $hour) (regexMatch $num $dow) -}}604800
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 mlobs-core.monitorSince: the window a drift monitor compares, as an SDK duration: its `since`
 value, else twice the interval of its schedule (.monitor, .index for the error).
 Why: a run that starts late, or a schedule slot that is skipped, must not leave traffic that no
-window covers; a schedule with no fixed interval (a list, a range) cannot be doubled, and says so.
+window covers; a schedule with no fixed interval cannot be doubled, and says so.
 */}}
 {{- define "mlobs-core.monitorSince" -}}
 {{- $m := .monitor -}}
-{{- $s := $m.schedule | trim -}}
-{{- $f := splitList " " ($s | replace "\t" " " | regexReplaceAll " +" " ") -}}
-{{- $num := "^[0-9]+$" -}}
+{{- $interval := include "mlobs-core.monitorInterval" . -}}
 {{- if $m.since -}}{{ $m.since }}
-{{- else if eq $s "@hourly" -}}2h
-{{- else if or (eq $s "@daily") (eq $s "@midnight") -}}2d
-{{- else if eq $s "@weekly" -}}2w
-{{- else if and (eq (len $f) 5) (eq (index $f 2) "*") (eq (index $f 3) "*") -}}
-{{- $min := index $f 0 -}}{{- $hour := index $f 1 -}}{{- $dow := index $f 4 -}}
-{{- if and (eq $min "*") (eq $hour "*") (eq $dow "*") -}}2m
-{{- else if and (regexMatch "^\\*/[0-9]+$" $min) (eq $hour "*") (eq $dow "*") -}}{{ mul 2 (trimPrefix "*/" $min | atoi) }}m
-{{- else if and (regexMatch $num $min) (eq $hour "*") (eq $dow "*") -}}2h
-{{- else if and (regexMatch $num $min) (regexMatch "^\\*/[0-9]+$" $hour) (eq $dow "*") -}}{{ mul 2 (trimPrefix "*/" $hour | atoi) }}h
-{{- else if and (regexMatch $num $min) (regexMatch $num $hour) (eq $dow "*") -}}2d
-{{- else if and (regexMatch $num $min) (regexMatch $num $hour) (regexMatch $num $dow) -}}2w
-{{- else -}}{{ fail (printf "monitors[%d] (%s): set since: the schedule %q has no fixed interval to double" .index $m.name $s) }}
+{{- else if not $interval -}}
+{{- fail (printf "monitors[%d] (%s): set since: the schedule %q has no fixed interval to double" .index $m.name ($m.schedule | trim)) }}
+{{- else -}}
+{{- $twice := mul 2 (atoi $interval) -}}
+{{- if eq (mod $twice 604800) 0 -}}{{ div $twice 604800 }}w
+{{- else if eq (mod $twice 86400) 0 -}}{{ div $twice 86400 }}d
+{{- else if eq (mod $twice 3600) 0 -}}{{ div $twice 3600 }}h
+{{- else -}}{{ div $twice 60 }}m
 {{- end -}}
-{{- else -}}{{ fail (printf "monitors[%d] (%s): set since: the schedule %q has no fixed interval to double" .index $m.name $s) }}
 {{- end -}}
 {{- end -}}
 
@@ -43,6 +62,8 @@ Why: the CronJob and the tests read one command line, built in one place.
 {{- $args = concat $args (list "--threshold" (printf "%s=%v" $feature $threshold)) -}}
 {{- end -}}
 {{- $url := .root.Values.pushgateway.url | default (printf "http://%s-pushgateway:9091" .root.Release.Name) -}}
-{{- $args = concat $args (list "--capture" "--pushgateway" $url) -}}
+{{- $args = concat $args (list "--capture") -}}
+{{- with include "mlobs-core.monitorInterval" . }}{{ $args = concat $args (list "--schedule-seconds" .) }}{{ end -}}
+{{- $args = concat $args (list "--pushgateway" $url) -}}
 {{- toJson $args -}}
 {{- end -}}
