@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import exporter_bench, read_bench, sdk_bench, system_bench
+from bench import capacity, drift_bench, exporter_bench, read_bench, sdk_bench, system_bench
 
 
 def main() -> int:
@@ -12,6 +12,8 @@ def main() -> int:
     failed |= exporter_bench.main([])
     failed |= read_bench.main([])
     failed |= system_bench.main([])
+    failed |= drift_bench.main([])
+    failed |= capacity.main([])  # the capacity model of the three profiles, from figures measured here
     return failed
 
 
