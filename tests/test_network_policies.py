@@ -9,6 +9,8 @@ other test looks.  The flows are therefore derived from the rendered objects, ne
   datasource  Grafana -> the URL of every datasource in the ConfigMaps its sidecar loads
   smtp        Alertmanager -> the smarthosts of its configuration Secret
   forward     every pod template with MLOBS_FLUENTD_HOST/PORT -> that Service (the SDK)
+  relay       every pod template with MLOBS_AGGREGATOR_HOST -> that Service's forward port (the
+              node forwarders, fluentd/forwarder.conf)
   url         every pod template -> each Service an env value or argument names in a URL
   nodeport    on kind, the laptop -> each NodePort that kind-config.yaml maps to localhost
   probe       the kubelet on the node -> each httpGet / tcpSocket probe
@@ -51,6 +53,7 @@ import helm_python
 import pytest
 import yaml
 
+from fluentd import forwarder
 from pipeline_sdk import contract as c
 from tests.conftest import ROOT
 
@@ -388,6 +391,9 @@ class Stack:
                 yield from self.to_host(
                     "forward", self.source(pod), host, port, f"{c.ENV_FLUENTD_HOST}={host}"
                 )
+            if aggregators := pod.env.get(forwarder.AGGREGATOR_HOST_VAR):
+                via = f"{forwarder.AGGREGATOR_HOST_VAR}={aggregators}"
+                yield from self.to_host("relay", self.source(pod), aggregators, c.DEFAULT_FLUENTD_PORT, via)
             for word in pod.words:
                 for host, port in URL.findall(word):
                     yield from self.to_host("url", self.source(pod), host, int(port or 80), word)
@@ -612,6 +618,7 @@ def test_node_traffic_bypasses_kindnet_but_not_a_strict_plugin() -> None:
 # ---- mlobs-core alone (always) -----------------------------------------------------------------------------
 
 FLUENTD, INFLUXDB = "StatefulSet/mlobs-fluentd", "StatefulSet/mlobs-influxdb2"
+FORWARDER = "DaemonSet/mlobs-fluentd-forwarder"  # the node forwarders: the SDK's first hop
 EXPORTER, MAILPIT = "Deployment/mlobs-pipeline-exporter", "Deployment/mlobs-mailpit"
 SCENARIOS = [None, *sorted(p.name for p in (CORE / "ci").glob("*-values.yaml"))]
 
@@ -643,29 +650,46 @@ def test_every_flow_of_mlobs_core_is_admitted(scenario: str | None) -> None:
         )
     else:
         assert forward == [EXPORTER]
+    assert {f.dst.name for f in flows if f.kind == "forward"} == {FORWARDER}, "the SDK's first hop"
+    relays = [str(f) for f in flows if f.kind == "relay"]
+    assert relays == [f"relay: {FORWARDER} -> {FLUENTD}:24224 (MLOBS_AGGREGATOR_HOST=mlobs-fluentd-headless)"]
 
 
-def test_fluentd_admits_only_the_sdk_pods_and_the_exporter() -> None:
-    stack = core(None)
-    assert not admits(stack.policies, flow_to(stack, stranger(), FLUENTD, 24224))
+@pytest.mark.parametrize("first_hop", [FORWARDER, FLUENTD], ids=["forwarders", "aggregators"])
+def test_the_first_hop_admits_only_the_sdk_pods_and_the_exporter(first_hop: str) -> None:
+    """The forwarders by default; the aggregators when there are no forwarders (one tier)."""
+    one_tier = '{"fluentd": {"forwarder": {"enabled": false}}}' if first_hop == FLUENTD else "{}"
+    stack = core(None, one_tier)
+    assert not admits(stack.policies, flow_to(stack, stranger(), first_hop, 24224))
     for label in (c.LABEL_PIPELINE, c.LABEL_SERVICE):
-        assert admits(stack.policies, flow_to(stack, stranger(**{label: "x"}), FLUENTD, 24224))
+        assert admits(stack.policies, flow_to(stack, stranger(**{label: "x"}), first_hop, 24224))
         assert not admits(
-            stack.policies, flow_to(stack, stranger("ml-train", **{label: "x"}), FLUENTD, 24224)
+            stack.policies, flow_to(stack, stranger("ml-train", **{label: "x"}), first_hop, 24224)
         )
-        assert not admits(stack.policies, flow_to(stack, stranger(**{label: "x"}), FLUENTD, 24231)), (
+        assert not admits(stack.policies, flow_to(stack, stranger(**{label: "x"}), first_hop, 24231)), (
             "metrics: Prometheus only"
         )
-    spread = core("04-network-policies-values.yaml")  # clientNamespaces: ml-train, ml-serve
+    spread = core("04-network-policies-values.yaml", one_tier)  # clientNamespaces: ml-train, ml-serve
     assert admits(
-        spread.policies, flow_to(spread, stranger("ml-serve", **{c.LABEL_PIPELINE: "x"}), FLUENTD, 24224)
+        spread.policies, flow_to(spread, stranger("ml-serve", **{c.LABEL_PIPELINE: "x"}), first_hop, 24224)
     )
-    assert not admits(spread.policies, flow_to(spread, stranger(**{c.LABEL_PIPELINE: "x"}), FLUENTD, 24224))
+    assert not admits(spread.policies, flow_to(spread, stranger(**{c.LABEL_PIPELINE: "x"}), first_hop, 24224))
     everywhere = core(None, '{"networkPolicy": {"allNamespaces": true}}')
     assert admits(
-        everywhere.policies, flow_to(everywhere, stranger("any-ns", **{c.LABEL_SERVICE: "x"}), FLUENTD, 24224)
+        everywhere.policies,
+        flow_to(everywhere, stranger("any-ns", **{c.LABEL_SERVICE: "x"}), FORWARDER, 24224),
     )
-    assert not admits(everywhere.policies, flow_to(everywhere, stranger("any-ns"), FLUENTD, 24224))
+    assert not admits(everywhere.policies, flow_to(everywhere, stranger("any-ns"), FORWARDER, 24224))
+
+
+def test_with_forwarders_the_aggregators_admit_only_them() -> None:
+    stack = core("01-kind-demo-values.yaml")
+    for pod in stack.pods:
+        assert admits(stack.policies, flow_to(stack, stack.source(pod), FLUENTD, 24224)) is (
+            pod.name == FORWARDER
+        ), pod.name
+    for labels in ({c.LABEL_PIPELINE: "x"}, {c.LABEL_SERVICE: "x"}, {}):
+        assert not admits(stack.policies, flow_to(stack, stranger(**labels), FLUENTD, 24224)), labels
 
 
 @pytest.mark.parametrize("scenario", [None, "01-kind-demo-values.yaml"], ids=["defaults", "kind"])
@@ -691,6 +715,8 @@ def test_kubelet_probes_pass_kindnet_and_probe_from_serves_a_strict_plugin() -> 
     probes = [f for f in stack.flows() if f.kind == "probe"]
     assert stack.cut(probes) == []
     assert stack.cut(probes, node_bypass=False) == [
+        f"probe: the kubelet -> {FORWARDER}:24224 (probe on forward)",
+        f"probe: the kubelet -> {FORWARDER}:24231 (probe on http-metrics)",
         f"probe: the kubelet -> {EXPORTER}:8080 (probe on http-metrics)",
         f"probe: the kubelet -> {FLUENTD}:24224 (probe on forward)",
         f"probe: the kubelet -> {FLUENTD}:24231 (probe on http-metrics)",
@@ -715,16 +741,20 @@ def without_peer(stack: Stack, policy: str, keep: Any) -> Stack:
 
 def test_a_cut_flow_is_named() -> None:
     stack = core("01-kind-demo-values.yaml")
-    broken = without_peer(stack, "mlobs-fluentd", lambda p: "pipeline-exporter" not in str(p))
+    broken = without_peer(stack, "mlobs-fluentd-forwarder", lambda p: "pipeline-exporter" not in str(p))
     assert broken.cut(broken.flows()) == [
-        f"forward: {EXPORTER} -> {FLUENTD}:24224 (MLOBS_FLUENTD_HOST=mlobs-fluentd)"
+        f"forward: {EXPORTER} -> {FORWARDER}:24224 (MLOBS_FLUENTD_HOST=mlobs-fluentd-forwarder)"
+    ]
+    cut_relay = without_peer(stack, "mlobs-fluentd", lambda p: "fluentd-forwarder" not in str(p))
+    assert cut_relay.cut(cut_relay.flows()) == [
+        f"relay: {FORWARDER} -> {FLUENTD}:24224 (MLOBS_AGGREGATOR_HOST=mlobs-fluentd-headless)"
     ]
 
 
 # ---- the umbrella, with the real upstream charts -----------------------------------------------------------
 
 PUSHGATEWAY = "Deployment/mlobs-pushgateway"
-POLICED = (FLUENTD, INFLUXDB, EXPORTER, MAILPIT, PUSHGATEWAY)
+POLICED = (FORWARDER, FLUENTD, INFLUXDB, EXPORTER, MAILPIT, PUSHGATEWAY)
 PROMETHEUS, ALERTMANAGER, GRAFANA = (
     "Prometheus/mlobs-prometheus",
     "Alertmanager/mlobs-alertmanager",
@@ -733,13 +763,15 @@ PROMETHEUS, ALERTMANAGER, GRAFANA = (
 KIND_FLOWS_IN = {
     f"scrape: {PROMETHEUS} -> {EXPORTER}:8080 (ServiceMonitor mlobs-pipeline-exporter)",
     f"scrape: {PROMETHEUS} -> {FLUENTD}:24231 (ServiceMonitor mlobs-fluentd)",
+    f"scrape: {PROMETHEUS} -> {FORWARDER}:24231 (ServiceMonitor mlobs-fluentd-forwarder)",
+    f"relay: {FORWARDER} -> {FLUENTD}:24224 (MLOBS_AGGREGATOR_HOST=mlobs-fluentd-headless)",
     f"scrape: {PROMETHEUS} -> {INFLUXDB}:8086 (ServiceMonitor mlobs-influxdb)",
     f"scrape: {PROMETHEUS} -> {PUSHGATEWAY}:9091 (ServiceMonitor mlobs-pushgateway)",
     f"datasource: {GRAFANA} -> {INFLUXDB}:8086 (datasource InfluxDB (mlobs) http://mlobs-influxdb2:80)",
     f"smtp: {ALERTMANAGER} -> {MAILPIT}:1025 (smarthost mlobs-mailpit:1025)",
     f"url: {FLUENTD} -> {INFLUXDB}:8086 (http://mlobs-influxdb2:80)",
     *(
-        f"forward: {src} -> {FLUENTD}:24224 (MLOBS_FLUENTD_HOST=mlobs-fluentd)"
+        f"forward: {src} -> {FORWARDER}:24224 (MLOBS_FLUENTD_HOST=mlobs-fluentd-forwarder)"
         for src in (
             "Deployment/mlobs-model-api",
             EXPORTER,
@@ -797,16 +829,19 @@ def test_no_pod_reaches_influxdb_but_its_own_clients(values: tuple[str, ...]) ->
         assert not admits(stack.policies, flow_to(stack, src, INFLUXDB, 8086)), src.name
     laptop = [Source(what, ip) for what, ip in LAPTOP.items()]
     assert [admits(stack.policies, flow_to(stack, s, INFLUXDB, 8086)) for s in laptop] == [values is KIND] * 2
-    assert not admits(stack.policies, flow_to(stack, stack.source(stack.pod(GRAFANA)), FLUENTD, 24224))
-    assert not admits(stack.policies, flow_to(stack, stranger(), FLUENTD, 24224))
+    for first_hop in (FORWARDER, FLUENTD):
+        assert not admits(stack.policies, flow_to(stack, stack.source(stack.pod(GRAFANA)), first_hop, 24224))
+        assert not admits(stack.policies, flow_to(stack, stranger(), first_hop, 24224))
 
 
 def test_kubelet_probes_of_the_stack_either_way() -> None:
     stack = umbrella(KIND, kind=True)
     probes = [f for f in stack.flows() if f.kind == "probe"]
-    assert {f.dst.name for f in probes} >= {FLUENTD, INFLUXDB, EXPORTER, MAILPIT}
+    assert {f.dst.name for f in probes} >= {FORWARDER, FLUENTD, INFLUXDB, EXPORTER, MAILPIT}
     assert stack.cut(probes) == []
     assert stack.cut(probes, node_bypass=False) == [
+        f"probe: the kubelet -> {FORWARDER}:24224 (probe on forward)",
+        f"probe: the kubelet -> {FORWARDER}:24231 (probe on http-metrics)",
         f"probe: the kubelet -> {EXPORTER}:8080 (probe on http-metrics)",
         f"probe: the kubelet -> {PUSHGATEWAY}:9091 (probe on 9091)",
         f"probe: the kubelet -> {FLUENTD}:24224 (probe on forward)",
@@ -836,7 +871,7 @@ MONITORS = (
 MONITOR_FLOWS = {
     f"url: {MONITOR} -> {PUSHGATEWAY}:9091 (http://mlobs-pushgateway:9091)",
     f"url: {MONITOR} -> {INFLUXDB}:8086 (http://mlobs-influxdb2:80)",
-    f"forward: {MONITOR} -> {FLUENTD}:24224 (MLOBS_FLUENTD_HOST=mlobs-fluentd)",
+    f"forward: {MONITOR} -> {FORWARDER}:24224 (MLOBS_FLUENTD_HOST=mlobs-fluentd-forwarder)",
 }
 
 

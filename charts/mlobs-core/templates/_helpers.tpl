@@ -97,13 +97,15 @@ Job makes a new pod per attempt, and the exporter tags its run record with the s
 {{- end -}}
 
 {{/*
-mlobs-core.fluentdEnv: where the SDK sends events in the cluster, and the key it proves itself with.
+mlobs-core.fluentdEnv: where the SDK sends events in the cluster, and the key it proves itself with:
+the node forwarders' Service (internalTrafficPolicy Local: the forwarder on the pod's own node),
+or the aggregators' when there are no forwarders.
 Why: every workload that uses the SDK needs the same variables; Fluentd's <security> refuses a
 client without the shared key.
 */}}
 {{- define "mlobs-core.fluentdEnv" -}}
 - name: MLOBS_FLUENTD_HOST
-  value: {{ include "mlobs-core.name" (dict "root" . "component" "fluentd") }}
+  value: {{ include "mlobs-core.name" (dict "root" . "component" (ternary "fluentd-forwarder" "fluentd" .Values.fluentd.forwarder.enabled)) }}
 - name: MLOBS_FLUENTD_PORT
   value: "24224"
 - name: MLOBS_FLUENTD_SHARED_KEY
