@@ -28,21 +28,38 @@ def masked(text: str) -> list[str]:
     return [re.sub(r"\d+\.\d{3}", "#.###", line) for line in text.splitlines()]
 
 
-def test_the_drift_page_example_runs_as_written(tmp_path: Path) -> None:
-    blocks = python_blocks()
-    assert len(blocks) == 1
+def run_block(code: str, cwd: Path) -> str:
+    """What ``code`` prints, run in ``cwd`` with no MLOBS_ setting of this machine."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
     done = subprocess.run(
-        [sys.executable, "-c", blocks[0]],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         timeout=120,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    printed = masked(done.stdout)
+    return done.stdout
+
+
+def test_the_drift_page_example_runs_as_written(tmp_path: Path) -> None:
+    blocks = python_blocks()
+    assert len(blocks) == 2
+    printed = masked(run_block(blocks[0], tmp_path))
     assert printed[:-1] == masked(shown_output())
     assert re.fullmatch(r"[\d,]+ bytes, 1 chunk\(s\)", printed[-1]), printed[-1]
     assert list(tmp_path.iterdir()) == []  # the example writes no file
+
+
+def test_the_monitoring_example_runs_as_written_and_prints_what_the_page_shows(tmp_path: Path) -> None:
+    match = re.search(
+        r"```python\n(?:(?!```).)*?drift\.Monitor.*?```\n\nIt prints:\n\n```text\n(.*?)```",
+        PAGE.read_text(),
+        re.DOTALL,
+    )
+    assert match, "docs/drift.md lost the output of its monitoring example"
+    assert run_block(python_blocks()[1], tmp_path) == match.group(1)
+    assert match.group(1).splitlines()[0] == "drifted: ['age']"
+    assert list(tmp_path.iterdir()) == []  # its store was a temporary directory

@@ -19,6 +19,7 @@ from .features import (
     NullFeature,
     NumericFeature,
 )
+from .monitor import Monitor
 from .profile import Profile
 from .report import METHODS, DriftReport, FeatureDrift, Test, compare, default_test
 from .types import FeatureType
@@ -29,6 +30,7 @@ __all__ = [
     "FREQUENT_LG_MAX_K",
     "KLL_K",
     "METHODS",
+    "Monitor",
     "CategoricalFeature",
     "DriftReport",
     "Feature",
