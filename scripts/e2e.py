@@ -8,20 +8,23 @@ if any check failed.  The checks:
 
 * Prometheus: every active scrape target is up, every component has one, and
   ``up == 1`` for our own jobs (exporter, Fluentd, model API, InfluxDB);
-* InfluxDB (Flux through its HTTP API): the demo runs ended as they should, the
-  training run's params, metrics, list metrics, inputs/outputs and logs are there,
-  and so are the model API's requests and predictions;
+* InfluxDB, read through the SDK's read API (``ReadClient`` on InfluxDB's HTTP API, the
+  client ``mlobs runs`` uses): the demo runs ended as they should, the training run's
+  params, metrics, list metrics, inputs/outputs, logs and baseline profile are there,
+  and so are the model API's requests, predictions and serving profiles;
 * Grafana: its API lists every dashboard of ``dashboards/json``, and both
   datasources pass their health check;
 * Mailpit: the failure emails of the failing and the OOM-killed demo runs arrived
-  within 2 minutes of the run's end.
+  within 2 minutes of the run's end (the failing one's Error: line names its exception),
+  and so did the drift email of make demo's monitor run, which found the feature the
+  demo traffic shifted and names it.
 
 The URLs default to kind's port mappings on localhost, or ``MLOBS_PROMETHEUS_URL``,
 ``MLOBS_GRAFANA_URL``, ``MLOBS_INFLUXDB_URL`` and ``MLOBS_MAILPIT_URL``; flags override
 both.  Credentials are read from the Secrets the chart generated (``kubectl get
 secret``), unless ``MLOBS_E2E_INFLUXDB_TOKEN``, ``MLOBS_E2E_GRAFANA_USER`` and
-``MLOBS_E2E_GRAFANA_PASSWORD`` are set.  Every Flux query is built with
-``dashboards.flux``, so it can name only what the contract defines.
+``MLOBS_E2E_GRAFANA_PASSWORD`` are set.  The read API's queries name only what the contract
+defines (pipeline_sdk.read.query refuses anything else).
 
 Over 400 lines as one piece: a standalone script with only runtime dependencies, its checks
 sharing one runner and one set of settings.
@@ -31,8 +34,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import csv
-import io
 import json
 import os
 import re
@@ -49,12 +50,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dashboards.flux import select
 from pipeline_sdk import contract as c
+from pipeline_sdk.read import ReadClient, ReadError, ServiceNotFound
+from pipeline_sdk.read.influx import InfluxBackend
+from pipeline_sdk.read.query import Select
 
 ROOT = Path(__file__).resolve().parents[1]
 EMAIL_BUDGET_S = 120.0  # a failure email must arrive within this long of the run's end
-SINCE = "-6h"  # how far back the InfluxDB checks look for the demo's runs
+SINCE_S = 6 * 3600  # how far back the InfluxDB checks look for the demo's runs
+SINCE = "6h"  # the same, as the read API takes it
 DEFAULT_TIMEOUT_S = 300.0  # the whole of make e2e, every check's polling included
 # The components' URLs: kind's port mappings (kind-config.yaml), or these variables, or the flags.
 URL_ENV = {
@@ -75,8 +79,16 @@ OUR_JOBS = (c.PROM_JOB_EXPORTER, c.PROM_JOB_FLUENTD, c.PROM_JOB_MODEL_API, c.PRO
 TRAIN, DIVERGE, OOM = "demo-train", "demo-diverge", "demo-oom"
 TRAIN_EPOCHS = 5
 SERVICE = "churn-api"
-FAILED_ALERT = "MLPipelineRunFailed"
-FAILED_SUBJECT = f"[FIRING] {FAILED_ALERT}"  # how its email's subject starts (alerting/templates/email.tmpl)
+EXPECTED_RUNS = (  # pipeline, status, the exporter's reason, the SDK's error type (None: none)
+    (TRAIN, "succeeded", c.RunReason.COMPLETED, None),
+    (DIVERGE, "failed", c.RunReason.ERROR, "FloatingPointError"),
+    (OOM, "failed", c.RunReason.OOM_KILLED, None),
+)
+BASELINE = "train"  # the baseline profile demo-train logs (demo/data.py)
+DRIFT_PIPELINE, DRIFT_STEP = "drift", "demo-drift"  # make demo's drift monitor run (demo/monitor.py)
+SHIFTED = "tenure_months"  # the feature demo-traffic shifts (--shift), which the monitor must find
+FAILED_ALERT = "MLPipelineRunFailed"  # its email's subject starts "[FIRING] <alert>" (alerting/templates)
+DRIFT_ALERT = "MLModelDriftDetected"
 
 
 class ProbeError(Exception):
@@ -102,6 +114,7 @@ class Settings:
     jobs: tuple[str, ...] = ()
     dashboards: Path = ROOT / "dashboards" / "json"
     secrets: dict[str, str] = field(default_factory=dict)  # cache of read credentials
+    reads: ReadClient | None = None  # the read API on InfluxDB, made at its first use
 
     def expected_jobs(self) -> tuple[str, ...]:
         if self.jobs:
@@ -185,123 +198,89 @@ def grafana_auth(settings: Settings) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-# ---- InfluxDB -------------------------------------------------------------------------------------
+# ---- InfluxDB, through the read API -------------------------------------------------------------
 
 
-def parse_csv(text: str) -> list[dict[str, str]]:
-    """Rows of InfluxDB's query CSV (a header per table, tables apart by a blank line; no annotations)."""
-    rows: list[dict[str, str]] = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        lines = [line for line in block.split("\n") if line and not line.startswith("#")]
-        if len(lines) > 1:
-            rows += list(csv.DictReader(io.StringIO("\n".join(lines))))
-    return rows
+def reader(settings: Settings) -> ReadClient:
+    """The read API on the cluster's InfluxDB (made once per run, with the token of its Secret)."""
+    if settings.reads is None:
+        backend = InfluxBackend(settings.influxdb, influx_token(settings), settings.org, c.INFLUXDB_BUCKET)
+        settings.reads = ReadClient(backend)
+    return settings.reads
 
 
-def flux(settings: Settings, query: str) -> list[dict[str, str]]:
-    body = json.dumps({"query": query, "type": "flux", "dialect": {"header": True, "annotations": []}})
-    text = http(
-        f"{settings.influxdb}/api/v2/query?{urllib.parse.urlencode({'org': settings.org})}",
-        method="POST",
-        headers={
-            "Authorization": f"Token {influx_token(settings)}",
-            "Content-Type": "application/json",
-            "Accept": "application/csv",
-        },
-        body=body.encode(),
-    ).decode()
-    return parse_csv(text)
-
-
-def query(stream: c.Stream, fields: Iterable[str], *, last: bool = False, **equal: str) -> str:
-    """A Flux query over ``stream`` (the contract's names only): one row per point, newest first."""
-    q = select(stream, fields=fields, equal=equal, since=SINCE, bucket=c.INFLUXDB_BUCKET).pivot_fields()
-    q = q.then("group()").sort("_time", desc=True)
-    return (q.then("limit(n: 1)") if last else q).text
-
-
-def latest_run_id(settings: Settings, pipeline: str, status: str) -> tuple[str, dict[str, str]] | None:
-    rows = flux(
-        settings,
-        query(c.RUN_RECORD, [c.FIELD_END_NS, c.FIELD_EXIT_CODE], last=True, pipeline=pipeline, status=status),
-    )
-    return (rows[0][c.TAG_RUN_ID], rows[0]) if rows else None
+def latest_run(
+    settings: Settings, pipeline: str, status: str | None = None, step: str | None = None
+) -> dict[str, Any] | None:
+    """The newest step run of ``pipeline`` in the last SINCE (with that status, of that step), or None."""
+    rows = reader(settings).runs(pipeline=pipeline, step=step, status=status, since=SINCE, limit=1).to_list()
+    return rows[0] if rows else None
 
 
 def check_runs(settings: Settings) -> Outcome:
-    """How each demo run ended: by the SDK's own events, and by the exporter's run records."""
+    """How the latest run of each demo pipeline ended: its status, the exporter's reason, the SDK's error."""
     problems: list[str] = []
-    sdk = {
-        (TRAIN, "succeeded"): None,
-        (DIVERGE, "failed"): "FloatingPointError",
-    }
-    for (pipeline, status), error_type in sdk.items():
-        fields = [c.FIELD_DURATION_MS, c.FIELD_ERROR_TYPE] if error_type else [c.FIELD_DURATION_MS]
-        rows = flux(settings, query(c.RUN, fields, last=True, pipeline=pipeline, status=status))
-        if not rows:
-            problems.append(f"no '{status}' run event of {pipeline}")
-        elif error_type and rows[0].get(c.FIELD_ERROR_TYPE) != error_type:
-            problems.append(f"{pipeline} failed with {rows[0].get(c.FIELD_ERROR_TYPE)!r}, not {error_type}")
-    records = {
-        (TRAIN, "succeeded"): c.RunReason.COMPLETED,
-        (DIVERGE, "failed"): c.RunReason.ERROR,
-        (OOM, "failed"): c.RunReason.OOM_KILLED,
-    }
-    for (pipeline, status), reason in records.items():
-        rows = flux(
-            settings,
-            query(
-                c.RUN_RECORD, [c.FIELD_EXIT_CODE, c.FIELD_END_NS], last=True, pipeline=pipeline, status=status
-            ),
-        )
-        if not rows:
-            problems.append(f"no '{status}' run record of {pipeline} from the exporter")
-        elif rows[0][c.TAG_REASON] != reason:
-            problems.append(f"{pipeline}'s run record has reason {rows[0][c.TAG_REASON]!r}, not {reason!r}")
+    for pipeline, status, reason, error_type in EXPECTED_RUNS:
+        run = latest_run(settings, pipeline)
+        if run is None:
+            problems.append(f"no run of {pipeline} in the last {SINCE}")
+            continue
+        name = f"{pipeline} run {run['run_id']}"
+        if run["status"] != status:
+            problems.append(f"{name} is {run['status']!r}, not {status!r}")
+        elif run["reason"] is None:
+            problems.append(f"{name} has no run record from the exporter")
+        elif run["reason"] != reason:
+            problems.append(f"{name}'s run record has reason {run['reason']!r}, not {str(reason)!r}")
+        elif error_type and not str(run["error"] or "").startswith(f"{error_type}:"):
+            problems.append(f"{name} failed with {run['error']!r}, not {error_type}")
     if problems:
         return Outcome(False, "; ".join(problems))
     return Outcome(True, "demo-train succeeded, demo-diverge failed (FloatingPointError), demo-oom OOMKilled")
 
 
+def profile_rows(settings: Settings, since_ns: int | None = None, **equal: str) -> list[int]:
+    """The rows of each stored profile chunk whose tags are ``equal`` (a chunk per point)."""
+    select = Select(c.PROFILE, (c.FIELD_ROWS,), equal=equal, start_ns=since_ns)
+    return [int(row.fields.get(c.FIELD_ROWS, 0)) for row in reader(settings).backend.select(select)]
+
+
 def check_training_data(settings: Settings) -> Outcome:
-    """The latest successful training run's params, metrics, list metrics, inputs/outputs and logs."""
-    rows = flux(settings, query(c.RUN, [c.FIELD_DURATION_MS], last=True, pipeline=TRAIN, status="succeeded"))
-    if not rows:
+    """The latest successful training run's params, metrics, list metrics, inputs/outputs, logs, baseline."""
+    run = latest_run(settings, TRAIN, "succeeded")
+    if run is None:
         return Outcome(False, f"no successful {TRAIN} run yet")
-    run_id = rows[0][c.TAG_RUN_ID]
-    expect: list[tuple[str, c.Stream, list[str], str | None, int]] = [
-        ("params", c.PARAM, [c.FIELD_VALUE], None, 5),
-        (
-            "list metric loss",
-            c.LIST_METRIC,
-            [c.FIELD_VALUE, c.FIELD_INDEX],
-            "loss",
-            TRAIN_EPOCHS,
-        ),
-        ("simple metrics", c.METRIC, [c.FIELD_VALUE], None, 2),
-        ("inputs and outputs", c.IO, [c.FIELD_VALUE], None, 2),
-        ("log records", c.LOG, [c.FIELD_MESSAGE], None, TRAIN_EPOCHS),
+    run_id = run["run_id"]
+    reads = reader(settings)
+    shown = reads.run(run_id)
+    found = [
+        ("params", len(reads.params(run_id).to_list()), 5),
+        ("list metric loss", len(reads.list_metrics(run_id, "loss").to_list()), TRAIN_EPOCHS),
+        ("simple metrics", len(reads.metrics(run_id).to_list()), 2),
+        ("inputs and outputs", len(shown["inputs"]) + len(shown["outputs"]), 2),
+        ("log records", len(reads.logs(run_id).to_list()), TRAIN_EPOCHS),
+        ("baseline profile chunks", len(profile_rows(settings, run_id=run_id, name=BASELINE)), 1),
     ]
-    problems, counts = [], []
-    for what, stream, fields, name, minimum in expect:
-        if name is None:
-            rows = flux(settings, query(stream, fields, run_id=run_id))
-        else:
-            rows = flux(settings, query(stream, fields, run_id=run_id, name=name))
-        counts.append(f"{len(rows)} {what}")
-        if len(rows) < minimum:
-            problems.append(f"{len(rows)} {what} (expected at least {minimum})")
+    problems = [f"{n} {what} (expected at least {least})" for what, n, least in found if n < least]
     if problems:
         return Outcome(False, f"run {run_id}: " + "; ".join(problems))
-    return Outcome(True, f"run {run_id}: " + ", ".join(counts))
+    return Outcome(True, f"run {run_id}: " + ", ".join(f"{n} {what}" for what, n, _ in found))
 
 
 def check_model_api_data(settings: Settings) -> Outcome:
-    requests = flux(settings, query(c.API_REQUEST, [c.FIELD_STATUS_CODE], service=SERVICE))
-    predictions = flux(settings, query(c.PREDICTION, [c.FIELD_SCORE], service=SERVICE))
-    if not requests or not predictions:
-        return Outcome(False, f"{SERVICE}: {len(requests)} requests, {len(predictions)} predictions so far")
-    return Outcome(True, f"{SERVICE}: {len(requests)} requests, {len(predictions)} predictions")
+    """The model API's requests, predictions and serving profiles in the last SINCE."""
+    reads = reader(settings)
+    try:
+        requests = len(reads.requests(SERVICE, since=SINCE).to_list())
+        predictions = len(reads.predictions(SERVICE, since=SINCE).to_list())
+    except ServiceNotFound as exc:  # no request recorded yet
+        return Outcome(False, str(exc))
+    since_ns = time.time_ns() - SINCE_S * 10**9
+    profiled = sum(profile_rows(settings, since_ns, service=SERVICE))
+    counts = f"{requests} requests, {predictions} predictions, {profiled} rows of serving profiles"
+    if not requests or not predictions or not profiled:
+        return Outcome(False, f"{SERVICE}: {counts} so far")
+    return Outcome(True, f"{SERVICE}: {counts}")
 
 
 # ---- Prometheus, Grafana, Mailpit -----------------------------------------------------------------
@@ -392,36 +371,117 @@ def parse_time(text: str) -> float:
     return stamp.timestamp() + (float(frac) if frac else 0.0)
 
 
-def email_check(pipeline: str, what: str) -> Callable[[Settings], Outcome]:
+def message_text(settings: Settings, mail: Mapping[str, Any]) -> str:
+    """The text body of one of Mailpit's messages (its message API)."""
+    message = http_json(f"{settings.mailpit}/api/v1/message/{urllib.parse.quote(str(mail['ID']))}")
+    return str(message.get("Text") or "")
+
+
+@dataclass(frozen=True)
+class Email:
+    mail: Mapping[str, Any]  # Mailpit's summary of the message: ID, Subject, Created...
+    delay: float  # seconds after the event it reports
+
+
+def email_within_budget(
+    settings: Settings, phrase: str, alert: str, ended: float, name: str
+) -> Email | Outcome:
+    """The first ``alert`` email naming ``phrase``, if within EMAIL_BUDGET_S of ``ended``; else why not.
+
+    Mailpit's search reads the whole message: an alert grouped into another one's email (same
+    group, by Alertmanager) is named in the body, not in the subject.
+    """
+    search = urllib.parse.urlencode({"query": f'"{phrase}"'})  # quoted: one phrase
+    found = http_json(f"{settings.mailpit}/api/v1/search?{search}")
+    mails = [m for m in found["messages"] if m["Subject"].startswith(f"[FIRING] {alert}")]
+    if mails:
+        first = min(mails, key=lambda m: parse_time(m["Created"]))
+        delay = parse_time(first["Created"]) - ended
+        if delay <= EMAIL_BUDGET_S:
+            return Email(first, delay)
+        return Outcome(False, f"the email for {phrase} came {delay:.0f} s after the {name} ended", final=True)
+    late = time.time() - ended
+    if late > EMAIL_BUDGET_S:
+        return Outcome(
+            False, f"no {alert} email for the {name} {phrase}, {late:.0f} s after it ended", final=True
+        )
+    return Outcome(False, f"no email for {phrase} yet ({late:.0f} s after it ended)")
+
+
+def email_check(pipeline: str, what: str, error: str | None = None) -> Callable[[Settings], Outcome]:
+    """The failed-run email of ``pipeline``'s latest failed run; with ``error``, its Error: line starts so."""
+
     def check(settings: Settings) -> Outcome:
-        found = latest_run_id(settings, pipeline, "failed")
-        if found is None:
-            return Outcome(False, f"no failed run record of {pipeline} yet")
-        run_id, record = found
-        ended = int(record[c.FIELD_END_NS]) / 1e9
-        # Mailpit's search reads the whole message: a run grouped into another run's email (same
-        # pipeline, alerts grouped by Alertmanager) is named in the body, not in the subject.
-        search = urllib.parse.urlencode({"query": f'"{run_id}"'})  # quoted: the id as one phrase
-        found_mails = http_json(f"{settings.mailpit}/api/v1/search?{search}")
-        mails = [m for m in found_mails["messages"] if m["Subject"].startswith(FAILED_SUBJECT)]
-        if mails:
-            first = min(mails, key=lambda m: parse_time(m["Created"]))
-            delay = parse_time(first["Created"]) - ended
-            if delay <= EMAIL_BUDGET_S:
-                return Outcome(True, f"{first['Subject']!r} {delay:.0f} s after the run ended")
+        run = latest_run(settings, pipeline, "failed")
+        if run is None:
+            return Outcome(False, f"no failed run of {pipeline} yet")
+        run_id = run["run_id"]
+        if run["ended"] is None:
+            return Outcome(False, f"{pipeline} run {run_id} has not ended yet")
+        found = email_within_budget(settings, run_id, FAILED_ALERT, run["ended"].timestamp(), f"{what} run")
+        if isinstance(found, Outcome):
+            return found
+        detail = f"{found.mail['Subject']!r} {found.delay:.0f} s after the run ended"
+        if error is None:
+            return Outcome(True, detail)
+        lines = [
+            line for line in message_text(settings, found.mail).splitlines() if line.startswith("Error:")
+        ]
+        if not any(line.split(":", 1)[1].strip().startswith(error) for line in lines):
+            shown = lines[0] if lines else "no Error: line"
             return Outcome(
-                False, f"the email for {run_id} came {delay:.0f} s after the run ended", final=True
+                False, f"the email for {run_id} has {shown!r}, not an error starting {error!r}", final=True
             )
-        late = time.time() - ended
-        if late > EMAIL_BUDGET_S:
-            return Outcome(
-                False,
-                f"no {FAILED_ALERT} email for {what} run {run_id}, {late:.0f} s after it ended",
-                final=True,
-            )
-        return Outcome(False, f"no email for {run_id} yet ({late:.0f} s after it ended)")
+        return Outcome(True, f"{detail}, {lines[0].split(':', 1)[1].strip()[:60]!r}")
 
     return check
+
+
+def drift_monitor_run(settings: Settings, baseline: str) -> dict[str, Any] | None:
+    """The newest run of make demo's drift monitor against ``baseline`` (its param), or None."""
+    reads = reader(settings)
+    for run in reads.runs(pipeline=DRIFT_PIPELINE, step=DRIFT_STEP, since=SINCE, limit=5).to_list():
+        params = {p["name"]: p["value"] for p in reads.params(run["run_id"]).to_list()}
+        if params.get("baseline") == baseline:
+            return run
+    return None
+
+
+def monitor_problem(settings: Settings, run: Mapping[str, Any], name: str) -> Outcome | None:
+    """What keeps the monitor run from having found the shifted feature: not done, failed, no drift."""
+    if run["status"] != "succeeded" or run["ended"] is None:
+        failed = run["status"] == "failed"
+        return Outcome(False, f"{name} is {run['status']!r}: {run['error'] or run['reason']}", final=failed)
+    metrics = {m["name"]: m["value"] for m in reader(settings).metrics(run["run_id"]).to_list()}
+    if metrics.get(f"{SHIFTED}.drifted") != 1.0 or metrics.get("dataset_drift") != 1.0:
+        found = {k: metrics.get(k) for k in (f"{SHIFTED}.statistic", f"{SHIFTED}.threshold", "dataset_drift")}
+        return Outcome(False, f"{name} found no drift of the shifted {SHIFTED}: {found}", final=True)
+    return None
+
+
+def check_drift_email(settings: Settings) -> Outcome:
+    """The drift monitor run of make demo found the shifted feature, and its email names it."""
+    train = latest_run(settings, TRAIN, "succeeded")
+    if train is None:
+        return Outcome(False, f"no successful {TRAIN} run yet (the baseline)")
+    baseline = f"{train['run_id']}:{BASELINE}"
+    run = drift_monitor_run(settings, baseline)
+    if run is None:
+        return Outcome(False, f"no {DRIFT_STEP} monitor run against {baseline} yet")
+    name = f"monitor run {run['run_id']}"
+    problem = monitor_problem(settings, run, name)
+    if problem is not None:
+        return problem
+    email = email_within_budget(settings, baseline, DRIFT_ALERT, run["ended"].timestamp(), "monitor run")
+    if isinstance(email, Outcome):
+        return email
+    text = message_text(settings, email.mail)
+    if not re.search(rf"(?<![\w.]){re.escape(SHIFTED)} \(", text):
+        first = " ".join(text.split())[:200]
+        return Outcome(
+            False, f"the drift email for {baseline} does not name {SHIFTED}: {first!r}", final=True
+        )
+    return Outcome(True, f"{email.mail['Subject']!r} {email.delay:.0f} s after {name}, naming {SHIFTED}")
 
 
 # ---- the table and the runner ---------------------------------------------------------------------
@@ -440,8 +500,14 @@ CHECKS = (
     Check("influxdb: the model API's requests and predictions", check_model_api_data),
     Check("grafana: every dashboard is listed", check_dashboards),
     Check("grafana: the datasources are healthy", check_datasources),
-    Check("mailpit: the failing run's email within 2 minutes", email_check(DIVERGE, "the failing")),
-    Check("mailpit: the OOM-killed run's email within 2 minutes", email_check(OOM, "the OOM-killed")),
+    Check(
+        "mailpit: the failing run's email within 2 minutes, with its error",
+        email_check(DIVERGE, "failing", error="FloatingPointError: training diverged"),
+    ),
+    Check("mailpit: the OOM-killed run's email within 2 minutes", email_check(OOM, "OOM-killed")),
+    Check(
+        "mailpit: the drift email within 2 minutes of the monitor run, naming the feature", check_drift_email
+    ),
 )
 
 
@@ -466,7 +532,7 @@ def run_checks(
         while True:
             try:
                 outcome = check.probe(settings)
-            except ProbeError as exc:
+            except (ProbeError, ReadError) as exc:  # not reachable yet, or an error status
                 outcome = Outcome(False, str(exc))
             took = time.monotonic() - started
             if outcome.ok or outcome.final or time.monotonic() >= deadline:
@@ -509,7 +575,11 @@ def main(argv: list[str] | None = None) -> int:
         release=args.release,
     )
     print(f"==> e2e: {len(CHECKS)} checks against the cluster (polled for up to {args.timeout:g} s in all)")
-    results = run_checks(CHECKS, settings, timeout=args.timeout, interval=args.interval)
+    try:
+        results = run_checks(CHECKS, settings, timeout=args.timeout, interval=args.interval)
+    finally:
+        if settings.reads is not None:
+            settings.reads.close()
     failed = [(check, outcome) for check, outcome in results if not outcome.ok]
     print(f"==> e2e: {len(results) - len(failed)} passed, {len(failed)} failed")
     for check, outcome in failed:

@@ -32,12 +32,15 @@ from typing import Any
 
 import pytest
 
+from demo import traffic
+from pipeline_sdk import Client
 from pipeline_sdk import contract as c
 from pipeline_sdk.local_store import LocalStore, Point
+from pipeline_sdk.testing.influx_fake import InfluxFake, InfluxServer
 
 from .conftest import ROOT, wait_for
 from .support import live_stack
-from .test_dashboards import flux_problems
+from .test_read_influx import flux_contract_problems
 
 
 def load_e2e() -> ModuleType:
@@ -112,65 +115,45 @@ def as_json(value: Any, status: int = 200) -> tuple[int, str, bytes]:
 # ---- InfluxDB's query API over the points the real demo wrote ------------------------------------------
 
 TOKEN = "e2e-test-token"  # the stand-in server's own
+SHIFT = traffic.Shift(e2e.SHIFTED, 2.0)  # as the chart's demo-traffic Job shifts it
+TRAFFIC = [r for r in traffic.plan(120, 5, 11, SHIFT) if r.kind == "good"]  # what the API profiles
 
 
-def answer_flux(query: str, points: list[Point]) -> str:
-    """InfluxDB's CSV answer to one query of the shape e2e.query builds (filter, pivot, sort, limit)."""
-    [measurement] = re.findall(r'r\._measurement == "([^"]+)"', query)
-    equal = dict(re.findall(r'r\.(\w+) == "([^"]*)"', query))
-    fields = re.findall(r'r\._field == "([^"]+)"', query)
-    limit = re.search(r"limit\(n: (\d+)\)", query)
-    equal.pop("_measurement")
-    equal.pop("_field", None)
-    assert "|> group()" in query and 'sort(columns: ["_time"], desc: true)' in query, query
-    rows = []
-    for p in points:
-        if p.measurement != measurement or any(p.tags.get(k) != v for k, v in equal.items()):
-            continue
-        present = {f: p.fields[f] for f in fields if f in p.fields}
-        if present:
-            rows.append((p.time_ns, p.tags, present))
-    rows.sort(key=lambda r: r[0], reverse=True)
-    if limit:
-        rows = rows[: int(limit.group(1))]
-    blocks = []
-    for i, (time_ns, tags, present) in enumerate(rows):  # a table per row: headers differ
-        stamp = datetime.fromtimestamp(time_ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        header = ["", "result", "table", "_time", "_measurement", *tags, *present]
-        values = ["", "_result", str(i), stamp, measurement, *tags.values(), *map(str, present.values())]
-        quoted = [f'"{v}"' if "," in v or '"' in v else v for v in values]
-        blocks.append(",".join(header) + "\r\n" + ",".join(quoted) + "\r\n")
-    return "\r\n".join(blocks)
-
-
-def influx_handler(points: list[Point], queries: list[str]) -> Handler:
-    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
-        url = urllib.parse.urlsplit(path)
-        if method != "POST" or url.path != "/api/v2/query":
-            return as_json({"code": "not found", "message": "path not found"}, 404)
-        if headers.get("Authorization") != f"Token {TOKEN}":
-            return as_json({"code": "unauthorized", "message": "unauthorized access"}, 401)
-        if urllib.parse.parse_qs(url.query).get("org") != ["mlobs"]:
-            return as_json({"code": "not found", "message": "organization not found"}, 404)
-        request = json.loads(body)
-        assert request["type"] == "flux" and request["dialect"]["annotations"] == []
-        queries.append(request["query"])
-        return 200, "text/csv; charset=utf-8", answer_flux(request["query"], points).encode()
-
-    return handle
+def serve_traffic(home: Path) -> None:
+    """The demo model API's events for TRAFFIC, through the SDK: requests, predictions, serving profiles."""
+    with Client(home=home) as client:
+        recorder = client.service(e2e.SERVICE, salt="e2e-test")
+        for request in TRAFFIC:
+            recorder.log_request("/predict/{model}", "POST", 200, 3.5, user=request.user)
+            recorder.log_prediction(request.model, 1, score=0.5, outcome="stay")
+            recorder.log_features(request.model, 1, request.body)
 
 
 @pytest.fixture(scope="module")
 def demo_points(tmp_path_factory: pytest.TempPathFactory) -> list[Point]:
-    """What the real demo steps write (training, diverging), plus the exporter's run records."""
+    """What the real demo writes (training, diverging, the model API, the drift monitor), and run records."""
     home = tmp_path_factory.mktemp("demo-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
-    for args, run_id in ((["--epochs", "5"], "demo-train-1"), (["--fail"], "demo-diverge-1")):
-        env.update(MLOBS_HOME=str(home), MLOBS_RUN_ID=run_id)
-        done = subprocess.run(
-            [sys.executable, "-m", "demo.train", *args], cwd=ROOT, env=env, capture_output=True, check=False
+    env["MLOBS_HOME"] = str(home)
+    serve_traffic(home)
+    monitor = ["-m", "demo.monitor", "--baseline", f"demo-train-1:{e2e.BASELINE}", "--min-rows", "1"]
+    for args, run_id, code in (
+        (["-m", "demo.train", "--epochs", "5", "--sleep", "0"], "demo-train-1", 0),
+        (["-m", "demo.train", "--fail"], "demo-diverge-1", 1),
+        ([*monitor, "--wait", "10"], "demo-drift-1", 0),
+    ):
+        identity = (
+            {"MLOBS_PIPELINE": e2e.DRIFT_PIPELINE, "MLOBS_STEP": e2e.DRIFT_STEP} if "drift" in run_id else {}
         )
-        assert done.returncode == (0 if run_id.startswith("demo-train") else 1), done.stderr
+        done = subprocess.run(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env={**env, "MLOBS_RUN_ID": run_id, **identity},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == code, done.stderr
     points = list(LocalStore(home / "mlobs.db").points())
     now = time.time_ns()
     for pipeline, step, status, reason, code in (
@@ -189,27 +172,34 @@ def demo_points(tmp_path_factory: pytest.TempPathFactory) -> list[Point]:
         ended = now - 300 * 10**9  # five minutes ago
         fields = {c.FIELD_EXIT_CODE: code, c.FIELD_START_NS: ended - 10**10, c.FIELD_END_NS: ended}
         points.append(Point(c.RUN_RECORD.measurement, ended, tags, fields))
-    for i in range(3):
-        request_tags = {c.TAG_SERVICE: "churn-api", c.TAG_ENDPOINT: "/predict/{model}"}
-        points.append(Point(c.API_REQUEST.measurement, now + i, request_tags, {c.FIELD_STATUS_CODE: 200}))
-        prediction_tags = {c.TAG_SERVICE: "churn-api", c.TAG_MODEL: "churn-logreg"}
-        points.append(Point(c.PREDICTION.measurement, now + i, prediction_tags, {c.FIELD_SCORE: 0.5}))
     return points
 
 
 @pytest.fixture
 def influx(
-    stubs: Callable[[Handler], Stub], demo_points: list[Point], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., tuple[Any, list[str]]]:
-    """Settings pointing at an InfluxDB stand-in that serves ``points`` (the demo's by default)."""
+    demo_points: list[Point], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., tuple[Any, list[str]]]]:
+    """Settings pointing at the InfluxDB stand-in serving ``points`` (the demo's by default); its queries."""
     monkeypatch.setenv("MLOBS_E2E_INFLUXDB_TOKEN", TOKEN)
+    servers: list[InfluxServer] = []
 
     def make(points: list[Point] | None = None) -> tuple[Any, list[str]]:
-        queries: list[str] = []
-        stub = stubs(influx_handler(demo_points if points is None else points, queries))
-        return e2e.Settings(influxdb=stub.url), queries
+        served = demo_points if points is None else points
+        servers.append(InfluxServer(InfluxFake(lambda: served), token=TOKEN))
+        return e2e.Settings(influxdb=servers[-1].url), servers[-1].fake.queries
 
-    return make
+    yield make
+    for server in servers:
+        server.close()
+
+
+def without(points: list[Point], run_id: str, measurement: str | None = None) -> list[Point]:
+    """``points`` less ``run_id``'s (of ``measurement`` only, when given)."""
+    return [
+        p
+        for p in points
+        if p.tags.get(c.TAG_RUN_ID) != run_id or (measurement is not None and p.measurement != measurement)
+    ]
 
 
 def test_the_run_checks_pass_on_what_the_demo_records(influx: Callable[..., tuple[Any, list[str]]]) -> None:
@@ -218,12 +208,36 @@ def test_the_run_checks_pass_on_what_the_demo_records(influx: Callable[..., tupl
     assert outcome.ok, outcome.detail
     training = e2e.check_training_data(settings)
     assert training.ok, training.detail
-    counts = "5 params, 5 list metric loss, 2 simple metrics, 2 inputs and outputs, 6 log records"
+    counts = (
+        "5 params, 5 list metric loss, 2 simple metrics, 2 inputs and outputs, 6 log records,"
+        " 1 baseline profile chunks"
+    )
     assert training.detail == f"run demo-train-1: {counts}"  # logs: the run's first line, then 5 epochs
-    assert e2e.check_model_api_data(settings).detail == "churn-api: 3 requests, 3 predictions"
+    good = len(TRAFFIC)
+    assert e2e.check_model_api_data(settings).detail == (
+        f"churn-api: {good} requests, {good} predictions, {good} rows of serving profiles"
+    )
     assert len(queries) >= 10
-    bucket = f'"{c.INFLUXDB_BUCKET}"'  # make e2e queries InfluxDB itself, not through Grafana
-    assert {q: flux_problems(q, bucket) for q in queries if flux_problems(q, bucket)} == {}
+    # the read API's queries, on the contract's bucket: make e2e reads InfluxDB itself, not through Grafana
+    assert {q: flux_contract_problems(q) for q in queries if flux_contract_problems(q)} == {}
+    measurements = {re.findall(r'r\._measurement == "([^"]+)"', q)[0] for q in queries}
+    assert {c.RUN_RECORD.measurement, c.PROFILE.measurement, c.API_REQUEST.measurement} <= measurements
+
+
+def test_every_query_make_e2e_sends_passes_libflux(
+    stubs: Callable[[Handler], Stub], influx: Callable[..., tuple[Any, list[str]]]
+) -> None:
+    from .test_flux_frontend import invalid
+
+    settings, queries = influx()
+    settings.mailpit = stubs(mailpit_handler([])).url  # no email yet: the checks still ask InfluxDB
+    for check in e2e.CHECKS:
+        if check.name.startswith(("influxdb:", "mailpit:")):
+            check.probe(settings)
+    sent = {f"e2e query {i}": q for i, q in enumerate(dict.fromkeys(queries))}
+    assert len(sent) >= 15
+    assert invalid(sent) == {}
+    assert invalid({"broken": sent["e2e query 0"].replace("|> group()", "|> groupp()")}) != {}
 
 
 def test_the_run_checks_name_what_is_missing(
@@ -231,34 +245,73 @@ def test_the_run_checks_name_what_is_missing(
 ) -> None:
     without_oom = [p for p in demo_points if p.tags.get(c.TAG_PIPELINE) != "demo-oom"]
     outcome = e2e.check_runs(influx(without_oom)[0])
-    assert not outcome.ok
-    assert outcome.detail == "no 'failed' run record of demo-oom from the exporter"
+    assert (outcome.ok, outcome.detail) == (False, "no run of demo-oom in the last 6h")
+
+    no_record = without(demo_points, "demo-train-1", c.RUN_RECORD.measurement)
+    outcome = e2e.check_runs(influx(no_record)[0])
+    assert outcome.detail == "demo-train run demo-train-1 has no run record from the exporter"
 
     no_logs = [p for p in demo_points if p.measurement != c.LOG.measurement]
     training = e2e.check_training_data(influx(no_logs)[0])
-    assert (training.ok, training.detail) == (False, "run demo-train-1: 0 log records (expected at least 5)")
+    assert (training.ok, training.detail.split(": ", 1)[1]) == (False, "0 log records (expected at least 5)")
 
-    assert not e2e.check_model_api_data(influx([])[0]).ok
+    no_baseline = [
+        p for p in demo_points if not (p.measurement == c.PROFILE.measurement and c.TAG_RUN_ID in p.tags)
+    ]
+    training = e2e.check_training_data(influx(no_baseline)[0])
+    assert training.detail == "run demo-train-1: 0 baseline profile chunks (expected at least 1)"
+
+    no_profiles = [p for p in demo_points if p.measurement != c.PROFILE.measurement]
+    served = e2e.check_model_api_data(influx(no_profiles)[0])
+    assert (served.ok, served.detail) == (
+        False,
+        f"churn-api: {len(TRAFFIC)} requests, {len(TRAFFIC)} predictions, 0 rows of serving profiles so far",
+    )
+    nothing = e2e.check_model_api_data(influx([])[0])
+    assert (nothing.ok, nothing.detail.split(" in InfluxDB at ")[0]) == (
+        False,
+        "service 'churn-api' not found",
+    )
 
 
-def test_a_wrong_token_is_a_probe_error(
+def test_a_wrong_reason_or_error_is_named(
+    influx: Callable[..., tuple[Any, list[str]]], demo_points: list[Point]
+) -> None:
+    evicted = [
+        Point(p.measurement, p.time_ns, {**p.tags, c.TAG_REASON: "Evicted"}, p.fields)
+        if p.measurement == c.RUN_RECORD.measurement and p.tags[c.TAG_RUN_ID] == "demo-oom-1"
+        else p
+        for p in demo_points
+    ]
+    assert e2e.check_runs(influx(evicted)[0]).detail == (
+        "demo-oom run demo-oom-1's run record has reason 'Evicted', not 'OOMKilled'"
+    )
+    other_error = [
+        Point(p.measurement, p.time_ns, p.tags, {**p.fields, c.FIELD_ERROR_TYPE: "ValueError"})
+        if p.measurement == c.RUN.measurement and c.FIELD_ERROR_TYPE in p.fields
+        else p
+        for p in demo_points
+    ]
+    detail = e2e.check_runs(influx(other_error)[0]).detail
+    assert detail.startswith(
+        "demo-diverge run demo-diverge-1 failed with 'ValueError: training diverged at epoch"
+    )
+    assert detail.endswith("', not FloatingPointError")
+
+
+def test_a_wrong_token_is_a_read_error(
     influx: Callable[..., tuple[Any, list[str]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, _ = influx()
     monkeypatch.setenv("MLOBS_E2E_INFLUXDB_TOKEN", "wrong")
-    with pytest.raises(e2e.ProbeError, match=r"HTTP 401 .*unauthorized access"):
+    with pytest.raises(e2e.ReadError, match=r"answered HTTP 401: unauthorized access"):
         e2e.check_runs(settings)
-
-
-def test_parse_csv_reads_tables_with_different_headers() -> None:
-    text = (
-        ',result,table,_time,a\r\n,_result,0,t1,x\r\n\r\n,result,table,_time,b,c\r\n,_result,1,t2,y,"p,q"\r\n'
+    lines: list[str] = []
+    [(_, outcome)] = e2e.run_checks(
+        [e2e.Check("runs", e2e.check_runs)], settings, timeout=0.2, interval=0.05, out=lines.append
     )
-    assert e2e.parse_csv(text) == [
-        {"": "", "result": "_result", "table": "0", "_time": "t1", "a": "x"},
-        {"": "", "result": "_result", "table": "1", "_time": "t2", "b": "y", "c": "p,q"},
-    ]
-    assert e2e.parse_csv("") == []
+    assert not outcome.ok and "HTTP 401: unauthorized access" in outcome.detail
+    assert "wrong" not in outcome.detail  # the token is never quoted
 
 
 # ---- Prometheus, for real ---------------------------------------------------------------------------------
@@ -384,8 +437,16 @@ def test_grafana_credentials_are_checked(
 
 
 def mailpit_handler(messages: list[dict[str, Any]]) -> Handler:
+    """Mailpit's search and message APIs over ``messages`` (each with its text body in ``_body``)."""
+
     def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
         url = urllib.parse.urlsplit(path)
+        if url.path.startswith("/api/v1/message/"):
+            wanted = urllib.parse.unquote(url.path.rsplit("/", 1)[1])
+            for m in messages:
+                if m["ID"] == wanted:
+                    return as_json({"ID": m["ID"], "Subject": m["Subject"], "Text": m["_body"], "HTML": ""})
+            return as_json({"error": "message not found"}, 404)
         assert url.path == "/api/v1/search", url.path
         [phrase] = urllib.parse.parse_qs(url.query)["query"]
         assert phrase.startswith('"') and phrase.endswith('"')
@@ -401,7 +462,13 @@ def rfc3339(seconds: float) -> str:
 
 
 def email(subject: str, created: float, body: str = "") -> dict[str, Any]:
-    return {"ID": subject[:8], "Subject": subject, "Created": rfc3339(created), "Snippet": "", "_body": body}
+    return {
+        "ID": f"m-{created:.3f}",
+        "Subject": subject,
+        "Created": rfc3339(created),
+        "Snippet": "",
+        "_body": body,
+    }
 
 
 def test_the_email_checks(
@@ -409,7 +476,7 @@ def test_the_email_checks(
 ) -> None:
     [record] = [p for p in demo_points if p.tags.get(c.TAG_RUN_ID) == "demo-oom-1"]
     ended = record.fields[c.FIELD_END_NS] / 1e9
-    check = e2e.email_check("demo-oom", "the OOM-killed")
+    check = e2e.email_check("demo-oom", "OOM-killed")
 
     def with_mail(*messages: dict[str, Any], points: list[Point] | None = None) -> Any:
         settings, _ = influx(points)
@@ -426,12 +493,15 @@ def test_the_email_checks(
     assert grouped.ok
     late = with_mail(email(subject, ended + 150))
     assert (late.ok, late.final) == (False, True)
-    assert late.detail == "the email for demo-oom-1 came 150 s after the run ended"
+    assert late.detail == "the email for demo-oom-1 came 150 s after the OOM-killed run ended"
     other_alert = with_mail(
         email("[FIRING] MLPipelineStepOOMKilled demo-oom/embed run demo-oom-1", ended + 5)
     )
     assert (other_alert.ok, other_alert.final) == (False, True)  # the run ended 300 s ago
-    assert "no MLPipelineRunFailed email for the OOM-killed run demo-oom-1, 30" in other_alert.detail
+    assert re.fullmatch(
+        r"no MLPipelineRunFailed email for the OOM-killed run demo-oom-1, 3\d\d s after it ended",
+        other_alert.detail,
+    )
 
     recent = time.time_ns()
     fresh = [
@@ -443,6 +513,107 @@ def test_the_email_checks(
     waiting = with_mail(points=fresh)
     assert (waiting.ok, waiting.final) == (False, False)
     assert waiting.detail.startswith("no email for demo-oom-1 yet (")
+
+
+def ended_of(points: list[Point], run_id: str) -> float:
+    """When ``run_id`` ended as the read API says: the SDK's end event, else the exporter's record."""
+    ends = [
+        p.time_ns for p in points if p.tags.get(c.TAG_RUN_ID) == run_id and p.measurement == c.RUN.measurement
+    ]
+    ends += [
+        p.fields[c.FIELD_END_NS]
+        for p in points
+        if p.tags.get(c.TAG_RUN_ID) == run_id and p.measurement == c.RUN_RECORD.measurement and not ends
+    ]
+    return max(ends) // 1000 / 1e6  # microseconds, as the read API's datetimes hold
+
+
+def test_the_failing_runs_email_must_name_its_error(
+    stubs: Callable[[Handler], Stub], influx: Callable[..., tuple[Any, list[str]]], demo_points: list[Point]
+) -> None:
+    ended = ended_of(demo_points, "demo-diverge-1")
+    check = e2e.email_check("demo-diverge", "failing", error="FloatingPointError: training diverged")
+    subject = "[FIRING] MLPipelineRunFailed demo-diverge/fit run demo-diverge-1: Error"
+
+    def with_body(body: str) -> Any:
+        settings, _ = influx()
+        settings.mailpit = stubs(mailpit_handler([email(subject, ended + 20, body)])).url
+        return check(settings)
+
+    error = (
+        "Error:      FloatingPointError: training diverged at epoch 1: loss 2.1e+03 at /app/demo/train.py:117"
+    )
+    named = with_body(f"FIRING: a run failed\nRun id:     demo-diverge-1\n{error}\nNamespace:  mlobs\n")
+    assert named.ok, named.detail
+    assert named.detail.endswith(
+        "20 s after the run ended, 'FloatingPointError: training diverged at epoch 1: loss 2.1e+'"
+    )
+    unnamed = with_body("FIRING: a run failed\nRun id:     demo-diverge-1\nError:      none recorded\n")
+    assert (unnamed.ok, unnamed.final) == (False, True)
+    assert unnamed.detail == (
+        "the email for demo-diverge-1 has 'Error:      none recorded',"
+        " not an error starting 'FloatingPointError: training diverged'"
+    )
+    assert with_body("FIRING: a run failed\n").detail.startswith(
+        "the email for demo-diverge-1 has 'no Error: line'"
+    )
+
+
+DRIFT_SUBJECT = "[FIRING] MLModelDriftDetected"
+DRIFT_BODY = (
+    "FIRING: churn-logreg 1: its serving data drifted from the baseline\n\nMonitor demo-drift compared the"
+    " serving data of model churn-logreg version 1 over the last 15m with baseline demo-train-1:train, and"
+    " the share of drifted features reached its threshold.\n{features}Severity:   warning\n"
+)
+
+
+def test_the_drift_email_check(
+    stubs: Callable[[Handler], Stub], influx: Callable[..., tuple[Any, list[str]]], demo_points: list[Point]
+) -> None:
+    ended = ended_of(demo_points, "demo-drift-1")
+
+    def with_mail(*messages: dict[str, Any], points: list[Point] | None = None) -> Any:
+        settings, _ = influx(points)
+        settings.mailpit = stubs(mailpit_handler(list(messages))).url
+        return e2e.check_drift_email(settings)
+
+    features = "Features:   tenure_months (wasserstein 1.98, threshold 0.1); \n"
+    named = with_mail(email(DRIFT_SUBJECT, ended + 40, DRIFT_BODY.format(features=features)))
+    assert (named.ok, named.detail) == (
+        True,
+        f"'{DRIFT_SUBJECT}' 40 s after monitor run demo-drift-1, naming tenure_months",
+    )
+    unnamed = with_mail(email(DRIFT_SUBJECT, ended + 40, DRIFT_BODY.format(features="")))
+    assert (unnamed.ok, unnamed.final) == (False, True)
+    assert unnamed.detail.startswith(
+        "the drift email for demo-train-1:train does not name tenure_months: 'FIRING:"
+    )
+    other = with_mail(
+        email(
+            DRIFT_SUBJECT,
+            ended + 40,
+            DRIFT_BODY.format(features="monthly_charges (").replace("demo-train-1", "demo-train-0"),
+        )
+    )
+    assert (other.ok, other.final) == (False, False)  # another baseline's email: this one's is still to come
+    assert other.detail.startswith("no email for demo-train-1:train yet (")
+    late = with_mail(email(DRIFT_SUBJECT, ended + 121, DRIFT_BODY.format(features=features)))
+    assert late.detail == "the email for demo-train-1:train came 121 s after the monitor run ended"
+
+    no_monitor = with_mail(points=without(demo_points, "demo-drift-1"))
+    assert (no_monitor.ok, no_monitor.detail) == (
+        False,
+        "no demo-drift monitor run against demo-train-1:train yet",
+    )
+    no_drift = [
+        Point(p.measurement, p.time_ns, p.tags, {**p.fields, c.FIELD_VALUE: 0.0})
+        if p.measurement == c.METRIC.measurement and p.tags.get(c.TAG_NAME) == "tenure_months.drifted"
+        else p
+        for p in demo_points
+    ]
+    quiet = with_mail(email(DRIFT_SUBJECT, ended + 40, DRIFT_BODY.format(features=features)), points=no_drift)
+    assert (quiet.ok, quiet.final) == (False, True)
+    assert quiet.detail.startswith("monitor run demo-drift-1 found no drift of the shifted tenure_months: {")
 
 
 def test_parse_time() -> None:
@@ -546,7 +717,8 @@ def test_make_e2e_names_an_unreachable_cluster(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "[FAIL] prometheus: every scrape target is up" in done.stdout
     assert "Connection refused" in done.stdout or "connection refused" in done.stdout
-    assert "==> e2e: 0 passed, 8 failed" in done.stdout
+    assert f"==> e2e: 0 passed, {len(e2e.CHECKS)} failed" in done.stdout
+    assert len(e2e.CHECKS) == 9
 
 
 def test_the_e2e_expectations_match_the_demo_the_chart_runs() -> None:
@@ -565,3 +737,15 @@ def test_the_e2e_expectations_match_the_demo_the_chart_runs() -> None:
         if d["metadata"]["name"].endswith("model-api")
     ]
     assert api["spec"]["template"]["metadata"]["labels"]["mlobs.io/service"] == e2e.SERVICE
+    # make demo's drift monitor run: its step, the baseline it checks, the feature the traffic shifts
+    [monitor] = jobs[e2e.DRIFT_PIPELINE]["spec"]["template"]["spec"]["containers"]
+    labels = jobs[e2e.DRIFT_PIPELINE]["metadata"]["labels"]
+    assert labels["mlobs.io/step"] == e2e.DRIFT_STEP
+    assert monitor["command"][monitor["command"].index("--baseline") + 1] == f"demo-train-ci1:{e2e.BASELINE}"
+    assert e2e.SHIFTED in monitor["command"][monitor["command"].index("--features") + 1].split(",")
+    [sender] = [
+        j for j in objects("01-kind-demo-values.yaml", "Job") if j["metadata"]["name"] == "demo-traffic-ci1"
+    ]
+    [container] = sender["spec"]["template"]["spec"]["containers"]
+    shift = container["command"][container["command"].index("--shift") + 1]
+    assert traffic.shift_arg(shift) == SHIFT

@@ -1,5 +1,6 @@
-"""make e2e's whole run (scripts/e2e.py) against canned answers in the real wire formats: InfluxDB's
-annotated CSV of what the demo records, Prometheus' and Grafana's JSON, Mailpit's messages."""
+"""make e2e's whole run (scripts/e2e.py) against answers in the real wire formats: InfluxDB's query API
+(the stand-in of pipeline_sdk.testing, serving what the real demo records: tests/test_e2e.py's points),
+Prometheus' and Grafana's JSON, Mailpit's search and messages."""
 
 from __future__ import annotations
 
@@ -12,123 +13,55 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from pipeline_sdk import contract as c
+from pipeline_sdk.local_store import Point
+from pipeline_sdk.testing.influx_fake import InfluxFake, InfluxServer
 
 from .conftest import ROOT
+from .test_e2e import demo_points, e2e, ended_of
 
-# ---- scripts/e2e.py against canned answers in the real wire formats ------------------------------
-
-
-def load_e2e() -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mlobs_e2e_for_demo", ROOT / "scripts" / "e2e.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-e2e = load_e2e()
 TOKEN, GRAFANA_USER, GRAFANA_PASSWORD = "canned-token", "admin", "canned-password"
-NOW = float(int(time.time()))  # whole seconds, as the canned Mailpit times are
+NOW = float(int(time.time()))
+__all__ = ["demo_points"]  # the fixture, shared with tests/test_e2e.py
+
+ERROR_LINE = (
+    "Error:      FloatingPointError: training diverged at epoch 1: loss 1.2e+03 at /app/demo/train.py:117"
+)
+FEATURES_LINE = "Features:   tenure_months (wasserstein 1.98, threshold 0.1); "
 
 
-def rows_of_the_demo() -> dict[str, list[dict[str, str]]]:
-    """What InfluxDB holds after make demo, by measurement: tags and fields as CSV cells."""
-
-    def ident(pipeline: str, step: str = "fit") -> dict[str, str]:
-        return {c.TAG_RUN_ID: f"{pipeline}-1", c.TAG_PIPELINE: pipeline, c.TAG_STEP: step, c.TAG_ATTEMPT: "1"}
-
-    train = ident("demo-train")
-    ended = str(int((NOW - 60) * 1e9))
-    return {
-        c.RUN.measurement: [
-            {**train, c.TAG_STATUS: "succeeded", c.FIELD_DURATION_MS: "1200.5"},
-            {
-                **ident("demo-diverge"),
-                c.TAG_STATUS: "failed",
-                c.FIELD_DURATION_MS: "300.0",
-                c.FIELD_ERROR_TYPE: "FloatingPointError",
-                c.FIELD_ERROR_MESSAGE: "training diverged at epoch 1: loss 1e+03, see below",
-            },
-        ],
-        c.RUN_RECORD.measurement: [
-            {
-                **train,
-                c.TAG_STATUS: "succeeded",
-                c.TAG_REASON: "Completed",
-                c.FIELD_EXIT_CODE: "0",
-                c.FIELD_END_NS: ended,
-            },
-            {
-                **ident("demo-diverge"),
-                c.TAG_STATUS: "failed",
-                c.TAG_REASON: "Error",
-                c.FIELD_EXIT_CODE: "1",
-                c.FIELD_END_NS: ended,
-            },
-            {
-                **ident("demo-oom", "embed"),
-                c.TAG_STATUS: "failed",
-                c.TAG_REASON: "OOMKilled",
-                c.FIELD_EXIT_CODE: "137",
-                c.FIELD_END_NS: ended,
-            },
-        ],
-        c.PARAM.measurement: [
-            {**train, c.TAG_NAME: n, c.FIELD_VALUE: "1"} for n in ("epochs", "lr", "rows", "seed", "model")
-        ],
-        c.LIST_METRIC.measurement: [
-            {**train, c.TAG_NAME: "loss", c.FIELD_VALUE: str(1 / (i + 1)), c.FIELD_INDEX: str(i)}
-            for i in range(5)
-        ],
-        c.METRIC.measurement: [
-            {**train, c.TAG_NAME: n, c.FIELD_VALUE: "0.8"} for n in ("val_accuracy", "train_loss")
-        ],
-        c.IO.measurement: [
-            {**train, c.TAG_DIRECTION: "input", c.TAG_NAME: "dataset", c.FIELD_VALUE: '{"rows": 2000}'},
-            {**train, c.TAG_DIRECTION: "output", c.TAG_NAME: "model", c.FIELD_VALUE: '{"bias": 0.1}'},
-        ],
-        c.LOG.measurement: [{**train, c.TAG_LEVEL: "INFO", c.FIELD_MESSAGE: f"epoch {i}"} for i in range(6)],
-        c.API_REQUEST.measurement: [{c.TAG_SERVICE: "churn-api", c.FIELD_STATUS_CODE: "200"}] * 3,
-        c.PREDICTION.measurement: [{c.TAG_SERVICE: "churn-api", c.FIELD_SCORE: "0.4"}] * 3,
-    }
-
-
-def annotated_csv(measurement: str, rows: list[dict[str, str]]) -> str:
-    """InfluxDB's annotated CSV: one table per row (their columns differ), each with its annotations."""
-    tables = []
-    for i, row in enumerate(rows):
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(NOW - 60 - i)) + f".{i:09d}Z"
-        header = ["", "result", "table", "_time", "_measurement", *row]
-        values = ["", "", str(i), stamp, measurement, *row.values()]
-        kinds = ["#datatype", "string", "long", "dateTime:RFC3339", "string", *["string"] * len(row)]
-        group = ["#group", "false", "false", "false", "true", *["false"] * len(row)]
-        default = ["#default", "_result", *[""] * (len(header) - 2)]
-        quoted = [f'"{v}"' if "," in v or '"' in v else v for v in values]
-        tables.append(
-            "\r\n".join(",".join(line) for line in (kinds, group, default, header, quoted)) + "\r\n"
+def mail_text(subject: str, phrase: str) -> str:
+    """The text body Alertmanager's email template gives the alert (alerting/templates/email.tmpl)."""
+    if subject.startswith("[FIRING] MLModelDriftDetected"):
+        return (
+            "FIRING: churn-logreg 1: its serving data drifted from the baseline\n\n"
+            f"Monitor demo-drift compared ... with baseline {phrase}, and the share of drifted features"
+            f" reached its threshold.\n{FEATURES_LINE}\nSeverity:   warning\n"
         )
-    return "\r\n".join(tables)
+    error = ERROR_LINE if "demo-diverge" in phrase else "Error:      none recorded"
+    return f"FIRING: a run failed\n\nPipeline:   ...\nRun id:     {phrase}\n{error}\nSeverity:   critical\n"
 
 
 class Canned:
-    """One HTTP server on 127.0.0.1 that answers as Prometheus, Grafana, Mailpit and InfluxDB do."""
+    """HTTP servers on 127.0.0.1: one answers as Prometheus, Grafana and Mailpit do, one as InfluxDB."""
 
-    def __init__(self) -> None:
+    def __init__(self, points: list[Point]) -> None:
         self.down: set[str] = set()  # scrape jobs whose targets are down
-        self.rows = rows_of_the_demo()
-        self.queries: list[str] = []
+        self.influx = InfluxServer(InfluxFake(lambda: points), token=TOKEN)
+        # when each email was sent: 20 s after its run ended, 30 s after the monitor run
+        self.mail_times = {
+            "demo-diverge-1": ended_of(points, "demo-diverge-1") + 20,
+            "demo-oom-1": ended_of(points, "demo-oom-1") + 20,
+            f"demo-train-1:{e2e.BASELINE}": ended_of(points, "demo-drift-1") + 30,
+        }
+        self.mails: dict[str, str] = {}  # phrase -> subject of the emails found
+        self.texts: dict[str, str] = {}  # phrase -> a text body other than the template's
         canned = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -156,6 +89,7 @@ class Canned:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.influx.close()
 
     def answer(  # noqa: PLR0911 - a return per API it stands in for
         self, method: str, path: str, headers: Any, body: bytes
@@ -197,41 +131,44 @@ class Canned:
                 return 200, as_json, json.dumps([{"uid": u, "type": "dash-db"} for u in uids]).encode()
             return 200, as_json, b'{"status": "OK", "message": "Data source is working"}'
         if url.path == "/api/v1/search":  # Mailpit
-            [phrase] = query["query"]
-            run_id = phrase.strip('"')
-            pipeline, step = (
-                ("demo-oom", "embed") if run_id.startswith("demo-oom") else ("demo-diverge", "fit")
+            [quoted] = query["query"]
+            phrase = quoted.strip('"')
+            if phrase.endswith(":train"):  # a baseline: the drift email names it
+                subject = "[FIRING] MLModelDriftDetected"
+            else:
+                pipeline, step = (
+                    ("demo-oom", "embed") if phrase.startswith("demo-oom") else ("demo-diverge", "fit")
+                )
+                subject = f"[FIRING] MLPipelineRunFailed {pipeline}/{step} run {phrase}: Error"
+            sent = self.mail_times.get(phrase)
+            if sent is None:
+                return 200, as_json, json.dumps({"total": 0, "count": 0, "messages": []}).encode()
+            created = (
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sent)) + f".{int(sent * 1000) % 1000:03d}Z"
             )
-            created = time.strftime("%Y-%m-%dT%H:%M:%S.123Z", time.gmtime(NOW - 40))
-            subject = f"[FIRING] MLPipelineRunFailed {pipeline}/{step} run {run_id}: Error"
-            messages = [{"ID": "m1", "Subject": subject, "Created": created}]
+            self.mails[phrase] = subject
+            messages = [{"ID": phrase, "Subject": subject, "Created": created}]
             return 200, as_json, json.dumps({"total": 1, "count": 1, "messages": messages}).encode()
-        if url.path == "/api/v2/query" and method == "POST":
-            if headers.get("Authorization") != f"Token {TOKEN}" or query.get("org") != ["mlobs"]:
-                return 401, as_json, b'{"code": "unauthorized", "message": "unauthorized access"}'
-            flux = json.loads(body)["query"]
-            self.queries.append(flux)
-            [measurement] = re.findall(r'r\._measurement == "([^"]+)"', flux)
-            assert measurement in {s.measurement for s in c.STREAMS}, measurement
-            equal = {k: v for k, v in re.findall(r'r\.(\w+) == "([^"]*)"', flux) if not k.startswith("_")}
-            rows = [r for r in self.rows.get(measurement, []) if all(r.get(k) == v for k, v in equal.items())]
-            if "limit(n: 1)" in flux:
-                rows = rows[:1]
-            return 200, "text/csv; charset=utf-8", annotated_csv(measurement, rows).encode()
+        if url.path.startswith("/api/v1/message/"):  # Mailpit: one message
+            phrase = urllib.parse.unquote(url.path.rsplit("/", 1)[1])
+            subject = self.mails[phrase]
+            text = self.texts.get(phrase, mail_text(subject, phrase))
+            return 200, as_json, json.dumps({"ID": phrase, "Subject": subject, "Text": text}).encode()
         return 404, as_json, b'{"message": "not found"}'
 
 
 @pytest.fixture
-def canned() -> Iterator[Canned]:
-    server = Canned()
+def canned(demo_points: list[Point]) -> Iterator[Canned]:
+    server = Canned(demo_points)
     yield server
     server.close()
 
 
 def make_e2e(canned: Canned, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOBS_")}
-    for name in ("PROMETHEUS", "GRAFANA", "INFLUXDB", "MAILPIT"):
+    for name in ("PROMETHEUS", "GRAFANA", "MAILPIT"):
         env[f"MLOBS_{name}_URL"] = canned.url
+    env["MLOBS_INFLUXDB_URL"] = canned.influx.url
     env.update(
         MLOBS_E2E_INFLUXDB_TOKEN=TOKEN,
         MLOBS_E2E_GRAFANA_USER=GRAFANA_USER,
@@ -255,16 +192,51 @@ def test_make_e2e_passes_on_a_healthy_stack(canned: Canned) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     passed = [line for line in done.stdout.splitlines() if line.startswith("[PASS] ")]
     assert len(passed) == len(e2e.CHECKS)
-    assert "==> e2e: 8 passed, 0 failed" in done.stdout
+    assert f"==> e2e: {len(e2e.CHECKS)} passed, 0 failed" in done.stdout
     assert "demo-train succeeded, demo-diverge failed (FloatingPointError), demo-oom OOMKilled" in done.stdout
     assert (
         "run demo-train-1: 5 params, 5 list metric loss, 2 simple metrics, 2 inputs and outputs, 6 log"
         in done.stdout
     )
     assert (
-        "'[FIRING] MLPipelineRunFailed demo-diverge/fit run demo-diverge-1: Error' 20 s after" in done.stdout
+        "'[FIRING] MLPipelineRunFailed demo-diverge/fit run demo-diverge-1: Error' 20 s after the run ended,"
+        " 'FloatingPointError: training diverged at epoch 1: loss 1.2e+'" in done.stdout
     )
-    assert any(f'r._measurement == "{c.RUN_RECORD.measurement}"' in q for q in canned.queries)
+    assert (
+        "'[FIRING] MLModelDriftDetected' 30 s after monitor run demo-drift-1, naming tenure_months"
+        in done.stdout
+    )
+    queries = canned.influx.fake.queries  # the read API's, through its InfluxDB backend
+    assert any(f'r._measurement == "{c.RUN_RECORD.measurement}"' in q for q in queries)
+    assert any(f'r._measurement == "{c.PROFILE.measurement}"' in q for q in queries)
+
+
+def test_make_e2e_fails_on_a_drift_email_that_does_not_name_the_feature(canned: Canned) -> None:
+    canned.texts["demo-train-1:train"] = mail_text("[FIRING] MLModelDriftDetected", "x").replace(
+        FEATURES_LINE, ""
+    )
+    done, _ = make_e2e(canned, "--timeout", "20", "--interval", "0.2")
+    assert done.returncode == 1
+    [fail] = [line for line in done.stdout.splitlines() if line.startswith("[FAIL] ")]
+    assert fail.startswith(
+        "[FAIL] mailpit: the drift email within 2 minutes of the monitor run, naming the feature ("
+    )
+    assert "the drift email for demo-train-1:train does not name tenure_months: 'FIRING: churn-logreg" in fail
+    assert f"==> e2e: {len(e2e.CHECKS) - 1} passed, 1 failed" in done.stdout
+
+
+def test_make_e2e_fails_without_a_run_record_and_names_it(canned: Canned, demo_points: list[Point]) -> None:
+    canned.influx.close()
+    canned.influx = InfluxServer(
+        InfluxFake(lambda: [p for p in demo_points if p.tags.get(c.TAG_RUN_ID) != "demo-oom-1"]), token=TOKEN
+    )
+    done, _ = make_e2e(canned, "--timeout", "3", "--interval", "0.2")
+    assert done.returncode == 1
+    failed = [line for line in done.stdout.splitlines() if line.startswith("    failed: ")]
+    assert failed == [
+        "    failed: influxdb: the demo runs ended as expected: no run of demo-oom in the last 6h",
+        "    failed: mailpit: the OOM-killed run's email within 2 minutes: no failed run of demo-oom yet",
+    ]
 
 
 def test_make_e2e_fails_at_its_deadline_and_names_what_is_down(canned: Canned) -> None:
@@ -277,7 +249,7 @@ def test_make_e2e_fails_at_its_deadline_and_names_what_is_down(canned: Canned) -
     [fail] = [line for line in lines if line.startswith("[FAIL] ")]
     assert fail.startswith("[FAIL] prometheus: every scrape target is up (")
     assert fail.endswith("/metrics is down: connection refused")
-    assert "==> e2e: 7 passed, 1 failed" in done.stdout
+    assert f"==> e2e: {len(e2e.CHECKS) - 1} passed, 1 failed" in done.stdout
     assert lines[-1].startswith("    failed: prometheus: every scrape target is up: mlobs-fluentd http://")
     assert took < 15  # the deadline is the whole run's
 
@@ -304,13 +276,3 @@ def test_the_overall_deadline_is_shared_by_the_checks() -> None:
         "[FAIL] never 1",
         "[FAIL] never 2",
     ]
-
-
-def test_parse_csv_reads_annotated_csv_with_many_tables() -> None:
-    rows = rows_of_the_demo()[c.RUN.measurement]
-    parsed = e2e.parse_csv(annotated_csv(c.RUN.measurement, rows))
-    assert [r[c.TAG_STATUS] for r in parsed] == ["succeeded", "failed"]
-    assert parsed[1][c.FIELD_ERROR_MESSAGE] == "training diverged at epoch 1: loss 1e+03, see below"
-    assert parsed[1]["_measurement"] == c.RUN.measurement and parsed[1]["table"] == "1"
-    assert "#datatype" not in str(parsed)
-    assert e2e.parse_csv("\r\n") == []
