@@ -487,6 +487,7 @@ RUNBOOK_PATTERN: Final = "{alertname}.md"  # runbook_url of alerts: alerting/run
 DATASOURCE_PROMETHEUS_UID: Final = "mlobs-prometheus"  # the Prometheus datasource
 DATASOURCE_INFLUXDB_UID: Final = "mlobs-influxdb"  # the InfluxDB (Flux) datasource
 INFLUXDB_BUCKET: Final = "mlobs"  # the bucket fluent.conf writes to and dashboards read
+INFLUXDB_DOWNSAMPLED_BUCKET: Final = "mlobs_downsampled"  # the bucket the chart's downsampling tasks write to
 INFLUXDB_ORG: Final = "mlobs"  # the organization the chart creates (the read API's default)
 
 # Dashboard uids are "mlobs-" + the file stem of dashboards/<stem>.dashboard.py, "_" -> "-".

@@ -296,7 +296,7 @@ def test_each_task_has_a_header_and_names_only_the_contract() -> None:
         [group] = re.findall(r"group\(columns: \[([^\]]*)\]\)", text)
         columns = set(re.findall(r'"(\w+)"', group)) - {"_measurement", "_field"}
         assert columns <= set(stream.tags) and c.TAG_RUN_ID not in columns, file  # run ids are dropped
-        assert 'to(bucket: "mlobs_downsampled")' in text, file
+        assert set(re.findall(r'to\(bucket: "([^"]*)"\)', text)) == {c.INFLUXDB_DOWNSAMPLED_BUCKET}, file
     assert len(set(names)) == len(names) == 4
 
 
