@@ -4,11 +4,12 @@
     python scripts/chart_files.py --check  # fail if a copy differs from what its source gives
 
 Sources: dashboards/json/*.json, alerting/*-rules.yaml, alerting/alertmanager.yaml,
-alerting/templates/*.tmpl, fluentd/fluent.conf and fluentd/forwarder.conf.  Each copy is its source under a header
-saying where it comes from (and, for a rule file, where its tests are), in the comment syntax
-of its format: ``#`` for YAML and fluent.conf, ``{{/* */}}`` for Alertmanager's Go templates.
-A dashboard is copied byte for byte: JSON has no comment, and each dashboard already carries a
-``__generated`` key naming its source.  Edit the sources, then run `make generate`.
+alerting/templates/*.tmpl, fluentd/fluent.conf and fluentd/forwarder.conf.  Each copy is its
+source under a header saying where it comes from (and, for a rule file, where its tests are),
+in the comment syntax of its format: ``#`` for YAML and the Fluentd files, ``{{/* */}}`` for
+Alertmanager's Go templates.  A dashboard is copied byte for byte: JSON has no comment, and
+each dashboard already carries a ``__generated`` key naming its source.  Edit the sources, then
+run `make generate`.
 """
 
 from __future__ import annotations
