@@ -129,8 +129,11 @@ def test_the_monitor_finds_the_shifted_feature_and_only_it(
     tenure = report.features["tenure_months"]
     assert (tenure.test, tenure.threshold) == ("wasserstein", 0.1)
     assert tenure.statistic > 1.5  # 2 standard deviations, normed by the baseline's
-    for name in ("monthly_charges", "support_calls"):
-        assert report.features[name].statistic < report.features[name].threshold / 2, name
+    for name in (
+        "monthly_charges",
+        "support_calls",
+    ):  # 0.036-0.046 over six recordings; the sketches add noise
+        assert report.features[name].statistic < 0.08, name
 
 
 def test_unshifted_traffic_does_not_drift(unshifted: tuple[Path, int]) -> None:
