@@ -98,6 +98,22 @@ def test_the_buffer_size_is_fluentds_total_limit_size(size: str, limit: str) -> 
     assert env_of(_daemonset(docs)["spec"]["template"]["spec"])[forwarder.BUFFER_LIMIT_VAR]["value"] == limit
 
 
+@pytest.mark.parametrize(
+    ("size", "refused"), [("63Mi", True), ("64Mi", False), ("65Mi", False), ("1Gi", False)]
+)
+def test_a_buffer_smaller_than_a_few_chunks_is_refused(size: str, refused: bool) -> None:
+    values = {"fluentd": {"forwarder": {"bufferSize": size}}}
+    if refused:
+        with pytest.raises(
+            helm_python.HelmRenderError, match=f"fluentd.forwarder.bufferSize {size} is below 64Mi"
+        ):
+            render_values(values)
+    else:
+        assert env_of(_daemonset(render_values(values))["spec"]["template"]["spec"])[
+            forwarder.BUFFER_LIMIT_VAR
+        ]
+
+
 @pytest.mark.parametrize("size", ["2GB", "2g", "0Gi", "1.5Gi", ""])
 def test_the_schema_refuses_a_buffer_size_fluentd_would_misread(size: str) -> None:
     result = helm_python.lint(
