@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from pipeline_sdk.read import ReadClient
 
 MONITOR = "demo-drift"  # the step of its runs when MLOBS_STEP is not set
+# How often it says it runs (pushed with the results): a day, so that MLDriftMonitorNotRunning, which
+# fires after twice that, stays quiet after a one-off make demo.
+SCHEDULE_S = 86400.0
 DEFAULT_FEATURES = ("tenure_months", "monthly_charges")  # one shifted by make demo, one not
 
 
@@ -66,6 +69,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--interval", type=positive_float, default=2.0, help="seconds between polls (default 2)")
     p.add_argument("--pushgateway", help=f"where the results are pushed (default: {c.ENV_PUSHGATEWAY_URL})")
+    p.add_argument(
+        "--schedule-seconds",
+        type=positive_float,
+        default=SCHEDULE_S,
+        help=f"how often this monitor runs, pushed for MLDriftMonitorNotRunning (default {SCHEDULE_S:g})",
+    )
     return p
 
 
@@ -114,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             features=args.features,
             client=client,
             name=os.environ.get(c.ENV_STEP) or MONITOR,
+            schedule_seconds=args.schedule_seconds,
         )
         monitor.snapshot(since=args.since)
         report = monitor.capture(args.pushgateway)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from demo import model_api, traffic
+from demo import model_api, monitor, traffic
 from demo.data import BASELINE, FEATURES, TRAIN_ROWS, TRAIN_SHARE, training_std
 from pipeline_sdk import Client
 from pipeline_sdk import contract as c
@@ -27,6 +28,7 @@ from pipeline_sdk.read import ReadClient
 from pipeline_sdk.testing.influx_fake import serve_store
 
 from .conftest import ROOT
+from .support import live_stack
 from .test_model_api import Server
 
 RUN_ID = "demo-train-drift1"
@@ -262,3 +264,41 @@ def test_a_bad_shift_is_named(value: str, message: str, tmp_path: Path) -> None:
     done = run("demo.traffic", "--shift", value, env=env_of(tmp_path))
     assert done.returncode == 2
     assert message in done.stderr
+
+
+@pytest.mark.skipif(not live_stack.have_pushgateway(), reason="the Pushgateway is installed by make test")
+def test_the_demo_monitor_pushes_its_results(shifted: tuple[Path, int], tmp_path: Path) -> None:
+    home, _ = shifted
+    gateway = live_stack.pushgateway(tmp_path)
+    try:
+        done = run(
+            "demo.monitor", "--baseline", f"{RUN_ID}:{BASELINE}", "--since", "1h", "--wait", "5",
+            "--pushgateway", gateway.url,
+            env=env_of(home, MLOBS_RUN_ID="demo-drift-2", MLOBS_PIPELINE="drift", MLOBS_STEP="demo-drift"),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        with urllib.request.urlopen(f"{gateway.url}/metrics", timeout=10) as resp:
+            pushed = resp.read().decode()
+    finally:
+        gateway.stop()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ours = {"job": c.PROM_JOB_DRIFT, "model": "churn-logreg", "version": c.DRIFT_ANY_VERSION}
+    samples = [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(pushed)
+        for sample in family.samples
+        if ours.items() <= sample.labels.items()
+    ]
+    [(labels, detected)] = [(labels, v) for name, labels, v in samples if name == c.PROM_DRIFT_DETECTED]
+    assert detected == 1.0
+    assert (labels["baseline"], labels["monitor"], labels["window"]) == (
+        f"{RUN_ID}:{BASELINE}",
+        "demo-drift",
+        "1h",
+    )
+    assert [v for name, _, v in samples if name == c.PROM_DRIFT_SCHEDULE] == [monitor.SCHEDULE_S]
+    drifted = sorted(
+        (labels["feature"], v) for name, labels, v in samples if name == c.PROM_DRIFT_FEATURE_DRIFTED
+    )
+    assert drifted == [("monthly_charges", 0.0), ("tenure_months", 1.0)]
