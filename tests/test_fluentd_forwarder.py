@@ -7,8 +7,9 @@ and pinned where it matters (acks, the buffer, the shared key); the head is pars
 same parser as fluent.conf and held to what the generated part relies on, and each check is run
 on a broken copy.  The regular expressions are run here too: the CRI parser's on containerd's
 line format, and the traceback joiner's through a port of fluent-plugin-concat's regexp mode
-(filter_concat.rb, process_regexp, 2.6.2) on tracebacks a real Python process prints.  (One
-concern, the forwarders' configuration, so one file a little over 400 lines.)
+(filter_concat.rb, process_regexp, 2.6.2) on tracebacks a real Python process prints; the Ruby of
+the log record runs in Ruby (Debian's ``ruby``; skipped without it), as record_transformer runs it.
+(One concern, the forwarders' configuration, so one file over 400 lines.)
 """
 
 from __future__ import annotations
@@ -421,3 +422,70 @@ def test_each_check_reports_a_broken_head(name: str) -> None:
     report = "\n".join(head_problems(parse(mutate(_head()))))
     for sentence in expected:
         assert sentence in report, f"{name}: {sentence!r} not reported in:\n{report}"
+
+
+# ---- the record's Ruby, run by Ruby ---------------------------------------------------------------------
+
+# record_transformer (enable_ruby) evaluates a value that is one ${...} as Ruby, with `record` in
+# scope (CleanroomExpander#expand: instance_eval of the text between the braces); this does the same.
+RUBY_EXPANDER = """
+require "json"
+class Cleanroom
+  def expand(__str_to_eval__, record)
+    instance_eval(__str_to_eval__)
+  end
+end
+exprs = JSON.parse(ARGV[0])
+records = JSON.parse(STDIN.read)
+puts JSON.generate(records.map { |r| exprs.transform_values { |e| Cleanroom.new.expand(e, r) } })
+"""
+
+
+def _kube(stream: str, log: str, labels: dict[str, str]) -> dict[str, object]:
+    kubernetes = {"pod_name": "demo-train-ci1-x7k2p", "container_name": "step", "labels": labels}
+    return {"stream": stream, "log": log, "kubernetes": kubernetes}
+
+
+RUN_LABELS = {c.LABEL_RUN_ID: "demo-train-ci1", c.LABEL_PIPELINE: "demo-train", c.LABEL_STEP: "train"}
+
+
+def test_the_records_ruby_makes_the_sdks_log_record() -> None:
+    import json
+    import shutil
+
+    from pipeline_sdk.validation import MAX_TEXT_LENGTH, escape_text, unescape_text
+
+    ruby = shutil.which("ruby")
+    if ruby is None:
+        pytest.skip("ruby is not installed (Debian: apt-get install ruby)")
+    traceback = 'Traceback (most recent call last):\n  File "a\\b.py", line 1\nValueError: x\r'
+    records = [
+        _kube(c.LOG_SOURCE_STDOUT, "epoch 1: loss 0.5", RUN_LABELS),
+        _kube(c.LOG_SOURCE_STDERR, "warning: slow", RUN_LABELS),
+        _kube(c.LOG_SOURCE_STDERR, traceback, RUN_LABELS),
+        _kube(c.LOG_SOURCE_STDOUT, "x" * (MAX_TEXT_LENGTH + 5), {c.LABEL_RUN_ID: "r"}),
+    ]
+    exprs = {k: v[2:-1] for k, v in forwarder.log_record().items()}
+    run = subprocess.run(
+        [ruby, "-e", RUBY_EXPANDER, json.dumps(exprs)],
+        input=json.dumps(records),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = json.loads(run.stdout)
+    assert [r[c.TAG_LEVEL] for r in out] == ["INFO", "WARNING", "ERROR", "INFO"]
+    assert [r[c.FIELD_LOGGER] for r in out] == ["stdout", "stderr", "stderr", "stdout"]
+    first = out[0]
+    assert {k: first[k] for k in c.IDENTITY_TAGS} == {
+        c.TAG_RUN_ID: "demo-train-ci1",
+        c.TAG_PIPELINE: "demo-train",
+        c.TAG_STEP: "train",
+        c.TAG_ATTEMPT: "demo-train-ci1-x7k2p",
+    }
+    assert json.loads(first[c.FIELD_EXTRA]) == {c.EXTRA_SOURCE_KEY: "stdout", c.EXTRA_CONTAINER_KEY: "step"}
+    assert out[2][c.FIELD_MESSAGE] == escape_text(traceback)  # the SDK's own escapes, as its readers expect
+    assert unescape_text(out[2][c.FIELD_MESSAGE]) == traceback
+    assert "\n" not in out[2][c.FIELD_MESSAGE] and "\r" not in out[2][c.FIELD_MESSAGE]
+    assert out[3][c.FIELD_MESSAGE] == "x" * MAX_TEXT_LENGTH  # the SDK's bound: 32 KiB, not one more
+    assert (out[3][c.TAG_PIPELINE], out[3][c.TAG_STEP]) == ("", "")  # empty tags are not written
