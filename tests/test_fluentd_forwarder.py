@@ -489,3 +489,35 @@ def test_the_records_ruby_makes_the_sdks_log_record() -> None:
     assert "\n" not in out[2][c.FIELD_MESSAGE] and "\r" not in out[2][c.FIELD_MESSAGE]
     assert out[3][c.FIELD_MESSAGE] == "x" * MAX_TEXT_LENGTH  # the SDK's bound: 32 KiB, not one more
     assert (out[3][c.TAG_PIPELINE], out[3][c.TAG_STEP]) == ("", "")  # empty tags are not written
+
+
+def test_ruby_reads_the_expressions_as_the_python_port_does(tmp_path: Path) -> None:
+    """The CRI parser's and concat's expressions: Ruby's Regexp (as concat compiles them) agrees with re."""
+    import json
+    import shutil
+
+    ruby = shutil.which("ruby")
+    if ruby is None:
+        pytest.skip("ruby is not installed (Debian: apt-get install ruby)")
+    lines = _stderr(tmp_path, PROGRAM.format(error="Diverged('at epoch 2')", tail="fit(2)"))
+    lines += ["2026-12-01T15:15:43.123456789Z stdout F epoch 1", "2026-12-01T15:15:43.1Z other F x", ""]
+    [tail] = _sources(parse(_head()), "tail")
+    cri = tail.one("parse").params["expression"]  # type: ignore[union-attr]
+    patterns = [*_traceback_filter(), cri]
+    script = (
+        'require "json"; ps, ls = JSON.parse(ARGV[0]), JSON.parse(STDIN.read); '
+        "puts JSON.generate(ps.map { |p| r = Regexp.compile(p[1..-2]); ls.map { |l| r.match?(l) } })"
+    )
+    run = subprocess.run(
+        [ruby, "-e", script, json.dumps(patterns)],
+        input=json.dumps(lines),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    python = [
+        [re.search(p.strip("/").replace("(?<", "(?P<"), line, re.ASCII) is not None for line in lines]
+        for p in patterns
+    ]
+    assert json.loads(run.stdout) == python
+    assert sum(python[0]) == 2 and sum(python[3]) == 1  # two tracebacks start; one CRI line
