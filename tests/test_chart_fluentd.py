@@ -160,9 +160,12 @@ def test_the_aggregators_have_a_budget_and_spread() -> None:
     sts = named(docs, "StatefulSet")[AGG]
     pdb = named(docs, "PodDisruptionBudget")[AGG]
     assert pdb["spec"] == {
-        "maxUnavailable": 1,
+        "minAvailable": 2,  # of 3: one at a time may go
         "selector": {"matchLabels": sts["spec"]["selector"]["matchLabels"]},
     }
+    assert (
+        named(rendered(None), "PodDisruptionBudget")[AGG]["spec"]["minAvailable"] == 0
+    )  # kind's one: drainable
     [term] = sts["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
         "preferredDuringSchedulingIgnoredDuringExecution"
     ]
