@@ -283,13 +283,18 @@ def test_the_secret_check_can_fail() -> None:
     assert secret_problems((leaked_key,), []) == ["y/shared-key holds a literal credential"]
 
 
+# The one container that runs as root: it hands the node forwarders' hostPath (created by the
+# kubelet, root's) to their user, with CHOWN and FOWNER only (tests/test_chart_fluentd.py pins it).
+ROOT_BY_DESIGN = {f"DaemonSet/{RELEASE}-fluentd-forwarder/buffer-owner"}
+
+
 def container_problems(name: str, spec: dict[str, Any]) -> list[str]:
     problems = []
     pod = spec.get("securityContext") or {}
     for container in [*spec.get("initContainers", []), *spec["containers"]]:
         sc = {**pod, **(container.get("securityContext") or {})}
         where = f"{name}/{container['name']}"
-        if not sc.get("runAsNonRoot") or sc.get("runAsUser") == 0:
+        if (not sc.get("runAsNonRoot") or sc.get("runAsUser") == 0) and where not in ROOT_BY_DESIGN:
             problems.append(f"{where} may run as root")
         if sc.get("allowPrivilegeEscalation") is not False:
             problems.append(f"{where} allows privilege escalation")
@@ -318,7 +323,8 @@ def test_the_container_check_can_fail() -> None:
 
 def test_exporter_rbac_is_least_privilege() -> None:
     for scenario, kind in ((None, "ClusterRole"), ("03-namespaced-values.yaml", "Role")):
-        roles = objects(scenario, kind)
+        # the node forwarders' ClusterRole is checked in tests/test_chart_fluentd.py
+        roles = [r for r in objects(scenario, kind) if not r["metadata"]["name"].endswith("-fluentd-forwarder")]
         assert roles, kind
         for role in roles:
             assert role["rules"] == [
@@ -329,7 +335,9 @@ def test_exporter_rbac_is_least_privilege() -> None:
         "ml-train",
         "ml-serve",
     }
-    assert objects("03-namespaced-values.yaml", "ClusterRole") == []
+    assert [r["metadata"]["name"] for r in objects("03-namespaced-values.yaml", "ClusterRole")] == [
+        f"{RELEASE}-fluentd-forwarder"
+    ]
     assert [r["metadata"]["name"] for r in objects(None, "Role")] == [], "no Lease rights without election"
     docs = render_values({"exporter": {"replicas": 2, "leaderElection": {"enabled": True}}})
     lease = [d for d in docs if d["kind"] == "Role"]
@@ -395,7 +403,7 @@ def test_fluentd_and_every_sdk_pod_read_one_shared_key(scenario: str | None) -> 
     sdk_pods = {n for n, spec in pod_specs(scenario) if c.ENV_FLUENTD_HOST in env_of(spec)}
     for name, spec in pod_specs(scenario):
         env = env_of(spec)
-        if name in sdk_pods or name.startswith("StatefulSet/mlobs-fluentd"):
+        if name in sdk_pods or name in ("StatefulSet/mlobs-fluentd", "DaemonSet/mlobs-fluentd-forwarder"):
             assert secret_ref(env, c.ENV_FLUENTD_SHARED_KEY) == expected, name
             assert "value" not in env[c.ENV_FLUENTD_SHARED_KEY], name
         else:
@@ -485,7 +493,8 @@ def test_mailpit_ui_is_a_node_port_only_in_the_kind_values() -> None:
 
 
 POLICIES = {
-    f"{RELEASE}-{name}" for name in ("fluentd", "influxdb", "pipeline-exporter", "mailpit", "pushgateway")
+    f"{RELEASE}-{name}"
+    for name in ("fluentd", "fluentd-forwarder", "influxdb", "pipeline-exporter", "mailpit", "pushgateway")
 }
 
 
