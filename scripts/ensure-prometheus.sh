@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure promtool, Prometheus, Alertmanager and amtool are on this machine, at least at the
+# Make sure promtool, Prometheus, Alertmanager, amtool and the Pushgateway are on this machine (and
+# Ruby, for two Fluentd tests, where apt can install it), the first four at least at the
 # versions of versions.env (PROMETHEUS_MIN, ALERTMANAGER_MIN).
 # On Debian/Ubuntu as root they are installed with apt (about 10 s); anywhere
 # else this says what is missing and how to get it, and fails.
@@ -58,6 +59,16 @@ Install Prometheus >= $PROMETHEUS_MIN and Alertmanager >= $ALERTMANAGER_MIN, the
 MSG
     exit 1
   fi
+fi
+
+# Ruby: tests/test_fluentd_forwarder.py runs the forwarder's record code and regular expressions in
+# Ruby, as Fluentd does; without it those two tests skip (so it is installed only where apt can).
+if ! command -v ruby >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && [ -f /etc/debian_version ] \
+  && command -v apt-get >/dev/null 2>&1; then
+  echo "ensure-prometheus: installing the Debian package ruby (the forwarder's record code is tested in it)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends ruby >/dev/null
 fi
 
 old=$(too_old)
