@@ -236,6 +236,17 @@ def test_the_production_stack_survives_the_loss_of_any_one_pod() -> None:
     assert (exporter["replicas"], r.one("StatefulSet", f"{RELEASE}-fluentd")["spec"]["replicas"]) == (2, 3)
 
 
+def test_production_forwarders_buffer_10_gib_and_run_on_gpu_nodes_too() -> None:
+    """Each node's forwarder: a larger buffer than kind's 2 GiB, and the GPU nodes' taint tolerated."""
+    for values, buffer in ((PRODUCTION,), "10g"), ((), "2g"):
+        pod = render(*values).one("DaemonSet", f"{RELEASE}-fluentd-forwarder")["spec"]["template"]["spec"]
+        [fluentd] = [k for k in pod["containers"] if k["name"] == "fluentd"]
+        env = {e["name"]: e.get("value") for e in fluentd["env"]}
+        assert env["MLOBS_FORWARDER_BUFFER_LIMIT"] == buffer
+        gpu = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        assert pod.get("tolerations", []) == ([gpu] if values else [])
+
+
 def test_the_kind_stack_is_reported_as_running_everything_once() -> None:
     assert ha_problems(render()) == [
         "Prometheus mlobs-prometheus: 1 replica, not an HA pair",
