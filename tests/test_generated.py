@@ -1,6 +1,7 @@
 """The files `make generate` writes: each is in step with its source and says so in its first lines.
 
-Covered here: fluent.conf's routes (fluentd/generate.py) and the chart's copies
+Covered here: the generated parts of fluent.conf and forwarder.conf (fluentd/generate.py, with
+fluentd/forwarder.py) and the chart's copies
 (scripts/chart_files.py); the dashboards' JSON has its own drift check in test_dashboards.py.
 Each drift check is also shown to fail, on a scratch copy that was edited by hand.
 """
@@ -17,6 +18,7 @@ from types import ModuleType
 import pytest
 
 from fluentd import generate as fluentd_generate
+from pipeline_sdk import contract as c
 from tests.conftest import ROOT
 
 
@@ -47,7 +49,7 @@ HEADERS = {
         f"alertmanager-templates/{n}.tmpl": f"{{{{/* generated from alerting/templates/{n}.tmpl {NOTE} */}}}}"
         for n in ("chat", "email", "grafana-url")
     },
-    "fluentd/fluent.conf": f"# generated from fluentd/fluent.conf {NOTE}",
+    **{f"fluentd/{n}.conf": f"# generated from fluentd/{n}.conf {NOTE}" for n in ("fluent", "forwarder")},
 }
 DASHBOARDS = {
     f"dashboards/{n}.json"
@@ -61,7 +63,7 @@ def _name(copy: Path) -> str:
 
 def test_the_chart_holds_exactly_these_copies() -> None:
     assert {_name(p) for p in COPIES} == set(HEADERS) | DASHBOARDS
-    assert len(COPIES) == 16
+    assert len(COPIES) == 17
     on_disk = {_name(p) for p in chart_files.FILES.rglob("*") if p.is_file()}
     own = {n for n in on_disk if n.startswith("influxdb-tasks/")}  # the chart's own files, no copies
     assert on_disk - own == {_name(p) for p in COPIES}
@@ -126,48 +128,86 @@ def test_a_source_of_an_unknown_format_is_refused(tmp_path: Path) -> None:
         chart_files.content(odd)
 
 
-# ---- fluent.conf's routes ------------------------------------------------------------------------------
+# ---- the generated parts of fluent.conf and forwarder.conf ---------------------------------------------
+
+# Each file -> a line of its generated part, and that line edited by hand.
+GENERATED_EDITS = {
+    "fluent.conf": ("  measurement param\n", "  measurement params\n"),
+    "forwarder.conf": ("    require_ack_response true\n", "    require_ack_response false\n"),
+}
 
 
-def test_the_fluentd_check_passes_on_the_committed_file() -> None:
+def test_the_fluentd_check_passes_on_the_committed_files() -> None:
+    assert set(fluentd_generate.CONFIGS) == {fluentd_generate.CONF, fluentd_generate.FORWARDER_CONF}
+    assert {p.name for p in fluentd_generate.CONFIGS} == set(GENERATED_EDITS)
     assert fluentd_generate.main(["--check"]) == 0
 
 
 @pytest.fixture
-def scratch_conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    conf = tmp_path / "fluent.conf"
+def scratch_confs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Scratch copies of fluent.conf and forwarder.conf that fluentd/generate.py reads and writes instead."""
+    conf, forwarder_conf = (tmp_path / name for name in ("fluent.conf", "forwarder.conf"))
     shutil.copy(fluentd_generate.CONF, conf)
+    shutil.copy(fluentd_generate.FORWARDER_CONF, forwarder_conf)
     monkeypatch.setattr(fluentd_generate, "CONF", conf)
+    monkeypatch.setattr(fluentd_generate, "FORWARDER_CONF", forwarder_conf)
+    monkeypatch.setattr(
+        fluentd_generate,
+        "CONFIGS",
+        {conf: fluentd_generate.generated, forwarder_conf: fluentd_generate.forwarder_generated},
+    )
     monkeypatch.setattr(fluentd_generate, "HERE", tmp_path)
-    return conf
+    assert fluentd_generate.main([]) == 0  # in step with the contract, whatever the work tree holds
+    return {"fluent.conf": conf, "forwarder.conf": forwarder_conf}
 
 
-def test_the_fluentd_check_fails_on_an_edited_route_and_generate_restores_it(
-    scratch_conf: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("name", sorted(GENERATED_EDITS))
+def test_the_fluentd_check_fails_on_an_edited_generated_part_and_generate_restores_it(
+    name: str, scratch_confs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    original = scratch_conf.read_text()
+    path = scratch_confs[name]
+    [other] = [p for p in scratch_confs.values() if p != path]
+    other_text = other.read_text()
+    original = path.read_text()
     head, _ = fluentd_generate.split(original)
-    edited = original.replace("measurement param\n", "measurement params\n", 1)
-    assert edited != original
-    scratch_conf.write_text(edited.replace("log_level info", "log_level debug", 1))  # the head too
+    line, edited_line = GENERATED_EDITS[name]
+    assert original.count(line) == 1 and original.index(line) > len(head), "the line is in the generated part"
+    edited = original.replace(line, edited_line, 1).replace("  log_level info\n", "  log_level debug\n", 1)
+    assert edited.count("log_level debug") == 1  # the head is edited too
+    path.write_text(edited)
     capsys.readouterr()
     assert fluentd_generate.main(["--check"]) == 1
-    assert "its routes differ from pipeline_sdk/contract.py; run `make generate`" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"{name}: its generated part differs from pipeline_sdk/contract.py; run `make generate`\n"
+    ), "only the edited file is named"
+    assert path.read_text() == edited, "--check writes nothing"
     assert fluentd_generate.main([]) == 0
-    assert scratch_conf.read_text() == head.replace("log_level info", "log_level debug", 1) + (
-        fluentd_generate.generated()
-    ), "the hand-written head is kept as it is, the routes are written afresh"
+    assert capsys.readouterr().out == (
+        f"fluentd: {len(c.STREAMS)} routes in {scratch_confs['fluent.conf'].relative_to(path.parents[1])}, "
+        f"the forwarder's pipeline in {scratch_confs['forwarder.conf'].relative_to(path.parents[1])}\n"
+    )
+    part = fluentd_generate.CONFIGS[path]
+    assert path.read_text() == head.replace("log_level info", "log_level debug", 1) + part(), (
+        "the hand-written head is kept as it is, the generated part is written afresh"
+    )
+    assert other.read_text() == other_text, "the file in step is left as it is"
     assert fluentd_generate.main(["--check"]) == 0
 
 
+@pytest.mark.parametrize("name", sorted(GENERATED_EDITS))
 def test_the_fluentd_generator_refuses_a_file_without_its_header(
-    scratch_conf: Path, capsys: pytest.CaptureFixture[str]
+    name: str, scratch_confs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    scratch_conf.write_text(scratch_conf.read_text().replace(fluentd_generate.HEADER, "# routes", 1))
-    before = scratch_conf.read_text()
-    assert fluentd_generate.main([]) == 1
-    assert "must be there once, found 0 times" in capsys.readouterr().err
-    assert scratch_conf.read_text() == before, "nothing is written"
+    path = scratch_confs[name]
+    path.write_text(path.read_text().replace(fluentd_generate.HEADER, "# routes", 1))
+    before = {p: p.read_text() for p in scratch_confs.values()}
+    capsys.readouterr()
+    for argv in ([], ["--check"]):
+        assert fluentd_generate.main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"{path}: ") and "must be there once, found 0 times" in err, err
+        assert err.count("\n") == 1, "only the file without its header is reported"
+    assert {p: p.read_text() for p in scratch_confs.values()} == before, "nothing is written"
 
 
 # ---- the charts' values tables -------------------------------------------------------------------------
