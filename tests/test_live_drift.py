@@ -61,10 +61,10 @@ SCRAPE_JOB = "pushgateway"  # our scrape job; with honor_labels the pushed job="
 
 
 def record(home: Path, model: str, shift: float) -> None:
-    """A baseline of ``age`` and ``income`` (run train-1, profile train); serving rows, age + ``shift``."""
+    """A baseline of ``age`` and ``income`` (run train-<model>, profile train); serving: age + ``shift``."""
     rng = np.random.default_rng(7)
     with Client(home=home) as client:
-        with pipeline_sdk.run("train", "fit", run_id="train-1", client=client) as run:
+        with pipeline_sdk.run("train", "fit", run_id=f"train-{model}", client=client) as run:
             run.log_profile("train", {"age": rng.normal(40, STD, ROWS), "income": rng.normal(100, 20, ROWS)})
         recorder = ServiceRecorder(client, f"{model}-api", key="k" * 32, profile_interval=3600)
         ages, incomes = rng.normal(40 + shift, STD, ROWS), rng.normal(100, 20, ROWS)
@@ -79,7 +79,7 @@ def monitor(home: Path, model: str) -> Monitor:
     return Monitor(
         model=model,
         version=1,
-        baseline=("train-1", "train"),
+        baseline=(f"train-{model}", "train"),
         client=ReadClient(home=home),
         name=f"{model}-hourly",
         schedule_seconds=3600,
@@ -178,7 +178,7 @@ def test_drifted_serving_data_is_in_the_inbox_within_5_s(stack: Stack, drift_ema
     assert message.subject == f"[FIRING] {ALERT}"
     text = re.sub(r"\s+", " ", message.part("plain"))
     assert "FIRING: churn 1: its serving data drifted from the baseline" in text
-    assert "model churn version 1 over the last 1h with baseline train-1:train" in text
+    assert "model churn version 1 over the last 1h with baseline train-churn:train" in text
     [alert] = am_alerts(stack.am, "churn")
     features = alert["annotations"]["features"]
     assert re.fullmatch(r"age \(wasserstein 0\.\d+, threshold 0\.1\); ", features), features
@@ -187,7 +187,7 @@ def test_drifted_serving_data_is_in_the_inbox_within_5_s(stack: Stack, drift_ema
         "model": "churn",
         "version": "1",
         "monitor": "churn-hourly",
-        "baseline": "train-1:train",
+        "baseline": "train-churn:train",
         "window": "1h",
     }
     assert alert_samples(stack.prom, "churn", 10) >= 1  # the quiet test's check, seeing this alert
