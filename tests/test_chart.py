@@ -373,6 +373,7 @@ def test_demo_jobs_get_their_run_identity_from_their_labels() -> None:
         "demo-train",
         "demo-diverge",
         "demo-oom",
+        "drift",  # the demo's drift monitor run: pipeline drift, like every monitor's
     }
     for job in jobs:
         env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -415,6 +416,7 @@ def test_fluentd_and_every_sdk_pod_read_one_shared_key(scenario: str | None) -> 
             "Job/demo-train-ci1",
             "Job/demo-diverge-ci1",
             "Job/demo-oom-ci1",
+            "Job/demo-drift-ci1",
         }
     secrets = named(rendered(scenario), "Secret")
     assert (FORWARD_SECRET in secrets) is not bool(existing)
@@ -504,6 +506,8 @@ def test_network_policies_are_on_by_default_and_ingress_only(scenario: str | Non
     expected = set(POLICIES)
     if scenario_values(scenario).get("mailpit", {}).get("enabled") is False:
         expected.discard(f"{RELEASE}-mailpit")
+    if scenario_values(scenario).get("demo", {}).get("enabled"):
+        expected.add(f"{RELEASE}-demo-monitor")  # the demo's monitor run reads InfluxDB
     assert set(policies) == expected
     for name, policy in policies.items():
         assert policy["spec"]["policyTypes"] == ["Ingress"], name

@@ -15,7 +15,7 @@ The queries:
 * the read API's: built through ``pipeline_sdk.read.influx`` for Selects, Reduces and
   Counts of every stream with every option, and captured while the read client answers
   every call of tests/test_read_influx.py from the InfluxDB stand-in;
-* scripts/e2e.py's, captured while its InfluxDB checks run.
+* scripts/e2e.py's (tests/test_e2e.py checks them with this file's frontend).
 * the InfluxDB tasks the chart ships (charts/mlobs-core/files/influxdb-tasks/*.flux), whole, with
   their ``option task`` header.
 """
@@ -427,31 +427,6 @@ def test_the_read_api_check_fails_on_a_bad_query() -> None:
     assert any("undefined identifier b" in e for e in problems["unescaped quote"]), problems[
         "unescaped quote"
     ]
-
-
-# ---- scripts/e2e.py --------------------------------------------------------------------------------------
-
-
-def test_every_query_make_e2e_sends_passes_libflux(monkeypatch: pytest.MonkeyPatch) -> None:
-    from .test_e2e import e2e
-
-    sent: list[str] = []
-
-    def answer(settings: Any, query: str) -> list[dict[str, str]]:
-        sent.append(query)
-        return [{c.TAG_RUN_ID: "demo-train-1", c.TAG_REASON: "", c.FIELD_END_NS: "0"}]
-
-    monkeypatch.setattr(e2e, "flux", answer)
-    settings = e2e.Settings()
-    for check in e2e.CHECKS:
-        if check.name.startswith("influxdb:"):
-            check.probe(settings)
-    for pipeline in (e2e.DIVERGE, e2e.OOM):  # what the email checks ask InfluxDB first
-        e2e.latest_run_id(settings, pipeline, "failed")
-    queries = {f"e2e query {i}": q for i, q in enumerate(dict.fromkeys(sent))}
-    assert len(queries) >= 10
-    assert all("range(start: -6h)" in q for q in queries.values())
-    assert invalid(queries) == {}
 
 
 # ---- the chart's InfluxDB tasks ------------------------------------------------------------------------

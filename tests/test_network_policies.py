@@ -644,6 +644,7 @@ def test_every_flow_of_mlobs_core_is_admitted(scenario: str | None) -> None:
                 "Deployment/mlobs-model-api",
                 EXPORTER,
                 "Job/demo-diverge-ci1",
+                "Job/demo-drift-ci1",
                 "Job/demo-oom-ci1",
                 "Job/demo-train-ci1",
             ]
@@ -754,6 +755,7 @@ def test_a_cut_flow_is_named() -> None:
 # ---- the umbrella, with the real upstream charts -----------------------------------------------------------
 
 PUSHGATEWAY = "Deployment/mlobs-pushgateway"
+DEMO_MONITOR = "Job/demo-drift-ci1"  # make demo's drift monitor run
 POLICED = (FORWARDER, FLUENTD, INFLUXDB, EXPORTER, MAILPIT, PUSHGATEWAY)
 PROMETHEUS, ALERTMANAGER, GRAFANA = (
     "Prometheus/mlobs-prometheus",
@@ -778,8 +780,12 @@ KIND_FLOWS_IN = {
             "Job/demo-train-ci1",
             "Job/demo-diverge-ci1",
             "Job/demo-oom-ci1",
+            DEMO_MONITOR,
         )
     ),
+    # The demo's drift monitor run reads the baseline and serving profiles, and pushes its results.
+    f"url: {DEMO_MONITOR} -> {PUSHGATEWAY}:9091 (http://mlobs-pushgateway:9091)",
+    f"url: {DEMO_MONITOR} -> {INFLUXDB}:8086 (http://mlobs-influxdb2:80)",
     *(
         f"nodeport: the laptop via {what} -> {dst}:{port} (localhost:{host} -> NodePort {node})"
         for what in LAPTOP
@@ -820,7 +826,7 @@ def test_every_flow_of_the_production_stack_is_admitted() -> None:
 @pytest.mark.parametrize("values", [KIND, PRODUCTION], ids=["kind", "production"])
 def test_no_pod_reaches_influxdb_but_its_own_clients(values: tuple[str, ...]) -> None:
     stack = umbrella(values, kind=values is KIND)
-    clients = {FLUENTD, GRAFANA, PROMETHEUS}
+    clients = {FLUENTD, GRAFANA, PROMETHEUS} | ({DEMO_MONITOR} if values is KIND else set())
     for pod in stack.pods:
         assert admits(stack.policies, flow_to(stack, stack.source(pod), INFLUXDB, 8086)) is (
             pod.name in clients
@@ -883,7 +889,7 @@ def test_every_flow_of_a_drift_monitor_is_admitted() -> None:
 
 def test_the_pushgateway_admits_only_the_monitors_and_prometheus() -> None:
     stack = umbrella(MONITORS, kind=True)
-    allowed = {MONITOR, PROMETHEUS}
+    allowed = {MONITOR, DEMO_MONITOR, PROMETHEUS}
     for pod in stack.pods:
         assert admits(stack.policies, flow_to(stack, stack.source(pod), PUSHGATEWAY, 9091)) is (
             pod.name in allowed
@@ -905,5 +911,19 @@ def test_removing_the_monitors_from_the_pushgateway_policy_names_the_cut_flow() 
     stack = umbrella(MONITORS, kind=True)
     broken = without_peer(stack, "mlobs-pushgateway", lambda p: "drift-monitor" not in str(p))
     assert broken.cut(broken.flows()) == [
-        f"url: {MONITOR} -> {PUSHGATEWAY}:9091 (http://mlobs-pushgateway:9091)"
+        f"url: {MONITOR} -> {PUSHGATEWAY}:9091 (http://mlobs-pushgateway:9091)",
+        f"url: {DEMO_MONITOR} -> {PUSHGATEWAY}:9091 (http://mlobs-pushgateway:9091)",
+    ]
+
+
+def test_without_the_demo_monitor_policy_its_influxdb_flow_is_cut() -> None:
+    stack = umbrella(KIND, kind=True)
+    docs = [
+        d
+        for d in stack.docs
+        if not (d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "mlobs-demo-monitor")
+    ]
+    broken = Stack(docs, stack.kind_nodeports)
+    assert broken.cut(broken.flows()) == [
+        f"url: {DEMO_MONITOR} -> {INFLUXDB}:8086 (http://mlobs-influxdb2:80)"
     ]
