@@ -132,7 +132,10 @@ def test_a_fluentd_statefulset_of_an_older_release_is_recreated_without_a_restar
 
 CHANGES = [  # one after the other, each followed by make up
     ("exporters/pipeline_exporter/__main__.py", {"exporter"}),
-    ("fluentd/fluent.conf", {"fluentd"}),  # also in the pod template's checksum: still one rollout
+    # Both Fluentd tiers run the one image, which holds both files: either file rolls both tiers
+    # (each file is also in its own tier's pod template checksum: still one rollout each).
+    ("fluentd/fluent.conf", {"fluentd"}),
+    ("fluentd/forwarder.conf", {"fluentd"}),
     ("demo/new_module.py", {"demo"}),  # a new file that is not committed yet: docker would COPY it
     ("pipeline_sdk/contract.py", {"exporter", "demo"}),  # both images install the SDK
 ]
@@ -152,7 +155,7 @@ def test_a_changed_source_rebuilds_and_rolls_out_exactly_its_workloads(after_up:
         assert [c[3] for c in run.of("kind", "load")] == [
             f"{repos[k]}:{after[k]}" for k in repos if k in changed
         ]
-        assert sorted(laptop.world["rollouts"]) == sorted(OUR_WORKLOADS[k] for k in changed), path
+        assert sorted(laptop.world["rollouts"]) == sorted(w for k in changed for w in OUR_WORKLOADS[k]), path
         assert run.of("kind", "create") == [] and run.of("helm", "dependency", "update") == []
 
     values = laptop.repo / "charts/mlobs-core/values.yaml"  # a chart change: no build, one rollout
@@ -232,9 +235,20 @@ def test_demo_jobs_get_a_fresh_random_suffix_and_the_deployed_image(after_up: La
     runs = [laptop.run("demo") for _ in range(2)]
     assert [r.code for r in runs] == [0, 0], runs[-1].err
     jobs = laptop.world["jobs"]
-    assert len(jobs) == len(set(jobs)) == 8
-    suffixes = {re.fullmatch(r"demo-(?:train|diverge|oom|traffic)-([0-9a-f]{10})", j)[1] for j in jobs}  # type: ignore[index]
-    assert len(suffixes) == 2
+    assert len(jobs) == len(set(jobs)) == 10
+    names = [re.fullmatch(r"demo-(train|diverge|oom|traffic|drift)-([0-9a-f]{10})", j) for j in jobs]
+    by_suffix: dict[str, set[str]] = {}
+    for name, job in zip(names, jobs, strict=True):
+        assert name is not None, job
+        by_suffix.setdefault(name[2], set()).add(name[1])
+    assert list(by_suffix.values()) == [{"train", "diverge", "oom", "traffic", "drift"}] * 2
+    for run, suffix in zip(runs, by_suffix, strict=True):
+        waited = [c[c.index("wait") + 1 :] for c in run.of("kubectl") if "wait" in c]
+        assert [[a for a in w if a.startswith("job/")] for w in waited] == [
+            [f"job/demo-train-{suffix}", f"job/demo-traffic-{suffix}"],
+            [f"job/demo-diverge-{suffix}", f"job/demo-oom-{suffix}"],
+            [f"job/demo-drift-{suffix}"],
+        ]
     for run in runs:
         [template] = run.of("helm", "template")
         assert "--values" in template and run.of("helm", "get", "values")

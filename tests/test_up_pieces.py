@@ -98,12 +98,13 @@ def test_the_image_table_covers_every_dockerfile_and_the_chart_values() -> None:
     )
     users: dict[str, set[str]] = {}
     for doc in (d for text in rendered.values() for d in yaml.safe_load_all(text) if d):
-        if doc["kind"] in ("Deployment", "StatefulSet"):
-            for container in doc["spec"]["template"]["spec"]["containers"]:
+        if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+            pod = doc["spec"]["template"]["spec"]
+            for container in pod.get("initContainers", []) + pod["containers"]:
                 users.setdefault(container["image"].split(":")[0], set()).add(
                     f"{doc['kind']}/{doc['metadata']['name']}"
                 )
-    assert {key: users[repo] for key, repo, _ in table} == {k: {w} for k, w in OUR_WORKLOADS.items()}
+    assert {key: users[repo] for key, repo, _ in table} == {k: set(w) for k, w in OUR_WORKLOADS.items()}
 
 
 def core_templates(**tags: str) -> dict[str, Any]:
@@ -122,10 +123,13 @@ def core_templates(**tags: str) -> dict[str, Any]:
 def test_only_a_changed_tag_changes_a_pod_template() -> None:
     tags = {"exporter": "aaaaaaaaaaaa", "fluentd": "bbbbbbbbbbbb", "demo": "cccccccccccc"}
     first, again = core_templates(**tags), core_templates(**tags)
-    assert first == again and len(first) == 4  # secrets are random on every render, pod templates are not
-    for key, workload in OUR_WORKLOADS.items():
+    assert first == again and len(first) == 5  # secrets are random on every render, pod templates are not
+    assert sorted(first) == sorted(
+        [*(w for ws in OUR_WORKLOADS.values() for w in ws), "Deployment/mlobs-mailpit"]
+    )
+    for key, workloads in OUR_WORKLOADS.items():
         changed = core_templates(**{**tags, key: "dddddddddddd"})
-        assert [w for w in first if first[w] != changed[w]] == [workload]
+        assert sorted(w for w in first if first[w] != changed[w]) == sorted(workloads), key
 
 
 def test_helm_would_read_a_digit_only_tag_as_a_number_so_tags_go_through_set_string() -> None:

@@ -46,10 +46,10 @@ REAL_TOOLS = (
     "paste", "mktemp", "cp", "mv", "rm", "cat", "date", "sleep", "dirname", "basename", "base64",
     "find", "ss", "lsof", "od", "wc",
 )  # fmt: skip
-OUR_WORKLOADS = {
-    "exporter": "Deployment/mlobs-pipeline-exporter",
-    "fluentd": "StatefulSet/mlobs-fluentd",
-    "demo": "Deployment/mlobs-model-api",
+OUR_WORKLOADS = {  # image key -> the workloads of the release that run that image
+    "exporter": ("Deployment/mlobs-pipeline-exporter",),
+    "fluentd": ("StatefulSet/mlobs-fluentd", "DaemonSet/mlobs-fluentd-forwarder"),  # both tiers
+    "demo": ("Deployment/mlobs-model-api",),
 }
 PORT_VARS = ("MLOBS_GRAFANA_PORT", "MLOBS_PROMETHEUS_PORT", "MLOBS_ALERTMANAGER_PORT", "MLOBS_MAILPIT_PORT",
              "MLOBS_INFLUXDB_PORT")  # fmt: skip
