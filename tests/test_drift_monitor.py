@@ -186,6 +186,19 @@ def test_cli_check_prints_the_table_and_exits_3_on_dataset_drift(shifted: Path) 
     assert code == DRIFT_EXIT and re.search(r"^income\s+wasserstein\s+\S+\s+1e-06\s+yes$", text, re.M)
 
 
+def test_cli_capture_of_drift_exits_0_so_a_monitor_job_does_not_fail(
+    shifted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CronJob's capture that finds drift succeeds: its alert is the drift email, not a failed run."""
+    monkeypatch.delenv(c.ENV_PUSHGATEWAY_URL, raising=False)
+    monkeypatch.setenv(c.ENV_HOME, str(tmp_path / "runs"))  # where the capture's run is recorded
+    base = ("--home", str(shifted), "drift", "check", "--model", "churn", "--baseline", "train-1:train")
+    code, text = cli(*base, "--features", "age,plan", "--capture")
+    assert (code, text.splitlines()[-1]) == (0, "1 of 2 features drifted (share 0.50): drift")
+    [run] = ReadClient(home=tmp_path / "runs").runs(pipeline=c.DRIFT_PIPELINE).to_list()
+    assert run["status"] == "succeeded"
+
+
 def test_cli_profiles_a_csv(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     path.write_text("age,plan\n30,a\n40,b\n,a\n50,a\n")
