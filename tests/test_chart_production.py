@@ -1,6 +1,6 @@
 """The umbrella's production values and its Thanos example, rendered with the real upstream charts.
 
-The umbrella is rendered by shared/tools/upstream-render (the real kube-prometheus-stack 88.5.3,
+The umbrella is rendered by shared/tools/upstream-render (the real kube-prometheus-stack at its pin,
 influxdb2 and our mlobs-core, Helm's own engine), with ``--check-keys``: Helm ignores a misspelt
 values key without a word, and the tool lists every key the charts' defaults lack.  Without the
 assembled upstream charts (MLOBS_UPSTREAM_CHARTS, by default /tmp/upstream-charts) these tests are

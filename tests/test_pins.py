@@ -266,6 +266,9 @@ def test_the_pins_are_read_from_their_homes() -> None:
         "fluent-plugin-influxdb-v2 gem",
         "fluent-plugin-prometheus gem",
         "prometheus-client gem",
+        "fluent-plugin-concat gem",  # the node forwarders'
+        "fluent-plugin-kubernetes_metadata_filter gem",
+        "kubeclient gem",  # a dependency the filter leaves open, pinned too
         "axllent/mailpit image",
         "@grafana/schema npm package",
         "@influxdata/flux-lsp-browser npm package",
