@@ -124,7 +124,7 @@ preflight: ## what make up checks first: tools, Docker's memory, host ports (cre
 down: ## delete the kind cluster
 	scripts/down.sh
 
-demo: ## run the demo pipelines (success, failure, OOM kill) and model-API traffic
+demo: ## run the demo pipelines (success, failure, OOM kill), shifted model-API traffic and a drift monitor run
 	@scripts/require-cluster.sh
 	scripts/demo.sh
 
