@@ -174,8 +174,11 @@ def prometheus(config: Path, workdir: Path) -> Service:
 
 
 def pushgateway(workdir: Path) -> Service:
-    """Debian's Pushgateway, in memory only (no persistence file)."""
-    return Service([PUSHGATEWAY, "--web.listen-address=127.0.0.1:0"], workdir, "pushgateway")
+    """Debian's Pushgateway, in memory only: Debian's build persists to /var/lib/prometheus by default,
+    which would hand every test the groups an earlier one pushed."""
+    return Service(
+        [PUSHGATEWAY, "--web.listen-address=127.0.0.1:0", "--persistence.file="], workdir, "pushgateway"
+    )
 
 
 def have_pushgateway() -> bool:
