@@ -152,7 +152,7 @@ def test_the_job_is_a_run_of_pipeline_drift_with_the_sdk_environment() -> None:
     }
     values = {n: v["value"] for n, v in e.items() if "value" in v}
     assert values == {
-        c.ENV_FLUENTD_HOST: "mlobs-fluentd",
+        c.ENV_FLUENTD_HOST: "mlobs-fluentd-forwarder",  # the node-local forwarder: the first hop
         c.ENV_FLUENTD_PORT: "24224",
         "MLOBS_HOME": "/tmp/mlobs",
         c.ENV_INFLUXDB_URL: "http://mlobs-influxdb2:80",

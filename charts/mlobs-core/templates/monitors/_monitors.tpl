@@ -67,3 +67,22 @@ Why: the CronJob and the tests read one command line, built in one place.
 {{- $args = concat $args (list "--pushgateway" $url) -}}
 {{- toJson $args -}}
 {{- end -}}
+
+{{/*
+mlobs-core.influxdbReadEnv: where the read API finds InfluxDB (MLOBS_INFLUXDB_URL, _ORG, _BUCKET and
+the token from the InfluxDB Secret): the drift monitors' CronJobs and make demo's monitor run.
+Why: a monitor reads the profiles back from the same bucket Fluentd writes, set in one place.
+*/}}
+{{- define "mlobs-core.influxdbReadEnv" -}}
+- name: MLOBS_INFLUXDB_URL
+  value: {{ .Values.fluentd.influxdb.url | default (printf "http://%s-influxdb2:80" .Release.Name) | quote }}
+- name: MLOBS_INFLUXDB_ORG
+  value: {{ .Values.fluentd.influxdb.org | quote }}
+- name: MLOBS_INFLUXDB_BUCKET
+  value: {{ .Values.fluentd.influxdb.bucket | quote }}
+- name: MLOBS_INFLUXDB_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "mlobs-core.secretName" (dict "root" . "component" "influxdb-auth" "existing" .Values.secrets.influxdb) }}
+      key: admin-token
+{{- end -}}
