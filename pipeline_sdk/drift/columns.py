@@ -169,11 +169,14 @@ def _convert_list(name: str, values: list[object], given: FeatureType | None) ->
 
 def _distinct_by_type(values: list[object]) -> list[object]:
     """One value of each type present, a non-null one where there is one (a float that is not NaN)."""
+    kinds = len(set(map(type, values)))  # one pass at C speed; the loop below stops once it has them
     seen: dict[type, object] = {}
     for value in values:
         kind = type(value)
         if kind not in seen or _is_nan(seen[kind]):
             seen[kind] = value
+            if len(seen) == kinds and not any(_is_nan(v) for v in seen.values()):
+                break
     return list(seen.values())
 
 
