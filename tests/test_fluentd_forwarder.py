@@ -7,8 +7,9 @@ and pinned where it matters (acks, the buffer, the shared key); the head is pars
 same parser as fluent.conf and held to what the generated part relies on, and each check is run
 on a broken copy.  The regular expressions are run here too: the CRI parser's on containerd's
 line format, and the traceback joiner's through a port of fluent-plugin-concat's regexp mode
-(filter_concat.rb, process_regexp, 2.6.2) on tracebacks a real Python process prints; the Ruby of
-the log record runs in Ruby (Debian's ``ruby``; skipped without it), as record_transformer runs it.
+(filter_concat.rb, process_regexp, at the version fluentd/Dockerfile pins) on tracebacks a real
+Python process prints; the Ruby of the log record runs in Ruby (Debian's ``ruby``; skipped without
+it), as record_transformer runs it.
 (One concern, the forwarders' configuration, so one file over 400 lines.)
 """
 
