@@ -93,7 +93,7 @@ class FeatureProfiles:
 
     def add(self, key: Key, features: Mapping[str, Any]) -> None:
         """Buffer one row of ``key``'s features; raises only for a bad ``features`` argument."""
-        if not isinstance(features, Mapping):
+        if type(features) is not dict and not isinstance(features, Mapping):  # dict first: the fast check
             raise TypeError(
                 f"features must be a mapping of feature name to value, got {type(features).__name__}"
             )
@@ -101,9 +101,10 @@ class FeatureProfiles:
             raise ValueError("features={} is invalid: must name at least one feature")
         state = self._states.get(key) or self._new_state(key)
         names = state.names
-        for name in features:
-            if name not in names:
-                self._new_name(state, name)
+        if not names.issuperset(features):  # one C loop for the usual case: every name seen before
+            for name in features:
+                if name not in names:
+                    self._new_name(state, name)
         with self._lock:
             rows = state.rows
             rows.append(features)
