@@ -521,3 +521,14 @@ def test_a_text_column_is_scanned_for_its_types_in_one_pass() -> None:
     assert columns._distinct_by_type(mixed) == [1.5, "x"]
     [only] = columns._distinct_by_type([float("nan"), float("nan")])
     assert math.isnan(only)  # only NaN: a NaN
+
+
+def test_a_finite_float_column_is_profiled_without_a_copy() -> None:
+    """A batch's numbers are the caller's array while every value is finite (its memory is not doubled)."""
+    from pipeline_sdk.drift import columns
+
+    array = np.arange(1000, dtype=np.float64)
+    assert columns.convert("x", array, None).numbers is array
+    array[3] = np.nan
+    column = columns.convert("x", array, None)
+    assert not np.shares_memory(column.numbers, array) and column.numbers.size == 999 and column.nulls == 1

@@ -112,7 +112,8 @@ def convert(name: str, values: Values, given: FeatureType | None) -> Column:
 
 
 def _numeric(rows: int, array: FloatArray) -> Column:
-    finite = array[np.isfinite(array)]
+    mask = np.isfinite(array)
+    finite = array if mask.all() else array[mask]  # no copy of a column without NaN or infinity
     return Column(FeatureType.NUMERIC, rows, rows - int(finite.size), numbers=finite)
 
 
