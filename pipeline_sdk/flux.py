@@ -155,7 +155,8 @@ class Var:
         identifier(self.name, "Var.name")
         if not _SUFFIX.fullmatch(self.suffix):
             raise FluxError(
-                f"Var {self.name}: suffix={self.suffix!r} is invalid: only letters, digits, _ and . may follow"
+                f"Var {self.name}: suffix={self.suffix!r} is invalid: "
+                "only letters, digits, _ and . may follow"
             )
 
     def matches(self, column: str) -> str:

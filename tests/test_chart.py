@@ -324,7 +324,9 @@ def test_the_container_check_can_fail() -> None:
 def test_exporter_rbac_is_least_privilege() -> None:
     for scenario, kind in ((None, "ClusterRole"), ("03-namespaced-values.yaml", "Role")):
         # the node forwarders' ClusterRole is checked in tests/test_chart_fluentd.py
-        roles = [r for r in objects(scenario, kind) if not r["metadata"]["name"].endswith("-fluentd-forwarder")]
+        roles = [
+            r for r in objects(scenario, kind) if not r["metadata"]["name"].endswith("-fluentd-forwarder")
+        ]
         assert roles, kind
         for role in roles:
             assert role["rules"] == [

@@ -532,3 +532,44 @@ def test_a_finite_float_column_is_profiled_without_a_copy() -> None:
     array[3] = np.nan
     column = columns.convert("x", array, None)
     assert not np.shares_memory(column.numbers, array) and column.numbers.size == 999 and column.nulls == 1
+
+
+def test_a_text_series_is_counted_by_pandas_and_profiles_as_its_values_do() -> None:
+    """An object or string Series is counted by value_counts (C), never walked value by value."""
+    from unittest import mock
+
+    from pipeline_sdk.drift import columns
+
+    values = ["a", "b", None, "a", float("nan"), "c", "a"] * 100
+    for series in (pd.Series(values, dtype=object), pd.Series(values, dtype="string")):
+        with mock.patch.object(columns, "_distinct_by_type", wraps=columns._distinct_by_type) as walked:
+            from_pandas = Profile.from_frame(pd.DataFrame({"plan": series})).features["plan"]
+        assert walked.call_count == 0
+        from_list = Profile.from_columns({"plan": values}).features["plan"]
+        assert isinstance(from_pandas, CategoricalFeature) and isinstance(from_list, CategoricalFeature)
+        assert (from_pandas.count, from_pandas.nulls) == (from_list.count, from_list.nulls) == (700, 200)
+        assert from_pandas.frequencies() == from_list.frequencies() == {"a": 300, "b": 100, "c": 100}
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        (["a", 1, None], "mixed"),  # a number among the text: the whole column is looked at, and refused
+        ([1, 2.5, None], NumericFeature),  # numbers in an object column: as before
+        ([None, None], NullFeature),
+    ],
+)
+def test_a_series_that_is_not_all_text_is_profiled_value_by_value(values: list[object], kind: object) -> None:
+    frame = pd.DataFrame({"x": pd.Series(values, dtype=object)})
+    if kind == "mixed":
+        with pytest.raises(ValueError, match=r"column 'x' holds int, str: a feature is numbers or"):
+            Profile.from_frame(frame)
+        return
+    assert type(Profile.from_frame(frame).features["x"]) is kind
+    assert type(Profile.from_columns({"x": values}).features["x"]) is kind
+
+
+def test_a_text_series_given_as_numeric_is_refused_naming_it() -> None:
+    frame = pd.DataFrame({"x": pd.Series(["1.5", "two"], dtype=object)})
+    with pytest.raises(ValueError, match=r"types\['x'\] is 'numeric' but the column holds str 'two'"):
+        Profile.from_frame(frame, types={"x": "numeric"})

@@ -19,9 +19,8 @@ from pipeline_sdk.config import SettingError
 from pipeline_sdk.drift import serving
 from pipeline_sdk.drift.records import assemble, profile_records
 from pipeline_sdk.local_store import DB_NAME, LocalStore
-from pipeline_sdk.read import ReadClient
+from pipeline_sdk.read import ProfileNotFound, ReadClient
 from pipeline_sdk.read.influx import InfluxBackend
-from pipeline_sdk.read import ProfileNotFound
 from pipeline_sdk.service import ServiceRecorder
 from pipeline_sdk.testing.influx_fake import InfluxServer, serve_store
 from tests.conftest import wait_for

@@ -45,8 +45,12 @@ class Column:
     counts: Mapping[str, int] | None = None  # categorical: count per category
 
 
-def _is_null(value: object) -> bool:
+def is_null(value: object) -> bool:
+    """None, NaN, pandas.NA or pandas.NaT."""
     return type(value).__name__ in _NULL_TYPE_NAMES or _is_nan(value)
+
+
+_is_null = is_null
 
 
 def _class_of(value: object) -> str:
@@ -73,7 +77,21 @@ def _mixed(name: str, values: Iterable[object]) -> ValueError:
     )
 
 
-Values = np.ndarray[Any, Any] | list[object]
+@dataclass(frozen=True)
+class Counted:
+    """A text column given as its distinct values and their counts (a pandas Series' value_counts)."""
+
+    rows: int
+    counts: Mapping[object, int]  # every key a str or a null
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def expand(self) -> list[object]:
+        return [value for value, n in self.counts.items() for _ in range(n)]
+
+
+Values = np.ndarray[Any, Any] | list[object] | Counted
 
 
 def as_values(arg: str, name: str, values: object) -> tuple[Values, FeatureType | None]:
@@ -97,6 +115,8 @@ def as_values(arg: str, name: str, values: object) -> tuple[Values, FeatureType 
 
 def describe_types(values: Values) -> str:
     """The types of a column's non-null values, for an error message."""
+    if isinstance(values, Counted):
+        values = list(values.counts)
     if isinstance(values, np.ndarray) and values.dtype.kind != "O":
         return str(values.dtype)
     return _type_names(
@@ -108,6 +128,10 @@ def convert(name: str, values: Values, given: FeatureType | None) -> Column:
     """Type one column (given or inferred) and reduce it to numbers or counts."""
     if isinstance(values, np.ndarray):
         return _convert_array(name, values, given)
+    if isinstance(values, Counted):
+        if given is FeatureType.NUMERIC or (given is None and all(map(_is_null, values.counts))):
+            return _convert_list(name, values.expand(), given)  # numbers wanted, or nothing but nulls
+        return _categorical(name, values.rows, values.counts, given)
     return _convert_list(name, values, given)
 
 
