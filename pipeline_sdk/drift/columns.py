@@ -27,10 +27,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..validation import short_repr
-from .types import FeatureType, unsupported_dtype
+from .types import Counted, FeatureType, _is_nan, is_null, unsupported_dtype
 
 FloatArray = npt.NDArray[np.float64]
-_NULL_TYPE_NAMES = frozenset({"NoneType", "NAType", "NaTType"})  # None, pandas.NA, pandas.NaT
 _EMPTY = np.empty(0, dtype=np.float64)
 
 
@@ -43,11 +42,6 @@ class Column:
     nulls: int
     numbers: FloatArray = field(default_factory=lambda: _EMPTY)  # numeric: the finite values, float64
     counts: Mapping[str, int] | None = None  # categorical: count per category
-
-
-def is_null(value: object) -> bool:
-    """None, NaN, pandas.NA or pandas.NaT."""
-    return type(value).__name__ in _NULL_TYPE_NAMES or _is_nan(value)
 
 
 _is_null = is_null
@@ -75,20 +69,6 @@ def _mixed(name: str, values: Iterable[object]) -> ValueError:
         f"column {name!r} holds {_type_names(values)}: a feature is numbers or categories, not both; "
         f"give types={{{name!r}: 'categorical'}} to profile its values as text, or clean the column"
     )
-
-
-@dataclass(frozen=True)
-class Counted:
-    """A text column given as its distinct values and their counts (a pandas Series' value_counts)."""
-
-    rows: int
-    counts: Mapping[object, int]  # every key a str or a null
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def expand(self) -> list[object]:
-        return [value for value, n in self.counts.items() for _ in range(n)]
 
 
 Values = np.ndarray[Any, Any] | list[object] | Counted
@@ -203,10 +183,6 @@ def _distinct_by_type(values: list[object]) -> list[object]:
             if len(seen) == kinds and not any(_is_nan(v) for v in seen.values()):
                 break
     return list(seen.values())
-
-
-def _is_nan(value: object) -> bool:
-    return isinstance(value, float | np.floating) and math.isnan(value)
 
 
 def _floats(name: str, values: list[object]) -> FloatArray:

@@ -6,8 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .columns import Counted, is_null
-from .types import FeatureType, unsupported_dtype
+from .types import Counted, FeatureType, is_null, unsupported_dtype
 
 
 def series_values(name: str, series: Any) -> tuple[np.ndarray[Any, Any] | Counted, FeatureType | None]:
