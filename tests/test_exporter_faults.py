@@ -649,14 +649,16 @@ RULES = [
 ]
 
 
+def exporter_roles(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The exporter's (Cluster)Roles; the node forwarders' own is checked in tests/test_chart_fluentd.py."""
+    roles = [d for d in chart_docs(values) if d["kind"] in ("ClusterRole", "Role")]
+    return [d for d in roles if not d["metadata"]["name"].endswith("-fluentd-forwarder")]
+
+
 def test_the_exporter_roles_are_exactly_list_and_watch() -> None:
-    cluster = [d for d in chart_docs({}) if d["kind"] in ("ClusterRole", "Role")]
+    cluster = exporter_roles({})
     assert [(d["kind"], d["rules"]) for d in cluster] == [("ClusterRole", RULES)]
-    namespaced = [
-        d
-        for d in chart_docs({"exporter": {"namespaces": ["ml-a", "ml-b"]}})
-        if d["kind"] in ("ClusterRole", "Role")
-    ]
+    namespaced = exporter_roles({"exporter": {"namespaces": ["ml-a", "ml-b"]}})
     assert [(d["kind"], d["metadata"]["namespace"], d["rules"]) for d in namespaced] == [
         ("Role", "ml-a", RULES),
         ("Role", "ml-b", RULES),

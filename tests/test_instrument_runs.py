@@ -55,7 +55,7 @@ from tests.support.instrument_runs import (
 from tests.test_chart import KUBE_VERSIONS
 from tests.test_instrument import EXAMPLE_FILES
 from tests.test_job_retries import chart_step_env
-from tests.test_network_policies import FLUENTD, Flow, Pod, Source, admits, core
+from tests.test_network_policies import FORWARDER, Flow, Pod, Source, admits, core
 
 AIRFLOW_RUN_LABEL = "scheduled__2026-11-22T0300000000-88313bebb"  # the provider's label-safe run id
 Obj = dict[str, Any]
@@ -121,7 +121,7 @@ def test_the_kfp_pipeline_compiles_with_the_labels_and_env(kfp_ir: list[dict[str
             [{"secretKey": "shared-key", "envVar": c.ENV_FLUENTD_SHARED_KEY}],
         )
         assert pipeline["deploymentSpec"]["executors"][f"exec-{step}"]["container"]["env"] == [
-            {"name": c.ENV_FLUENTD_HOST, "value": "mlobs-fluentd.mlobs.svc"},
+            {"name": c.ENV_FLUENTD_HOST, "value": "mlobs-fluentd-forwarder.mlobs.svc"},
             {"name": c.ENV_FLUENTD_PORT, "value": str(c.DEFAULT_FLUENTD_PORT)},
             {"name": c.ENV_HOME, "value": "/tmp/mlobs"},
         ]
@@ -407,6 +407,10 @@ def test_fluentd_admits_the_example_pods_once_their_namespace_is_a_client_namesp
         pod = Pod(f"Pod/{meta['name']}", meta["namespace"], meta["labels"], ip="10.244.7.7")
         for stack, admitted in ((default, False), (listed, True)):
             flow = Flow(
-                "forward", Source(pod.name, pod.ip, pod), stack.pod(FLUENTD), c.DEFAULT_FLUENTD_PORT, example
+                "forward",
+                Source(pod.name, pod.ip, pod),
+                stack.pod(FORWARDER),
+                c.DEFAULT_FLUENTD_PORT,
+                example,
             )
             assert admits(stack.policies, flow) is admitted, (example, admitted)

@@ -20,7 +20,7 @@ from kubernetes.client import models as k8s
 
 NAMESPACE = "ml"  # EDIT: a namespace Fluentd admits (see "Before you start")
 IMAGE = "registry.example.com/ml/train:1.0"  # EDIT: your image, with the mlobs SDK installed
-FLUENTD_HOST = "mlobs-fluentd.mlobs.svc"  # Fluentd of the mlobs release "mlobs" in namespace mlobs
+FLUENTD_HOST = "mlobs-fluentd-forwarder.mlobs.svc"  # node-local Fluentd of release mlobs (namespace mlobs)
 FORWARD_SECRET = "mlobs-fluentd-forward"  # the Forward key, copied into NAMESPACE
 
 FROM_POD = {  # environment variable -> the pod field the Downward API reads it from

@@ -14,7 +14,7 @@ from kfp import compiler, dsl, kubernetes
 
 PIPELINE = "train"  # EDIT: your pipeline, as mlobs shows it
 IMAGE = "registry.example.com/ml/train:1.0"  # EDIT: your image, with the mlobs SDK installed
-FLUENTD_HOST = "mlobs-fluentd.mlobs.svc"  # Fluentd of the mlobs release "mlobs" in namespace mlobs
+FLUENTD_HOST = "mlobs-fluentd-forwarder.mlobs.svc"  # node-local Fluentd of release mlobs (namespace mlobs)
 FORWARD_SECRET = "mlobs-fluentd-forward"  # the Forward key, copied into your Kubeflow namespace
 
 FROM_POD = {  # environment variable -> the pod field the Downward API reads it from

@@ -49,7 +49,11 @@ SHARED_KEY = "k" * 32  # the Forward key, as the user copied it into their names
 KFP_NS = "kubeflow-user-example-com"  # Kubeflow's profile namespace
 CLIENT_NAMESPACES = ("ml", KFP_NS)  # the examples' namespaces
 SECRETS = {(ns, "mlobs-fluentd-forward"): {"shared-key": SHARED_KEY} for ns in CLIENT_NAMESPACES}
-FLUENTD_ENDS = ("mlobs-fluentd.mlobs.svc", str(c.DEFAULT_FLUENTD_PORT), SHARED_KEY)  # host, port, key
+FLUENTD_ENDS = (
+    "mlobs-fluentd-forwarder.mlobs.svc",
+    str(c.DEFAULT_FLUENTD_PORT),
+    SHARED_KEY,
+)  # host, port, key
 ARGO_NAME = "train-x7k2p"  # what the workflow's generateName became
 KFP_RUN = "6f1c2d3e-0a1b-4c5d-8e9f-0123456789ab"  # Kubeflow's run id
 AIRFLOW_RUN = "scheduled__2026-11-22T03:00:00+00:00"  # Airflow's run id
