@@ -28,6 +28,22 @@ AGGREGATOR_HOST_VAR = "MLOBS_AGGREGATOR_HOST"  # the aggregators' headless Servi
 BUFFER_LIMIT_VAR = "MLOBS_FORWARDER_BUFFER_LIMIT"  # total_limit_size of the output buffer, e.g. 2g
 TAILED_TAG = f"{c.LOG.tag}.*"  # in_tail's tag: mlobs.log.<the file's path, dots for slashes>
 TAILED = f"{c.LOG.tag}.**"  # what the container labels match, and the aggregators' log route too
+# What every file buffer of both tiers does when full or failing (fluentd/generate.py's routes too):
+# refuse new events at once (no ack: the sender keeps them), and retry with backoff, for ever.
+BUFFER_POLICY = (
+    "overflow_action throw_exception",
+    "retry_type exponential_backoff",
+    "retry_wait 1s",
+    "retry_max_interval 30s",
+    "retry_forever true",
+)
+
+
+def buffer_policy(indent: str) -> str:
+    """:data:`BUFFER_POLICY`'s lines at ``indent``, each ending its line."""
+    return "".join(f"{indent}{line}\n" for line in BUFFER_POLICY)
+
+
 LINE_KEY = "log"  # the CRI parser's key of a line's text
 STREAM_KEY = "stream"  # the CRI parser's key of stdout / stderr
 LOGTAG_KEY = "logtag"  # the CRI parser's key of F (a full line) / P (a part of a longer one)
@@ -147,12 +163,7 @@ OUTPUT = """
       flush_at_shutdown false
       chunk_limit_size 8m
       total_limit_size "#{{ENV.fetch('{limit}')}}"
-      overflow_action throw_exception
-      retry_type exponential_backoff
-      retry_wait 1s
-      retry_max_interval 30s
-      retry_forever true
-    </buffer>
+{policy}    </buffer>
   </match>
   # A tag that is not ours (a client that sends without the prefix): printed, not forwarded.
   <match **>
@@ -256,5 +267,6 @@ def generated() -> str:
         port=c.DEFAULT_FLUENTD_PORT,
         root=BUFFER_ROOT,
         limit=BUFFER_LIMIT_VAR,
+        policy=buffer_policy("      "),
     )
     return PREAMBLE + containers + output

@@ -97,12 +97,7 @@ def route(stream: c.Stream) -> str:
     flush_at_shutdown true
     chunk_limit_size 8m
     total_limit_size {OUTPUT_LIMIT_MIB}m
-    overflow_action throw_exception
-    retry_type exponential_backoff
-    retry_wait 1s
-    retry_max_interval 30s
-    retry_forever true
-  </buffer>
+{forwarder.buffer_policy("    ")}  </buffer>
 </match>
 """
 
