@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +26,8 @@ from pipeline_sdk.drift.monitor import Monitor
 from pipeline_sdk.read import ReadClient
 from pipeline_sdk.testing.influx_fake import serve_store
 
-from .conftest import ROOT
 from .support import live_stack
+from .test_demo import run_demo
 from .test_model_api import Server
 
 RUN_ID = "demo-train-drift1"
@@ -42,15 +41,7 @@ def env_of(home: Path, **extra: str) -> dict[str, str]:
 
 
 def run(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_demo(module, *args, env=env, timeout=120)
 
 
 def record(home: Path, *traffic_args: str) -> int:
